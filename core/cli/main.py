@@ -1,0 +1,139 @@
+"""``flow``: the entry point. Commands load lazily; errors become one readable line and an exit code.
+
+Exit codes: 0 success, 1 the flow (or an LLM call) failed, 2 usage or validation error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from flow_engine.errors import FlowEngineError, UsageError
+
+# name -> "module:attribute"; imported only when the command runs (or its help is shown)
+BUILTIN_COMMANDS: dict[str, str] = {
+    "run": "flow_engine.cli.run_cmd:run",
+    "list": "flow_engine.cli.list_cmd:list_flows",
+    "plugins": "flow_engine.cli.plugins_cmd:plugins",
+    "runs": "flow_engine.cli.history_cmd:runs",
+    "show": "flow_engine.cli.history_cmd:show",
+    "db": "flow_engine.cli.db_cmd:db",
+}
+SHORT_HELP: dict[str, str] = {
+    "run": "Run a flow and print its outputs.",
+    "list": "List the registered flows and their inputs.",
+    "plugins": "List plugins, their versions, what they provide and their status.",
+    "runs": "List recorded runs, newest first.",
+    "show": "Show one run: inputs, outputs, error and its steps.",
+    "db": "Database: path, upgrade, current, downgrade.",
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a command's module only when that command is used; adds plugin commands on demand."""
+
+    def _plugin_commands(self) -> dict[str, click.Command]:
+        if getattr(self, "_plugin_cache", None) is None:
+            from flow_engine.engine import get_engine
+
+            group = click.Group("plugins")
+            registry = get_engine().plugins
+            if registry.has_impls("register_commands"):
+                registry.pm.hook.register_commands(cli=group)
+            self._plugin_cache: dict[str, click.Command] | None = dict(group.commands)
+        return self._plugin_cache or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(BUILTIN_COMMANDS) | set(self.commands)
+        try:
+            names |= set(self._plugin_commands())
+        except Exception:  # a broken plugin must not break --help
+            pass
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        target = BUILTIN_COMMANDS.get(cmd_name)
+        if target is None:
+            try:
+                return self._plugin_commands().get(cmd_name)
+            except Exception:
+                return None
+        if ctx.resilient_parsing or _only_listing(ctx):
+            return _Placeholder(cmd_name)
+        module_name, attr = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        return command
+
+
+def _only_listing(ctx: click.Context) -> bool:
+    """True while ``flow --help`` renders the command list (no need to import every command)."""
+    return bool(ctx.meta.get("flow_engine.listing"))
+
+
+class _Placeholder(click.Command):
+    def __init__(self, name: str):
+        super().__init__(name, help=SHORT_HELP.get(name, ""), short_help=SHORT_HELP.get(name))
+
+
+class FlowGroup(LazyGroup):
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        ctx.meta["flow_engine.listing"] = True
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            ctx.meta.pop("flow_engine.listing", None)
+
+
+@click.group(cls=FlowGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    "database_url",
+    metavar="URL",
+    envvar="FLOW_ENGINE_DATABASE_URL",
+    help="Storage URL (sqlite:///file.db, postgresql+psycopg://...). Default: a SQLite file in the user data folder.",
+)
+@click.version_option(package_name="flow-engine", prog_name="flow")
+@click.pass_context
+def cli(ctx: click.Context, database_url: str | None) -> None:
+    """flow-engine: run typed, persisted LLM flows and look at their records."""
+    if database_url:
+        os.environ["FLOW_ENGINE_DATABASE_URL"] = database_url
+        from flow_engine.engine import reset_engine
+
+        reset_engine()
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one readable error line and exit (no traceback)."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        return cli.main(args=argv, prog_name="flow", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except UsageError as exc:
+        fail(str(exc), 2)
+    except FlowEngineError as exc:
+        fail(str(exc), 1)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

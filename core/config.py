@@ -1,0 +1,65 @@
+"""Settings read from ``FLOW_ENGINE_*`` environment variables (pydantic-settings).
+
+Read once per engine, on first use, never at import; ``flow_engine.configure()`` overrides them in code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+APP_NAME = "flow-engine"
+
+
+def default_data_dir() -> Path:
+    """The per-user data folder (platformdirs), where the default database and artifacts live."""
+    from platformdirs import user_data_path
+
+    return user_data_path(APP_NAME, appauthor=False)
+
+
+class Settings(BaseSettings):
+    """Every environment variable flow-engine reads. Documented in docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="FLOW_ENGINE_", extra="ignore")
+
+    model: str | None = Field(default=None, description="Default litellm model string.")
+    image_model: str | None = Field(default=None, description="Default model of image steps.")
+    api_base: str | None = Field(default=None, description="Base URL of an OpenAI-compatible server.")
+    api_key: str | None = Field(default=None, description="API key passed to litellm (never stored).")
+    database_url: str | None = Field(default=None, description="Storage URL; default a SQLite file.")
+    data_dir: Path | None = Field(default=None, description="Folder for the default database/artifacts.")
+    artifacts_dir: Path | None = Field(default=None, description="Where generated images are saved.")
+    prompts_path: str | None = Field(default=None, description="os.pathsep-separated prompt folders.")
+    plugins: str | None = Field(default=None, description="Comma list: only these third-party plugins.")
+    disable_plugins: str | None = Field(default=None, description="Comma list of plugins not to load.")
+    max_retries: int = Field(default=3, ge=0, description="Retries of a transient LLM failure.")
+    retry_initial_delay: float = Field(default=0.5, ge=0, description="First backoff delay, seconds.")
+    retry_max_delay: float = Field(default=30.0, ge=0, description="Cap of one backoff delay, seconds.")
+    request_timeout: float = Field(default=120.0, gt=0, description="Timeout of one LLM request, seconds.")
+    structured_max_reasks: int = Field(default=2, ge=0, description="Re-asks after invalid output.")
+    heartbeat_interval: float = Field(default=10.0, gt=0, description="Seconds between heartbeats.")
+
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir or default_data_dir()
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir() / 'flow_engine.db'}"
+
+    def resolved_artifacts_dir(self) -> Path:
+        if self.artifacts_dir:
+            return self.artifacts_dir
+        url = self.resolved_database_url()
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            return Path(url.removeprefix("sqlite:///")).parent / "artifacts"
+        return self.resolved_data_dir() / "artifacts"
+
+    @staticmethod
+    def split_names(value: str | None) -> set[str] | None:
+        if value is None:
+            return None
+        return {name.strip() for name in value.split(",") if name.strip()}

@@ -1,0 +1,63 @@
+"""Exceptions of flow-engine.
+
+Two families matter to callers: ``UsageError`` (the caller asked for something invalid: bad inputs,
+an unknown flow, a missing prompt; the CLI exits 2) and ``FlowEngineError`` raised while a flow runs
+(the run is recorded as failed; the CLI exits 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FlowEngineError(Exception):
+    """Base class of every error flow-engine raises on purpose."""
+
+
+class UsageError(FlowEngineError):
+    """The request itself is wrong; fixing the call, not retrying, is the cure (CLI exit code 2)."""
+
+
+class InputValidationError(UsageError, ValueError):
+    """Inputs of a flow or step failed pydantic validation; the message names every bad field."""
+
+    def __init__(self, owner: str, errors: list[dict[str, Any]]):
+        self.owner = owner
+        self.errors = errors
+        lines = [f"invalid inputs for {owner}:"]
+        for err in errors:
+            loc = ".".join(str(part) for part in err.get("loc", ())) or "(inputs)"
+            lines.append(f"  - {loc}: {err.get('msg', 'invalid')}")
+        super().__init__("\n".join(lines))
+
+    @classmethod
+    def from_pydantic(cls, owner: str, exc: Any) -> InputValidationError:
+        return cls(owner, [{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors()])
+
+
+class ConfigurationError(UsageError):
+    """Settings, plugins or environment are inconsistent (unknown backend, conflicting plugins...)."""
+
+
+class PromptError(UsageError):
+    """A prompt template is missing, escapes its folder, or uses an undefined variable."""
+
+
+class PluginConflictError(ConfigurationError):
+    """Two plugins claim the same name for a step type, backend or provider."""
+
+
+class NotFoundError(UsageError):
+    """A flow, run or record that the caller named does not exist."""
+
+
+class LLMError(FlowEngineError):
+    """An LLM call failed for good (after the configured retries)."""
+
+
+class StructuredOutputError(LLMError):
+    """The model kept answering with output that does not validate against ``Outputs``."""
+
+
+class StepFailed(FlowEngineError):
+    """Wraps nothing: raised by the runner only when a step must be reported as failed on purpose."""

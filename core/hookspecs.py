@@ -1,0 +1,77 @@
+"""The hooks a flow-engine plugin can implement.
+
+Every hook is synchronous (pluggy). ``register_*`` hooks receive a ``register`` callable and call it
+once per thing they provide; the work itself is ``async def`` on the classes they register. Lifecycle
+hooks (``before_*``, ``after_*``, ``on_*_error``) may be written as ``async def``: the runner awaits
+them. A lifecycle hook that raises fails the flow or step it observes, so keep them small.
+
+See docs/plugins.md for a tutorial and the reference of every hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    import click
+
+    from .plugin_types import ModelProviderInfo, StepTypeInfo
+    from .runtime_info import FlowEvent, StepEvent
+    from .storage import StorageBackendInfo
+
+PROJECT = "flow_engine"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_step_types(register: Callable[[StepTypeInfo], None]) -> None:
+    """Register step types: ``register(StepTypeInfo(name="my_type", step_class=MyStep))``."""
+
+
+@hookspec
+def register_storage_backends(register: Callable[[StorageBackendInfo], None]) -> None:
+    """Register storage backends by URL scheme: ``register(StorageBackendInfo(name, schemes, factory))``."""
+
+
+@hookspec
+def register_model_providers(register: Callable[[ModelProviderInfo], None]) -> None:
+    """Register in-process litellm custom providers: ``register(ModelProviderInfo(name, handler_factory))``."""
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add click commands to the ``flow`` CLI: ``cli.add_command(my_command)``."""
+
+
+@hookspec
+def before_flow(event: FlowEvent) -> Any:
+    """Called after a run row is created, before the flow's logic starts. May be ``async def``."""
+
+
+@hookspec
+def after_flow(event: FlowEvent) -> Any:
+    """Called after a flow completed and its outputs were stored. May be ``async def``."""
+
+
+@hookspec
+def on_flow_error(event: FlowEvent) -> Any:
+    """Called after a flow failed (``event.error`` set) and the failure was stored. May be ``async def``."""
+
+
+@hookspec
+def before_step(event: StepEvent) -> Any:
+    """Called after a step row is created, before the step runs. May be ``async def``."""
+
+
+@hookspec
+def after_step(event: StepEvent) -> Any:
+    """Called after a step completed and its output was stored. May be ``async def``."""
+
+
+@hookspec
+def on_step_error(event: StepEvent) -> Any:
+    """Called after a step failed (``event.error`` set) and the failure was stored. May be ``async def``."""

@@ -1,0 +1,57 @@
+"""What every LLM step type shares: turning validated inputs into chat messages."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from .context import current_step
+from .engine import get_engine
+from .errors import UsageError
+from .prompts import render_prompt
+from .steps import BaseStep
+
+
+def input_variables(inputs: Any) -> dict[str, Any]:
+    if isinstance(inputs, BaseModel):
+        return {name: getattr(inputs, name) for name in type(inputs).model_fields}
+    return dict(inputs or {})
+
+
+class LLMStep(BaseStep):
+    """Base of the LLM step types. ``prompt_file`` is rendered with the inputs; without one, the
+    ``prompt`` input is the prompt. ``system_prompt`` and ``llm_params`` (temperature, max_tokens, ...)
+    are optional class attributes."""
+
+    system_prompt: ClassVar[str | None] = None
+    llm_params: ClassVar[dict[str, Any]] = {}
+
+    def render(self, inputs: Any) -> str:
+        variables = input_variables(inputs)
+        if self.prompt_file:
+            return render_prompt(type(self), self.prompt_file, variables, get_engine().settings.prompts_path)
+        prompt = variables.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            raise UsageError(
+                f"step '{self.step_name}' has no prompt_file and no 'prompt' input; set one of them"
+            )
+        return prompt
+
+    def build_messages(self, inputs: Any) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        if self.system_prompt:
+            messages.append({"role": "system", "content": self.system_prompt})
+        messages.append({"role": "user", "content": self.render(inputs)})
+        return messages
+
+    def call_model(self) -> str:
+        scope = current_step.get()
+        return normalize_model(self.resolve_model(scope.model_override if scope else None))
+
+
+def normalize_model(model: str) -> str:
+    """``offline`` (a plugin provider's bare name) means ``offline/default``; litellm wants the slash."""
+    if "/" not in model and model in get_engine().plugins.model_providers():
+        return f"{model}/default"
+    return model

@@ -1,0 +1,190 @@
+'''
+Flow Engine Public Interface
+
+Everything needed to create and execute AI-powered workflows. Both flows and steps use consistent
+``execute()`` methods with type-safe pydantic inputs; every run and step is recorded in SQL.
+
+## Quick Start
+
+### Creating a Flow
+```python
+from typing import Any
+from pydantic import BaseModel, Field
+from flow_engine import BaseFlow, UnstructuredStep, StructuredStep, ImageStep
+
+class ArticleProcessingFlow(BaseFlow):
+    flow_name = "article_processing"
+
+    # Optional: Input validation
+    class Inputs(BaseModel):
+        article_text: str = Field(..., description="The article to process")
+        style: str = Field(default="professional", description="Writing style")
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        extract_result = await ExtractContentStep().execute({"article_text": inputs["article_text"]})
+        summary_result = await SummarizeStep().execute({
+            "content": extract_result.output_content,
+            "style": inputs["style"],
+        })
+        return {
+            "summary": summary_result.output_content.model_dump(),
+            "metadata": {
+                "total_tokens": extract_result.metadata["tokens_used"] + summary_result.metadata["tokens_used"]
+            },
+        }
+
+# Execute the flow - same pattern as steps!
+result = await ArticleProcessingFlow().execute({"article_text": "Long article content...", "style": "technical"})
+```
+
+### Creating Steps
+```python
+# Unstructured text generation: output_content is the model's text
+class ExtractContentStep(UnstructuredStep):
+    step_name = "extract_content"
+    prompt_file = "extract_content.md"          # Jinja2: {{ article_text }}, {{ max_length }}
+
+    class Inputs(BaseModel):
+        article_text: str = Field(..., description="Article to extract from")
+        max_length: int = Field(default=500, description="Maximum extraction length")
+
+# Structured output generation: output_content is an Outputs instance
+class SummarizeStep(StructuredStep):
+    step_name = "summarize"
+    prompt_file = "summarize.md"
+
+    class Inputs(BaseModel):
+        content: str = Field(..., description="Content to summarize")
+        style: str = Field(default="professional", description="Writing style")
+
+    class Outputs(BaseModel):
+        title: str = Field(..., description="Generated title")
+        summary: str = Field(..., description="Content summary")
+        key_points: list[str] = Field(..., description="Key points extracted")
+
+# Image generation: no prompt_file, so the `prompt` input is the prompt
+class CreateThumbnailStep(ImageStep):
+    step_name = "create_thumbnail"
+
+    class Inputs(BaseModel):
+        prompt: str = Field(..., description="Image generation prompt")
+        size: str = Field(default="1024x1024", description="Image size")
+
+# Plain Python: no LLM call, recorded like any other step
+class CountWordsStep(BaseStep):
+    step_name = "count_words"
+
+    class Inputs(BaseModel):
+        text: str
+
+    async def run(self, inputs: Inputs) -> int:
+        return len(inputs.text.split())
+
+# Execute any step - consistent interface
+result = await ExtractContentStep().execute({"article_text": "Article content...", "max_length": 300})
+```
+
+Steps called inside a flow belong to that flow's run, in call order; steps started together with
+``asyncio.gather`` each keep their own place. A flow executed inside a flow is a child run of it. A step
+called outside any flow works too (its LLM calls are still recorded).
+
+## Available Base Classes
+
+### BaseFlow
+- **Required**: ``flow_name: str``; ``async def _execute_flow_logic(self, inputs: dict) -> dict``.
+- **Optional**: ``Inputs`` / ``Outputs`` (pydantic models), ``total_steps`` (enables a progress
+  percentage), ``model`` (default model for the run's LLM steps), ``description``.
+- ``async def execute(self, inputs: dict, *, user_id=None, model=None, metadata=None) -> dict`` runs the
+  flow as a recorded run; ``self.run_id`` holds its id once the run row exists.
+
+### BaseStep
+- **Attributes**: ``step_name`` (defaults to the class name in snake_case), ``prompt_file`` (in a
+  ``prompts/`` folder), ``Inputs`` (pydantic model), ``model``, ``api_base``.
+- ``async def execute(self, inputs: dict, *, model=None) -> StepResult``.
+- A plain-Python step implements ``async def run(self, inputs)`` (it receives the validated ``Inputs``).
+
+### UnstructuredStep(BaseStep)
+Text generation; ``result.output_content`` is a string. ``system_prompt`` and ``llm_params``
+(e.g. ``{"temperature": 0.2}``) are optional class attributes of every LLM step.
+
+### StructuredStep(BaseStep)
+Requires ``Outputs``. Uses the provider's native JSON-schema output where litellm supports it, else JSON
+mode with the schema in the prompt; always validated with pydantic, re-asked with the validation errors
+up to ``max_reasks`` times (``structured_output = "auto" | "native" | "json"``).
+
+### ImageStep(BaseStep)
+Reads the inputs ``prompt``, ``size``, ``quality``, ``n``. Images are saved under the artifacts folder;
+``output_content`` is ``{"images": [{"path", "url", "revised_prompt", "mime_type", "size_bytes"}],
+"path", "url", "prompt"}``.
+
+## Result Types
+
+### StepResult
+- ``step_name: str``
+- ``output_content: Any`` - text, an ``Outputs`` instance, image data, or a plain step's return value
+- ``metadata: dict`` - ``tokens_used``, ``cost_estimate`` (USD; ``None`` when the model is unpriced),
+  ``execution_time_ms``, ``provider``, ``model``, and inside a flow ``run_id``, ``step_key``, ``step_order``.
+
+## Step Types
+An open registry of names (plugins add more; ``StepType.registered()`` lists them):
+- ``StepType.UNSTRUCTURED_LLM`` - text generation
+- ``StepType.STRUCTURED_LLM`` - structured data extraction/generation
+- ``StepType.IMAGE_GENERATION`` - image creation
+- ``StepType.NEWS_GATHERING`` - news search (a plugin step type)
+- ``StepType.PYTHON`` - plain Python steps
+
+## Models
+Model resolution: ``execute(..., model=)`` > step ``model`` > run-level (``BaseFlow.execute(model=)``,
+``flow run --model``) > ``FLOW_ENGINE_MODEL`` > the offline model (``offline/default``, deterministic,
+no network; a notice on stderr says so). Any litellm model string works (``openai/gpt-4o-mini``,
+``anthropic/...``, ``ollama/...``); ``FLOW_ENGINE_API_BASE`` points at an OpenAI-compatible server.
+
+## Records
+Every run, step and LLM attempt is stored (``FLOW_ENGINE_DATABASE_URL``; default a SQLite file in the
+user data folder): see ``flow runs`` / ``flow show RUN_ID``. ``configure(...)`` sets any setting in code.
+
+## Key Features
+- **Consistent Interface**: Both flows and steps use ``execute()``
+- **Type Safety**: pydantic validation for inputs and outputs; errors name each bad field
+- **Automatic Context**: no boilerplate - runs, steps and child runs are tracked via contextvars
+- **Composable**: flows can call other flows using the same interface
+- **Pluggable**: step types, storage backends and model providers are pluggy plugins
+'''
+
+from .context import current_run_id
+from .engine import configure
+from .errors import (
+    FlowEngineError,
+    InputValidationError,
+    LLMError,
+    PromptError,
+    StructuredOutputError,
+    UsageError,
+)
+from .flows import BaseFlow
+from .hookspecs import hookimpl
+from .steps import BaseStep, StepResult, StepType
+from .storage import RunStatus
+from flow_engine.plugins.image import ImageStep
+from flow_engine.plugins.structured import StructuredStep
+from flow_engine.plugins.unstructured import UnstructuredStep
+
+__all__ = [
+    "BaseFlow",
+    "BaseStep",
+    "FlowEngineError",
+    "ImageStep",
+    "InputValidationError",
+    "LLMError",
+    "PromptError",
+    "RunStatus",
+    "StepResult",
+    "StepType",
+    "StructuredOutputError",
+    "StructuredStep",
+    "UnstructuredStep",
+    "UsageError",
+    "configure",
+    "current_run_id",
+    "hookimpl",
+]

@@ -1,0 +1,31 @@
+"""Events handed to lifecycle hooks: what is running, and how it ended."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class FlowEvent:
+    run_id: uuid.UUID
+    flow_name: str
+    inputs: dict[str, Any]
+    parent_run_id: uuid.UUID | None = None
+    outputs: dict[str, Any] | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class StepEvent:
+    run_id: uuid.UUID | None
+    step_id: uuid.UUID | None
+    step_name: str
+    step_key: str | None
+    step_type: str
+    step_order: int | None
+    total_steps: int | None
+    inputs: dict[str, Any]
+    result: Any = None
+    error: BaseException | None = None

@@ -1,0 +1,181 @@
+"""Running one step: validate, record the start, run, record the end, fire the lifecycle hooks.
+
+Inside a flow the step gets its place in the run (order and key) before its first ``await``, so steps
+started together with ``asyncio.gather`` keep their call order. Outside a flow it runs untracked
+(its LLM calls are still recorded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from .context import RunContext, StepScope, current_run, current_step
+from .engine import get_engine
+from .errors import InputValidationError, UsageError
+from .jsonable import describe_error, to_jsonable
+from .runtime_info import StepEvent
+from .steps import StepOutput, StepResult
+from .storage import RunStatus, StepRecord, utcnow
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .steps import BaseStep
+
+
+def _check_step_type(step: BaseStep) -> None:
+    registry = get_engine().plugins.step_types()
+    if step.step_type not in registry:
+        known = ", ".join(sorted(registry)) or "none"
+        raise UsageError(
+            f"step '{step.step_name}' has step type '{step.step_type}', which no loaded plugin registers "
+            f"(registered: {known}); is its plugin installed, or disabled by FLOW_ENGINE_DISABLE_PLUGINS?"
+        )
+
+
+def _usage_of(scope: StepScope) -> tuple[int, float | None, int, Any]:
+    """Tokens, cost (None when any call was unpriced), unpriced call count, last LLM request id."""
+    tokens = sum(call.total_tokens for call in scope.calls)
+    unpriced = sum(1 for call in scope.calls if call.cost is None)
+    cost = None if unpriced else sum(call.cost for call in scope.calls)
+    last_id = scope.calls[-1].request_id if scope.calls else None
+    return tokens, cost, unpriced, last_id
+
+
+async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | None) -> StepResult:
+    engine = get_engine()
+    _check_step_type(step)
+    ctx = current_run.get()
+    name = step.step_name
+    slot = ctx.next_step_slot(name) if ctx else None
+    try:
+        inputs = step.validate_inputs(raw_inputs)
+    except InputValidationError as exc:
+        if ctx is not None and slot is not None:
+            await _record_rejected_step(ctx, step, slot, raw_inputs, exc)
+        raise
+    inputs_json = to_jsonable(inputs)
+    step_id = None
+    if ctx is not None and slot is not None:
+        record = StepRecord(
+            flow_run_id=ctx.run_id,
+            step_name=name,
+            step_key=slot[1],
+            step_type=step.step_type,
+            step_order=slot[0],
+            status=RunStatus.RUNNING.value,
+            inputs=inputs_json,
+        )
+        step_id = record.id
+        await ctx.store.start_step(record, {"current_step": slot[1], "last_heartbeat": record.created_at})
+    event = StepEvent(
+        run_id=ctx.run_id if ctx else None,
+        step_id=step_id,
+        step_name=name,
+        step_key=slot[1] if slot else None,
+        step_type=step.step_type,
+        step_order=slot[0] if slot else None,
+        total_steps=ctx.total_steps if ctx else None,
+        inputs=inputs_json,
+    )
+    plugins = engine.plugins
+    await plugins.fire("before_step", event=event)
+    scope = StepScope(run_id=event.run_id, step_id=step_id, step_name=name, model_override=model_override)
+    token = current_step.set(scope)
+    started = time.perf_counter()
+    try:
+        raw_output = await step.run(inputs)
+    except BaseException as exc:
+        elapsed_ms = int((time.perf_counter() - started) * 1000)
+        cancelled = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+        if ctx is not None and step_id is not None:
+            await _finish(ctx, scope, step_id, elapsed_ms, error=exc, cancelled=cancelled)
+        event.error = exc
+        if not cancelled:
+            await plugins.fire("on_step_error", event=event)
+        raise
+    finally:
+        current_step.reset(token)
+    elapsed_ms = int((time.perf_counter() - started) * 1000)
+    output = raw_output if isinstance(raw_output, StepOutput) else StepOutput(content=raw_output)
+    tokens, cost, unpriced, llm_request_id = _usage_of(scope)
+    metadata: dict[str, Any] = {
+        "tokens_used": tokens,
+        "cost_estimate": cost,
+        "execution_time_ms": elapsed_ms,
+        "provider": output.provider,
+        "model": output.model,
+        "step_type": step.step_type,
+        "llm_calls": len(scope.calls),
+        "unpriced_calls": unpriced,
+        **output.extra,
+    }
+    if ctx is not None and slot is not None:
+        metadata.update(run_id=str(ctx.run_id), step_key=slot[1], step_order=slot[0])
+    if llm_request_id is not None:
+        metadata["llm_request_id"] = str(llm_request_id)
+    result = StepResult(step_name=name, output_content=output.content, metadata=metadata)
+    if ctx is not None and step_id is not None:
+        await _finish(ctx, scope, step_id, elapsed_ms, result=result)
+    event.result = result
+    await plugins.fire("after_step", event=event)
+    return result
+
+
+async def _finish(
+    ctx: RunContext,
+    scope: StepScope,
+    step_id: Any,
+    elapsed_ms: int,
+    *,
+    result: StepResult | None = None,
+    error: BaseException | None = None,
+    cancelled: bool = False,
+) -> None:
+    tokens, cost, unpriced, llm_request_id = _usage_of(scope)
+    ctx.totals.add(tokens, cost, unpriced)
+    now = utcnow()
+    step_changes: dict[str, Any] = {
+        "tokens_used": tokens,
+        "cost_estimate": cost,
+        "execution_time_ms": elapsed_ms,
+        "completed_at": now,
+        "llm_request_id": llm_request_id,
+    }
+    if result is not None:
+        ctx.completed_steps += 1
+        step_changes["status"] = RunStatus.COMPLETED.value
+        step_changes["outputs"] = {"output_content": to_jsonable(result.output_content)}
+        step_changes["step_metadata"] = to_jsonable(result.metadata)
+    else:
+        step_changes["status"] = (RunStatus.CANCELLED if cancelled else RunStatus.FAILED).value
+        step_changes["error_message"] = describe_error(error) if error is not None else None
+    run_changes: dict[str, Any] = {
+        "step_progress": ctx.completed_steps,
+        "total_tokens": ctx.totals.tokens,
+        "total_cost": ctx.totals.cost,
+        "unpriced_calls": ctx.totals.unpriced_calls,
+        "last_heartbeat": now,
+    }
+    if ctx.total_steps:
+        run_changes["progress_percentage"] = min(100.0, 100.0 * ctx.completed_steps / ctx.total_steps)
+    await ctx.store.finish_step(step_id, step_changes, ctx.run_id, run_changes)
+
+
+async def _record_rejected_step(
+    ctx: RunContext, step: BaseStep, slot: tuple[int, str], raw_inputs: Any, exc: Exception
+) -> None:
+    """A step inside a flow called with invalid inputs: keep a failed row saying why."""
+    now = utcnow()
+    record = StepRecord(
+        flow_run_id=ctx.run_id,
+        step_name=step.step_name,
+        step_key=slot[1],
+        step_type=step.step_type,
+        step_order=slot[0],
+        status=RunStatus.FAILED.value,
+        inputs=to_jsonable(raw_inputs) if isinstance(raw_inputs, dict) else {},
+        error_message=describe_error(exc),
+        completed_at=now,
+    )
+    await ctx.store.start_step(record, {"current_step": slot[1], "last_heartbeat": now})

@@ -1,0 +1,124 @@
+"""Steps: the unit of work a flow records. ``BaseStep`` is plain Python; LLM step types subclass it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import InputValidationError, UsageError
+
+
+class StepType:
+    """Names of the built-in step types. The registry is open: plugins add more names."""
+
+    PYTHON = "python"
+    UNSTRUCTURED_LLM = "unstructured_llm"
+    STRUCTURED_LLM = "structured_llm"
+    IMAGE_GENERATION = "image_generation"
+    NEWS_GATHERING = "news_gathering"
+
+    @staticmethod
+    def registered() -> list[str]:
+        """Every step type name registered by the loaded plugins."""
+        from .engine import get_engine
+
+        return sorted(get_engine().plugins.step_types())
+
+
+class StepResult(BaseModel):
+    """Result of step execution with output and metadata."""
+
+    step_name: str
+    output_content: Any
+    metadata: dict[str, Any]
+
+
+@dataclass
+class StepOutput:
+    """What a step type's ``run()`` may return to tell the runner more than the content."""
+
+    content: Any
+    provider: str | None = None
+    model: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class BaseStep:
+    """A step. Subclass it with ``async def run(self, inputs)`` for plain Python work (no LLM call).
+
+    Class attributes: ``step_name`` (defaults to the class name in snake_case), ``Inputs`` (a pydantic
+    model; ``run`` then receives an instance of it), ``prompt_file``, ``model``, ``api_base``.
+    """
+
+    step_type: ClassVar[str] = StepType.PYTHON
+    step_name: ClassVar[str]
+    prompt_file: ClassVar[str | None] = None
+    Inputs: ClassVar[type[BaseModel] | None] = None
+    model: ClassVar[str | None] = None
+    api_base: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "step_name" not in cls.__dict__:
+            cls.step_name = _snake(cls.__name__.removesuffix("Step") or cls.__name__)
+
+    async def execute(self, inputs: dict[str, Any] | BaseModel | None = None, *, model: str | None = None) -> StepResult:
+        """Validate ``inputs``, run the step, record it in the current run, return a ``StepResult``."""
+        from .step_runner import run_step
+
+        return await run_step(self, inputs, model_override=model)
+
+    async def run(self, inputs: Any) -> Any:
+        """Do the step's work. Plain Python steps override this; LLM step types implement it."""
+        raise UsageError(
+            f"{type(self).__name__} defines no 'async def run(self, inputs)'; implement it, or subclass "
+            "UnstructuredStep / StructuredStep / ImageStep for an LLM step"
+        )
+
+    # -- helpers shared by step types -------------------------------------------------------
+    @classmethod
+    def validate_inputs(cls, inputs: dict[str, Any] | BaseModel | None) -> Any:
+        owner = f"step '{cls.step_name}'"
+        if cls.Inputs is None:
+            if inputs is None:
+                return {}
+            if isinstance(inputs, BaseModel):
+                return inputs.model_dump()
+            if not isinstance(inputs, dict):
+                raise InputValidationError(owner, [{"loc": (), "msg": f"expected a dict, got {type(inputs).__name__}"}])
+            return dict(inputs)
+        if isinstance(inputs, cls.Inputs):
+            return inputs
+        if isinstance(inputs, BaseModel):
+            inputs = inputs.model_dump()
+        try:
+            return cls.Inputs.model_validate(inputs if inputs is not None else {})
+        except ValidationError as exc:
+            raise InputValidationError.from_pydantic(owner, exc) from None
+
+    def resolve_model(self, override: str | None) -> str:
+        """per-call override > step class ``model`` > run-level model > FLOW_ENGINE_MODEL > offline."""
+        from .context import current_run
+        from .engine import get_engine
+
+        if override:
+            return override
+        if self.model:
+            return self.model
+        ctx = current_run.get()
+        run_model = ctx.run_level_model() if ctx else None
+        if run_model:
+            return run_model
+        return get_engine().default_model()
+
+    def resolve_api_base(self) -> str | None:
+        from .engine import get_engine
+
+        return self.api_base or get_engine().settings.api_base

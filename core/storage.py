@@ -1,0 +1,224 @@
+"""The storage contract the runner talks to; backends (SQL, memory, ...) are plugins chosen by URL scheme.
+
+The runner never sees SQL. It awaits every write (so a finished step is stored before the next one
+starts) and a backend must not block the event loop while doing it. Reads are synchronous: the CLI and
+reports use them outside any loop.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ConfigurationError, NotFoundError, UsageError
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class RunStatus(enum.StrEnum):
+    """Statuses of runs and steps. Terminal ones never change again (except by ``flow resume``)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    CRASHED = "crashed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CRASHED)
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(validate_assignment=False, extra="forbid")
+
+
+class RunRecord(_Record):
+    """One row of ``flow_runs``: the seed's fields plus ``parent_run_id`` and ``run_key``."""
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    user_id: uuid.UUID | None = None
+    flow_name: str
+    parent_run_id: uuid.UUID | None = None
+    run_key: str | None = None
+    status: str = RunStatus.PENDING.value
+    execution_mode: str = "sync"
+    current_step: str | None = None
+    step_progress: int = 0
+    total_steps: int | None = None
+    progress_percentage: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    last_heartbeat: datetime | None = None
+    total_tokens: int = 0
+    total_cost: float = 0.0
+    unpriced_calls: int = 0
+    execution_time_ms: int | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, Any] | None = None
+    flow_metadata: dict[str, Any] | None = None
+    error_message: str | None = None
+
+
+class StepRecord(_Record):
+    """One row of ``flow_step_runs``. ``step_key`` is step name + occurrence in the run (``summarize#2``)."""
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    flow_run_id: uuid.UUID
+    llm_request_id: uuid.UUID | None = None
+    step_name: str
+    step_key: str
+    step_type: str
+    step_order: int
+    status: str = RunStatus.RUNNING.value
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, Any] | None = None
+    tokens_used: int = 0
+    cost_estimate: float | None = 0.0
+    execution_time_ms: int | None = None
+    error_message: str | None = None
+    step_metadata: dict[str, Any] | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    completed_at: datetime | None = None
+
+
+class LLMRequestRecord(_Record):
+    """One row of ``llm_requests``: one attempt of one LLM call. Never holds keys or auth headers."""
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    flow_run_id: uuid.UUID | None = None
+    step_run_id: uuid.UUID | None = None
+    call_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    kind: str = "completion"
+    model: str
+    provider: str | None = None
+    api_base: str | None = None
+    request_messages: list[dict[str, Any]] | None = None
+    request_params: dict[str, Any] | None = None
+    response: dict[str, Any] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None
+    latency_ms: int | None = None
+    attempt: int = 1
+    status: str = "completed"
+    error_message: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RunStore(ABC):
+    """What a storage backend implements. Writes are ``async`` and awaited by the runner."""
+
+    url: str
+
+    # -- writes -----------------------------------------------------------------------------
+    @abstractmethod
+    async def create_run(self, run: RunRecord) -> None: ...
+
+    @abstractmethod
+    async def update_run(self, run_id: uuid.UUID, changes: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    async def start_step(self, step: StepRecord, run_changes: dict[str, Any]) -> None:
+        """Insert the step row and apply ``run_changes`` to its run, in one transaction."""
+
+    @abstractmethod
+    async def finish_step(
+        self, step_id: uuid.UUID, step_changes: dict[str, Any], run_id: uuid.UUID, run_changes: dict[str, Any]
+    ) -> None:
+        """Update the step row and its run, in one transaction."""
+
+    @abstractmethod
+    async def record_llm_request(self, request: LLMRequestRecord) -> None: ...
+
+    # -- reads ------------------------------------------------------------------------------
+    @abstractmethod
+    def get_run(self, run_id: uuid.UUID) -> RunRecord | None: ...
+
+    @abstractmethod
+    def list_runs(
+        self,
+        *,
+        flow_name: str | None = None,
+        status: str | None = None,
+        user_id: uuid.UUID | None = None,
+        parent_run_id: uuid.UUID | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Newest first."""
+
+    @abstractmethod
+    def list_steps(self, run_id: uuid.UUID) -> list[StepRecord]:
+        """Steps of one run in ``step_order``."""
+
+    @abstractmethod
+    def list_llm_requests(
+        self, *, flow_run_id: uuid.UUID | None = None, step_run_id: uuid.UUID | None = None
+    ) -> list[LLMRequestRecord]:
+        """Oldest first."""
+
+    @abstractmethod
+    def run_ids_with_prefix(self, prefix: str, limit: int = 2) -> list[uuid.UUID]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional for backends
+        """Release connections and threads."""
+
+    # -- shared helpers ---------------------------------------------------------------------
+    def resolve_run_id(self, text: str) -> uuid.UUID:
+        """A full run id or a unique prefix of one (hex, dashes optional)."""
+        cleaned = text.strip().lower()
+        try:
+            return uuid.UUID(cleaned)
+        except ValueError:
+            pass
+        if not cleaned or any(ch not in "0123456789abcdef-" for ch in cleaned):
+            raise UsageError(f"'{text}' is not a run id or a prefix of one")
+        matches = self.run_ids_with_prefix(cleaned, limit=2)
+        if not matches:
+            raise NotFoundError(f"no run with id starting '{text}'")
+        if len(matches) > 1:
+            raise UsageError(f"run id prefix '{text}' is ambiguous; give more characters")
+        return matches[0]
+
+
+@dataclass(frozen=True)
+class StorageBackendInfo:
+    """What a plugin registers: the URL schemes it serves and a factory ``(url) -> RunStore``."""
+
+    name: str
+    schemes: tuple[str, ...]
+    factory: Callable[[str], RunStore]
+    description: str = ""
+    plugin: str = field(default="", compare=False)
+
+
+def scheme_of(url: str) -> str:
+    """``postgresql+psycopg://...`` -> ``postgresql+psycopg``; a bare path is not a URL."""
+    if "://" not in url:
+        raise ConfigurationError(
+            f"database URL '{url}' has no scheme; use e.g. sqlite:///path/to/file.db or postgresql+psycopg://..."
+        )
+    return url.split("://", 1)[0].lower()
+
+
+def pick_backend(url: str, backends: list[StorageBackendInfo]) -> StorageBackendInfo:
+    scheme = scheme_of(url)
+    base = scheme.split("+", 1)[0]
+    for backend in backends:
+        if scheme in backend.schemes or base in backend.schemes:
+            return backend
+    installed = ", ".join(f"{b.name} ({'/'.join(b.schemes)})" for b in backends) or "none"
+    raise ConfigurationError(f"no storage backend for URL scheme '{scheme}'; installed backends: {installed}")

@@ -1,0 +1,1 @@
+"""Example flows shipped with flow-engine and registered through the ``flow_engine.flows`` entry points."""

@@ -1,0 +1,62 @@
+"""The seed plan's article-processing flow: extract the content, then summarise it as structured data.
+
+Run it: ``flow run article_processing --input article_text=@sample_article.txt`` (offline by default).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from flow_engine import BaseFlow, StructuredStep, UnstructuredStep
+
+
+class ExtractContentStep(UnstructuredStep):
+    step_name = "extract_content"
+    prompt_file = "extract_content.md"
+
+    class Inputs(BaseModel):
+        article_text: str = Field(..., description="Article to extract from")
+        max_length: int = Field(default=500, description="Maximum extraction length")
+
+
+class SummarizeStep(StructuredStep):
+    step_name = "summarize"
+    prompt_file = "summarize.md"
+
+    class Inputs(BaseModel):
+        content: str = Field(..., description="Content to summarize")
+        style: str = Field(default="professional", description="Writing style")
+
+    class Outputs(BaseModel):
+        title: str = Field(..., description="Generated title")
+        summary: str = Field(..., description="Content summary")
+        key_points: list[str] = Field(..., description="Key points")
+
+
+class ArticleProcessingFlow(BaseFlow):
+    """Extracts an article's essential content, then summarises it with a title and key points."""
+
+    flow_name = "article_processing"
+    total_steps = 2
+
+    class Inputs(BaseModel):
+        article_text: str = Field(..., description="The article to process")
+        style: str = Field(default="professional", description="Writing style")
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        extract_result = await ExtractContentStep().execute(
+            {"article_text": inputs["article_text"], "max_length": 500}
+        )
+        summary_result = await SummarizeStep().execute(
+            {"content": extract_result.output_content, "style": inputs["style"]}
+        )
+        return {
+            "extracted_content": extract_result.output_content,
+            "summary": summary_result.output_content.model_dump(),
+            "metadata": {
+                "total_tokens": extract_result.metadata["tokens_used"] + summary_result.metadata["tokens_used"],
+                "total_cost": extract_result.metadata["cost_estimate"] + summary_result.metadata["cost_estimate"],
+            },
+        }

@@ -1,0 +1,97 @@
+"""Storage backend ``memory://``: runs kept in this process only. For tests, benchmarks and throwaway runs."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+from flow_engine.hookspecs import hookimpl
+from flow_engine.storage import LLMRequestRecord, RunRecord, RunStore, StepRecord, StorageBackendInfo
+
+
+class MemoryStore(RunStore):
+    def __init__(self, url: str = "memory://"):
+        self.url = url
+        self._runs: dict[uuid.UUID, RunRecord] = {}
+        self._steps: dict[uuid.UUID, StepRecord] = {}
+        self._requests: list[LLMRequestRecord] = []
+        self._lock = threading.Lock()
+
+    async def create_run(self, run: RunRecord) -> None:
+        with self._lock:
+            self._runs[run.id] = run.model_copy()
+
+    def _apply(self, record: Any, changes: dict[str, Any]) -> None:
+        for key, value in changes.items():
+            if key not in type(record).model_fields:
+                raise KeyError(f"{type(record).__name__} has no field '{key}'")
+            setattr(record, key, value)
+
+    async def update_run(self, run_id: uuid.UUID, changes: dict[str, Any]) -> None:
+        with self._lock:
+            self._apply(self._runs[run_id], changes)
+
+    async def start_step(self, step: StepRecord, run_changes: dict[str, Any]) -> None:
+        with self._lock:
+            self._steps[step.id] = step.model_copy()
+            self._apply(self._runs[step.flow_run_id], run_changes)
+
+    async def finish_step(
+        self, step_id: uuid.UUID, step_changes: dict[str, Any], run_id: uuid.UUID, run_changes: dict[str, Any]
+    ) -> None:
+        with self._lock:
+            self._apply(self._steps[step_id], step_changes)
+            self._apply(self._runs[run_id], run_changes)
+
+    async def record_llm_request(self, request: LLMRequestRecord) -> None:
+        with self._lock:
+            self._requests.append(request.model_copy())
+
+    def get_run(self, run_id: uuid.UUID) -> RunRecord | None:
+        run = self._runs.get(run_id)
+        return run.model_copy() if run else None
+
+    def list_runs(
+        self,
+        *,
+        flow_name: str | None = None,
+        status: str | None = None,
+        user_id: uuid.UUID | None = None,
+        parent_run_id: uuid.UUID | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        runs = [
+            r
+            for r in self._runs.values()
+            if (flow_name is None or r.flow_name == flow_name)
+            and (status is None or r.status == status)
+            and (user_id is None or r.user_id == user_id)
+            and (parent_run_id is None or r.parent_run_id == parent_run_id)
+        ]
+        runs.sort(key=lambda r: r.created_at, reverse=True)
+        return [r.model_copy() for r in runs[offset : offset + limit]]
+
+    def list_steps(self, run_id: uuid.UUID) -> list[StepRecord]:
+        steps = [s for s in self._steps.values() if s.flow_run_id == run_id]
+        return [s.model_copy() for s in sorted(steps, key=lambda s: s.step_order)]
+
+    def list_llm_requests(
+        self, *, flow_run_id: uuid.UUID | None = None, step_run_id: uuid.UUID | None = None
+    ) -> list[LLMRequestRecord]:
+        return [
+            r.model_copy()
+            for r in self._requests
+            if (flow_run_id is None or r.flow_run_id == flow_run_id)
+            and (step_run_id is None or r.step_run_id == step_run_id)
+        ]
+
+    def run_ids_with_prefix(self, prefix: str, limit: int = 2) -> list[uuid.UUID]:
+        wanted = prefix.replace("-", "")
+        return [rid for rid in self._runs if rid.hex.startswith(wanted)][:limit]
+
+
+@hookimpl
+def register_storage_backends(register: Any) -> None:
+    register(StorageBackendInfo("memory", ("memory",), MemoryStore, "runs kept in this process only"))

@@ -1,0 +1,120 @@
+"""The offline model: a litellm custom provider ``offline`` that needs no network and no key.
+
+Use ``FLOW_ENGINE_MODEL=offline`` or ``offline/<any-name>``. It answers deterministically: text made
+from the prompt, JSON that validates against the requested schema, a small real PNG for images. Usage
+is estimated from text length, cost is 0, and ``provider`` is ``offline`` so nobody mistakes it for a
+real answer. The same litellm code path runs offline and online.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from flow_engine.hookspecs import hookimpl
+from flow_engine.plugin_types import ModelProviderInfo
+
+from .offline_data import SchemaFaker, offline_text, png_bytes, schema_from_prompt
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+def _flatten(messages: list[dict[str, Any]]) -> str:
+    parts = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        parts.append(str(content or ""))
+    return "\n\n".join(parts)
+
+
+def answer(model: str, messages: list[dict[str, Any]], optional_params: dict[str, Any]) -> str:
+    """The offline model's reply to a chat request."""
+    prompt = _flatten(messages)
+    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+    material = _flatten([last_user]) if last_user else prompt
+    fmt = optional_params.get("response_format") or {}
+    schema = None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+    if schema is None:
+        schema = schema_from_prompt(prompt)
+    if schema is not None:
+        first_user = next((m for m in messages if m.get("role") == "user"), None)
+        basis = _flatten([first_user]) if first_user else material
+        return json.dumps(SchemaFaker(schema, basis).build())
+    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        return json.dumps({"text": offline_text(material, model)})
+    max_tokens = optional_params.get("max_tokens") or optional_params.get("max_completion_tokens")
+    words = max(1, int(max_tokens * 3 // 4)) if max_tokens else 60
+    return offline_text(material, model, max_words=min(words, 200))
+
+
+def make_handler() -> Any:
+    import litellm
+    from litellm import CustomLLM
+
+    class OfflineLLM(CustomLLM):  # type: ignore[misc]
+        def _respond(self, model: str, messages: list[dict[str, Any]], optional_params: dict[str, Any]) -> Any:
+            text = answer(model, messages, optional_params)
+            prompt_tokens = estimate_tokens(_flatten(messages))
+            completion_tokens = estimate_tokens(text)
+            return litellm.ModelResponse(
+                model=f"offline/{model}",
+                choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                usage={
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            )
+
+        def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
+            return self._respond(model, messages, kwargs.get("optional_params") or {})
+
+        async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
+            return self._respond(model, messages, kwargs.get("optional_params") or {})
+
+        def _image(self, model: str, prompt: str, optional_params: dict[str, Any]) -> Any:
+            count = int(optional_params.get("n") or 1)
+            size = str(optional_params.get("size") or "64x64")
+            side = 64
+            if "x" in size:
+                try:
+                    side = max(8, min(256, int(size.split("x", 1)[0]) // 16))
+                except ValueError:
+                    side = 64
+            data = [
+                {
+                    "b64_json": base64.b64encode(png_bytes(f"{prompt}#{i}", side)).decode(),
+                    "revised_prompt": f"[offline] {prompt}",
+                }
+                for i in range(count)
+            ]
+            return litellm.ImageResponse(created=int(time.time()), data=data)
+
+        def image_generation(self, model: str, prompt: str, *args: Any, **kwargs: Any) -> Any:
+            return self._image(model, prompt, kwargs.get("optional_params") or {})
+
+        async def aimage_generation(self, model: str, prompt: str, *args: Any, **kwargs: Any) -> Any:
+            return self._image(model, prompt, kwargs.get("optional_params") or {})
+
+    return OfflineLLM()
+
+
+@hookimpl
+def register_model_providers(register: Any) -> None:
+    register(
+        ModelProviderInfo(
+            "offline",
+            make_handler,
+            "deterministic offline model: no network, no key, cost 0",
+            supports_response_schema=True,
+            free=True,
+        )
+    )

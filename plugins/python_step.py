@@ -1,0 +1,14 @@
+"""Registers the ``python`` step type: a ``BaseStep`` subclass with its own ``async def run``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flow_engine.hookspecs import hookimpl
+from flow_engine.plugin_types import StepTypeInfo
+from flow_engine.steps import BaseStep, StepType
+
+
+@hookimpl
+def register_step_types(register: Any) -> None:
+    register(StepTypeInfo(StepType.PYTHON, BaseStep, "plain Python code, no LLM call"))

@@ -1,0 +1,1 @@
+"""SQL storage backend (SQLAlchemy 2): sqlite:// and postgresql:// URLs."""

@@ -1,0 +1,57 @@
+"""Step type ``structured_llm``: a prompt in, a validated ``Outputs`` instance out."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel
+
+from flow_engine.engine import get_engine
+from flow_engine.errors import UsageError
+from flow_engine.hookspecs import hookimpl
+from flow_engine.llm_step import LLMStep
+from flow_engine.plugin_types import StepTypeInfo
+from flow_engine.steps import StepOutput, StepType
+
+
+class StructuredStep(LLMStep):
+    """Generates data matching ``Outputs``; ``result.output_content`` is an ``Outputs`` instance.
+
+    ``structured_output`` picks how: ``"auto"`` (native JSON schema where supported, else JSON mode),
+    ``"native"`` or ``"json"``. ``max_reasks`` overrides FLOW_ENGINE_STRUCTURED_MAX_REASKS.
+    """
+
+    step_type = StepType.STRUCTURED_LLM
+    Outputs: ClassVar[type[BaseModel] | None] = None
+    structured_output: ClassVar[Literal["auto", "native", "json"]] = "auto"
+    max_reasks: ClassVar[int | None] = None
+
+    async def run(self, inputs: Any) -> StepOutput:
+        from flow_engine.llm.structured import complete_structured
+
+        if self.Outputs is None:
+            raise UsageError(f"structured step '{self.step_name}' must define an Outputs pydantic model")
+        engine = get_engine()
+        model = self.call_model()
+        reasks = self.max_reasks if self.max_reasks is not None else engine.settings.structured_max_reasks
+        obj, call, mode = await complete_structured(
+            self.build_messages(inputs),
+            self.Outputs,
+            model=model,
+            api_base=self.resolve_api_base(),
+            providers=engine.plugins.model_providers(),
+            max_reasks=reasks,
+            mode=self.structured_output,
+            **self.llm_params,
+        )
+        return StepOutput(content=obj, provider=call.provider, model=model, extra={"structured_mode": mode})
+
+    @classmethod
+    def restore_output(cls, stored: Any) -> Any:
+        """Turn a stored output back into an ``Outputs`` instance (used when resuming)."""
+        return cls.Outputs.model_validate(stored) if cls.Outputs is not None else stored
+
+
+@hookimpl
+def register_step_types(register: Any) -> None:
+    register(StepTypeInfo(StepType.STRUCTURED_LLM, StructuredStep, "structured data generation"))

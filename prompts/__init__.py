@@ -1,0 +1,1 @@
+"""Prompt templates shipped with flow-engine's built-in example flows (package data)."""
