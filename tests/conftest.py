@@ -12,6 +12,9 @@ from flow_engine.engine import Engine, configure, reset_engine
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+# the fake OpenAI-compatible server (fixture `fake_openai`) lives in its own module
+pytest_plugins = ["tests.fake_openai_server"]
+
 
 @pytest.fixture(autouse=True)
 def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:

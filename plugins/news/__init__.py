@@ -1,0 +1,1 @@
+"""News gathering step type and news sources (RSS/Atom, web search)."""
