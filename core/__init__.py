@@ -1,7 +1,48 @@
-"""flow-engine: typed, persisted, resumable LLM workflows. The public API and its guide: ``flow_engine.public``."""
+"""flow-engine: typed, persisted, resumable LLM workflows.
 
-from .public import *  # noqa: F403
-from .public import __all__ as _public_all
+The public API and its complete guide live in ``flow_engine.public``; every name there can be imported
+from ``flow_engine`` too. They load on first access (PEP 562), so ``import flow_engine`` and the ``flow``
+CLI start fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = [*_public_all, "__version__"]
+
+_PUBLIC = (
+    "BaseFlow",
+    "BaseStep",
+    "FlowEngineError",
+    "ImageStep",
+    "InputValidationError",
+    "LLMError",
+    "PromptError",
+    "RunStatus",
+    "StepResult",
+    "StepType",
+    "StructuredOutputError",
+    "StructuredStep",
+    "UnstructuredStep",
+    "UsageError",
+    "configure",
+    "current_run_id",
+    "hookimpl",
+)
+__all__ = [*_PUBLIC, "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .public import *  # noqa: F403
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        from . import public
+
+        return getattr(public, name)
+    raise AttributeError(f"module 'flow_engine' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -5,20 +5,22 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import Settings
-from .plugin_manager import PluginRegistry
-from .storage import RunStore, pick_backend
+if TYPE_CHECKING:  # pragma: no cover - imported lazily: pydantic-settings alone costs ~80 ms
+    from .config import Settings
+    from .plugin_manager import PluginRegistry
+    from .storage import RunStore
 
 OFFLINE_MODEL = "offline/default"
 
 
 class Engine:
     def __init__(self, settings: Settings | None = None):
-        self.settings = settings or Settings()
+        self._settings = settings
         self._plugins: PluginRegistry | None = None
         self._store: RunStore | None = None
         self._lock = threading.RLock()
@@ -26,13 +28,36 @@ class Engine:
         self.default_model_overridden_by_cli: str | None = None
 
     @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            with self._lock:
+                if self._settings is None:
+                    from .config import Settings
+
+                    self._settings = Settings()
+        return self._settings
+
+    def _plugin_selection(self, name: str) -> set[str] | None:
+        """FLOW_ENGINE_PLUGINS / _DISABLE_PLUGINS without building Settings (keeps ``flow --help`` fast)."""
+        value = (
+            getattr(self._settings, name)
+            if self._settings is not None
+            else os.environ.get(f"FLOW_ENGINE_{name.upper()}")
+        )
+        if value is None:
+            return None
+        return {part.strip() for part in value.split(",") if part.strip()}
+
+    @property
     def plugins(self) -> PluginRegistry:
         if self._plugins is None:
             with self._lock:
                 if self._plugins is None:
+                    from .plugin_manager import PluginRegistry
+
                     self._plugins = PluginRegistry(
-                        only=Settings.split_names(self.settings.plugins),
-                        disabled=Settings.split_names(self.settings.disable_plugins),
+                        only=self._plugin_selection("plugins"),
+                        disabled=self._plugin_selection("disable_plugins"),
                     )
         return self._plugins
 
@@ -45,6 +70,8 @@ class Engine:
         if self._store is None:
             with self._lock:
                 if self._store is None:
+                    from .storage import pick_backend
+
                     backend = pick_backend(self.database_url, self.plugins.storage_backends())
                     self._store = backend.factory(self.database_url)
         return self._store
@@ -91,6 +118,8 @@ def configure(**settings: Any) -> Engine:
 
     Example: ``flow_engine.configure(database_url="sqlite:///runs.db", model="openai/gpt-4o-mini")``.
     """
+    from .config import Settings
+
     global _engine
     with _engine_lock:
         if _engine is not None:

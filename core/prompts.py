@@ -16,7 +16,7 @@ from .errors import PromptError
 
 
 def builtin_prompts_dir() -> Path:
-    import flow_engine.prompts as builtin
+    import flow_engine.builtin_prompts as builtin
 
     return Path(builtin.__file__).parent
 
