@@ -79,11 +79,11 @@ async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | Non
         inputs=inputs_json,
     )
     plugins = engine.plugins
-    await plugins.fire("before_step", event=event)
     scope = StepScope(run_id=event.run_id, step_id=step_id, step_name=name, model_override=model_override)
     token = current_step.set(scope)
     started = time.perf_counter()
     try:
+        await plugins.fire("before_step", event=event)
         raw_output = await step.run(inputs)
     except BaseException as exc:
         elapsed_ms = int((time.perf_counter() - started) * 1000)

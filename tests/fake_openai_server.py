@@ -208,6 +208,7 @@ class FakeOpenAI:
         self.port = port
         self.latency_ms = latency_ms
         self.reject_json_schema = False
+        self._defaults = {"latency_ms": latency_ms, "reject_json_schema": False}
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._faults: dict[str, deque[Scripted]] = {"chat": deque(), "images": deque()}
@@ -251,8 +252,8 @@ class FakeOpenAI:
             self.requests.clear()
             for queue in (*self._faults.values(), *self._replies.values()):
                 queue.clear()
-            self.reject_json_schema = False
-            self.latency_ms = 0.0
+            self.latency_ms = self._defaults["latency_ms"]
+            self.reject_json_schema = self._defaults["reject_json_schema"]
 
     def pending(self) -> int:
         """Scripted items not consumed yet (a test may assert its script was used up)."""
@@ -592,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reject-json-schema", action="store_true", help="answer json_schema requests with 400")
     args = parser.parse_args(argv)
     server = FakeOpenAI(port=args.port, latency_ms=args.latency_ms)
-    server.reject_json_schema = args.reject_json_schema
+    server.reject_json_schema = server._defaults["reject_json_schema"] = args.reject_json_schema
     server.start()
     print(f"READY {server.base_url}", flush=True)
     try:

@@ -1,0 +1,102 @@
+"""Lifecycle hooks: sync and ``async def`` implementations are called, in order, with what happened."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from flow_engine import BaseFlow, BaseStep, hookimpl
+from flow_engine.runtime_info import FlowEvent, StepEvent
+
+
+class Ok(BaseStep):
+    async def run(self, inputs: Any) -> str:
+        return "fine"
+
+
+class Bad(BaseStep):
+    async def run(self, inputs: Any) -> None:
+        raise ValueError("nope")
+
+
+class Flow(BaseFlow):
+    flow_name = "hooked"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        await Ok().execute({})
+        if inputs.get("fail"):
+            await Bad().execute({})
+        return {"done": True}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    @hookimpl
+    def before_flow(self, event: FlowEvent) -> None:
+        self.calls.append(("before_flow", event.flow_name))
+
+    @hookimpl
+    async def after_flow(self, event: FlowEvent) -> None:
+        await asyncio.sleep(0)
+        self.calls.append(("after_flow", event.outputs))
+
+    @hookimpl
+    async def on_flow_error(self, event: FlowEvent) -> None:
+        self.calls.append(("on_flow_error", type(event.error).__name__))
+
+    @hookimpl
+    def before_step(self, event: StepEvent) -> None:
+        self.calls.append(("before_step", (event.step_key, event.step_order, event.step_id is not None)))
+
+    @hookimpl
+    async def after_step(self, event: StepEvent) -> None:
+        self.calls.append(("after_step", event.result.output_content))
+
+    @hookimpl
+    def on_step_error(self, event: StepEvent) -> None:
+        self.calls.append(("on_step_error", str(event.error)))
+
+
+@pytest.fixture
+def recorder(engine):
+    rec = Recorder()
+    engine.plugins.register(rec, name="recorder")
+    yield rec
+    engine.plugins.unregister("recorder")
+
+
+async def test_hooks_fire_in_order_sync_and_async(recorder):
+    await Flow().execute({})
+    assert recorder.calls == [
+        ("before_flow", "hooked"),
+        ("before_step", ("ok", 1, True)),
+        ("after_step", "fine"),
+        ("after_flow", {"done": True}),
+    ]
+
+
+async def test_error_hooks_fire_after_failure_is_stored(recorder, engine):
+    flow = Flow()
+    with pytest.raises(ValueError):
+        await flow.execute({"fail": True})
+    assert recorder.calls[-2:] == [("on_step_error", "nope"), ("on_flow_error", "ValueError")]
+    assert engine.store.get_run(flow.run_id).status == "failed"
+
+
+async def test_a_raising_hook_fails_the_flow(engine):
+    class Strict:
+        @hookimpl
+        def before_step(self, event: StepEvent) -> None:
+            raise PermissionError("not allowed")
+
+    engine.plugins.register(Strict(), name="strict")
+    flow = Flow()
+    with pytest.raises(PermissionError):
+        await flow.execute({})
+    assert engine.store.get_run(flow.run_id).error_message == "PermissionError: not allowed"
+    [step] = engine.store.list_steps(flow.run_id)  # not left 'running'
+    assert (step.status, step.error_message) == ("failed", "PermissionError: not allowed")
