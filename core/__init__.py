@@ -14,11 +14,14 @@ __version__ = "0.1.0"
 _PUBLIC = (
     "BaseFlow",
     "BaseStep",
+    "BudgetExceeded",
     "FlowEngineError",
     "ImageStep",
     "InputValidationError",
     "LLMError",
     "PromptError",
+    "ResumeMismatch",
+    "RunCancelled",
     "RunStatus",
     "StepResult",
     "StepType",
@@ -26,9 +29,12 @@ _PUBLIC = (
     "StructuredStep",
     "UnstructuredStep",
     "UsageError",
+    "cancel_run",
     "configure",
     "current_run_id",
     "hookimpl",
+    "recover_runs",
+    "resume_run",
 )
 __all__ = [*_PUBLIC, "__version__"]
 

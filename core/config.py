@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     request_timeout: float = Field(default=120.0, gt=0, description="Timeout of one LLM request, seconds.")
     structured_max_reasks: int = Field(default=2, ge=0, description="Re-asks after invalid output.")
     heartbeat_interval: float = Field(default=10.0, gt=0, description="Seconds between heartbeats.")
+    stale_after: float = Field(
+        default=60.0, gt=0, description="A running run whose heartbeat is older than this is crashed."
+    )
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir or default_data_dir()

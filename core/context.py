@@ -14,9 +14,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .errors import BudgetExceeded, RunCancelled
+
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
-    from .storage import RunStore
+    from .storage import RunRecord, RunStore, StepRecord
 
 
 @dataclass
@@ -43,6 +45,12 @@ class RunContext:
     total_steps: int | None = None
     totals: RunTotals = field(default_factory=RunTotals)
     completed_steps: int = 0
+    max_cost: float | None = None
+    max_tokens: int | None = None
+    cancel_requested: bool = False
+    # filled when resuming: completed steps by their order, earlier child runs by their run_key
+    replay: dict[int, StepRecord] = field(default_factory=dict)
+    child_runs: dict[str, RunRecord] = field(default_factory=dict)
     _order: int = 0
     _occurrences: Counter[str] = field(default_factory=Counter)
     _child_occurrences: Counter[str] = field(default_factory=Counter)
@@ -61,6 +69,33 @@ class RunContext:
             self._child_occurrences[flow_name] += 1
             n = self._child_occurrences[flow_name]
             return flow_name if n == 1 else f"{flow_name}#{n}"
+
+    def check_boundary(self) -> None:
+        """Called before each step starts: stop here if the run was cancelled or is over budget."""
+        ctx: RunContext | None = self
+        while ctx is not None:
+            if ctx.cancel_requested:
+                raise RunCancelled(f"run {ctx.run_id} was cancelled; it stopped before its next step")
+            ctx = ctx.parent
+        unknown = (
+            f" (plus {self.totals.unpriced_calls} call(s) of unknown cost)" if self.totals.unpriced_calls else ""
+        )
+        if self.max_cost is not None and self.totals.cost >= self.max_cost:
+            raise BudgetExceeded(
+                f"budget exceeded: cost ${self.totals.cost:.6f}{unknown} reached max_cost ${self.max_cost:.6f}; "
+                "the run stopped before its next step (resume it with a higher --max-cost)"
+            )
+        if self.max_tokens is not None and self.totals.tokens >= self.max_tokens:
+            raise BudgetExceeded(
+                f"budget exceeded: {self.totals.tokens} tokens reached max_tokens {self.max_tokens}; "
+                "the run stopped before its next step (resume it with a higher --max-tokens)"
+            )
+
+    def remaining_budget(self) -> tuple[float | None, int | None]:
+        """What a child run may still spend of this run's budget."""
+        cost = None if self.max_cost is None else max(0.0, self.max_cost - self.totals.cost)
+        tokens = None if self.max_tokens is None else max(0, self.max_tokens - self.totals.tokens)
+        return cost, tokens
 
     def run_level_model(self) -> str | None:
         ctx: RunContext | None = self

@@ -61,3 +61,15 @@ class StructuredOutputError(LLMError):
 
 class StepFailed(FlowEngineError):
     """Wraps nothing: raised by the runner only when a step must be reported as failed on purpose."""
+
+
+class RunCancelled(FlowEngineError):
+    """The run was cancelled (``flow cancel``); it stopped at a step boundary."""
+
+
+class BudgetExceeded(FlowEngineError):
+    """The run reached its ``max_cost`` or ``max_tokens``; it stopped at a step boundary."""
+
+
+class ResumeMismatch(FlowEngineError):
+    """On resume, the flow's code called a different step where the original run completed one."""

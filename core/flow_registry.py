@@ -122,13 +122,19 @@ def load_all() -> list[FlowEntry]:
     for name, eps in sorted(_entry_points().items()):
         dist, version = _dist(eps[0])
         entry = FlowEntry(name, eps[0].value, dist, version)
+        result.append(entry)
+        if len(eps) > 1:
+            entry.error = str(_conflict(name, eps))
+            continue
         try:
-            if len(eps) > 1:
-                raise _conflict(name, eps)
-            entry.flow_class = _load_entry(eps[0])
+            obj = eps[0].load()
+        except Exception as exc:
+            entry.error = f"failed to import: {_describe_import_error(exc)}"
+            continue
+        try:
+            entry.flow_class = _check_flow_class(obj, f"'{eps[0].value}'")
         except UsageError as exc:
             entry.error = str(exc)
-        result.append(entry)
     return result
 
 

@@ -1,19 +1,22 @@
 """Flows: ``BaseFlow.execute`` creates the run row, sets the run context, runs ``_execute_flow_logic``
-and records how it ended. A flow executed inside another flow is a child run of it."""
+and records how it ended. A flow executed inside another flow is a child run of it. ``resume`` runs a
+stored run again in place, replaying the steps it already completed."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
 from .context import RunContext, current_run
 from .engine import get_engine
-from .errors import FlowEngineError, InputValidationError
+from .errors import FlowEngineError, InputValidationError, ResumeMismatch, RunCancelled
 from .jsonable import describe_error, to_jsonable
 from .runtime_info import FlowEvent
 from .storage import RunRecord, RunStatus, utcnow
@@ -28,12 +31,22 @@ def _parse_user_id(user_id: uuid.UUID | str | None) -> uuid.UUID | None:
         raise InputValidationError("user_id", [{"loc": ("user_id",), "msg": f"'{user_id}' is not a UUID"}]) from None
 
 
+def flow_reference(cls: type) -> str:
+    """``module:Class`` (or ``path/to/file.py:Class`` for a script) — how ``flow resume`` finds the class."""
+    module = sys.modules.get(cls.__module__)
+    if cls.__module__ == "__main__" or cls.__module__.startswith("flow_engine_user_flows."):
+        path = getattr(module, "__file__", None)
+        if path:
+            return f"{Path(path).resolve()}:{cls.__qualname__}"
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 class BaseFlow:
     """Base class for multi-step AI workflows.
 
     Set ``flow_name``, optionally an ``Inputs`` (and ``Outputs``) pydantic model, ``total_steps`` (for
-    a progress percentage) and ``model`` (the run-level default model), and implement
-    ``async def _execute_flow_logic(self, inputs: dict) -> dict``.
+    a progress percentage), ``model`` (the run-level default model), ``max_cost`` / ``max_tokens``
+    (a budget), and implement ``async def _execute_flow_logic(self, inputs: dict) -> dict``.
     """
 
     flow_name: ClassVar[str]
@@ -42,6 +55,8 @@ class BaseFlow:
     total_steps: ClassVar[int | None] = None
     model: ClassVar[str | None] = None
     description: ClassVar[str | None] = None
+    max_cost: ClassVar[float | None] = None
+    max_tokens: ClassVar[int | None] = None
 
     def __init__(self) -> None:
         self.run_id: uuid.UUID | None = None
@@ -91,29 +106,36 @@ class BaseFlow:
         user_id: uuid.UUID | str | None = None,
         model: str | None = None,
         metadata: dict[str, Any] | None = None,
+        max_cost: float | None = None,
+        max_tokens: int | None = None,
     ) -> dict[str, Any]:
         """Validate ``inputs``, run the flow as a recorded run, return its outputs dict.
 
-        The run's id is on ``self.run_id`` as soon as the run row exists.
+        The run's id is on ``self.run_id`` as soon as the run row exists. ``max_cost`` (USD) and
+        ``max_tokens`` stop the run at a step boundary once reached.
         """
         validated = self.validate_inputs(inputs)
         parsed_user = _parse_user_id(user_id)
         engine = get_engine()
         store = engine.store
         parent = current_run.get()
+        run_key = parent.next_child_key(self.flow_name) if parent else None
+        if parent is not None and run_key in parent.child_runs:  # resuming: this child ran before
+            return await self._resume_child(parent, parent.child_runs[run_key], model)
+        limits = self._limits(parent, max_cost, max_tokens)
         now = utcnow()
         record = RunRecord(
             user_id=parsed_user if parsed_user is not None or parent is None else parent.user_id,
             flow_name=self.flow_name,
             parent_run_id=parent.run_id if parent else None,
-            run_key=parent.next_child_key(self.flow_name) if parent else None,
+            run_key=run_key,
             status=RunStatus.RUNNING.value,
             execution_mode="sync",
             total_steps=self.total_steps,
             started_at=now,
             last_heartbeat=now,
             inputs=to_jsonable(validated),
-            flow_metadata=to_jsonable(metadata) if metadata else None,
+            flow_metadata={"flow_ref": flow_reference(type(self)), **(to_jsonable(metadata) if metadata else {})},
         )
         self.run_id = record.id
         await store.create_run(record)
@@ -126,10 +148,98 @@ class BaseFlow:
             user_id=record.user_id,
             model=model or self.model,
             total_steps=self.total_steps,
+            max_cost=limits[0],
+            max_tokens=limits[1],
         )
         return await self._run_recorded(ctx, validated)
 
-    async def _run_recorded(self, ctx: RunContext, validated: dict[str, Any]) -> dict[str, Any]:
+    def _limits(
+        self, parent: RunContext | None, max_cost: float | None, max_tokens: int | None
+    ) -> tuple[float | None, int | None]:
+        cost = max_cost if max_cost is not None else self.max_cost
+        tokens = max_tokens if max_tokens is not None else self.max_tokens
+        if parent is not None:
+            parent_cost, parent_tokens = parent.remaining_budget()
+            if parent_cost is not None:
+                cost = parent_cost if cost is None else min(cost, parent_cost)
+            if parent_tokens is not None:
+                tokens = parent_tokens if tokens is None else min(tokens, parent_tokens)
+        return cost, tokens
+
+    async def resume(
+        self,
+        run: RunRecord | uuid.UUID | str,
+        *,
+        model: str | None = None,
+        max_cost: float | None = None,
+        max_tokens: int | None = None,
+        parent: RunContext | None = None,
+    ) -> dict[str, Any]:
+        """Run a stored run again in place: completed steps return their stored outputs (no LLM call),
+        execution goes on live from the first step without one. ``flow_engine.resume_run(run_id)`` finds
+        the flow class by itself; this method is for a class it cannot import (defined in a function)."""
+        if not isinstance(run, RunRecord):
+            from .resume import load_run
+
+            run = load_run(run)
+        if run.flow_name != self.flow_name:
+            raise ResumeMismatch(f"run {run.id} is a run of flow '{run.flow_name}', not '{self.flow_name}'")
+        if run.status == RunStatus.COMPLETED:
+            self.run_id = run.id
+            return dict(run.outputs or {})
+        engine = get_engine()
+        store = engine.store
+        validated = self.validate_inputs(run.inputs)
+        steps = store.list_steps(run.id)
+        children = store.list_runs(parent_run_id=run.id, limit=100_000)
+        history = list((run.flow_metadata or {}).get("resumed", []))
+        history.append({"at": utcnow().isoformat(), "previous_status": run.status, "error": run.error_message})
+        now = utcnow()
+        await store.prepare_resume(
+            run.id,
+            {
+                "status": RunStatus.RUNNING.value,
+                "completed_at": None,
+                "error_message": None,
+                "last_heartbeat": now,
+                "flow_metadata": {**(run.flow_metadata or {}), "resumed": history},
+            },
+        )
+        self.run_id = run.id
+        limits = self._limits(parent, max_cost, max_tokens)
+        ctx = RunContext(
+            run_id=run.id,
+            flow_name=self.flow_name,
+            engine=engine,
+            store=store,
+            parent=parent,
+            user_id=run.user_id,
+            model=model or self.model,
+            total_steps=run.total_steps if run.total_steps is not None else self.total_steps,
+            max_cost=limits[0],
+            max_tokens=limits[1],
+            replay={s.step_order: s for s in steps if s.status == RunStatus.COMPLETED},
+            child_runs={c.run_key: c for c in children if c.run_key},
+        )
+        ctx.totals.add(run.total_tokens, run.total_cost, run.unpriced_calls)
+        if parent is not None:  # the parent counted this child's earlier spending already
+            parent.totals.add(-run.total_tokens, -run.total_cost, -run.unpriced_calls)
+        return await self._run_recorded(ctx, validated, previous_ms=run.execution_time_ms or 0)
+
+    async def _resume_child(self, parent: RunContext, child: RunRecord, model: str | None) -> dict[str, Any]:
+        if child.flow_name != self.flow_name:
+            raise ResumeMismatch(
+                f"cannot resume run {parent.run_id}: its child run '{child.run_key}' was flow "
+                f"'{child.flow_name}', but the flow now calls '{self.flow_name}' there"
+            )
+        if child.status == RunStatus.COMPLETED:  # its spending is already in the parent's totals
+            self.run_id = child.id
+            return dict(child.outputs or {})
+        return await self.resume(child, model=model, parent=parent)
+
+    async def _run_recorded(
+        self, ctx: RunContext, validated: dict[str, Any], *, previous_ms: int = 0
+    ) -> dict[str, Any]:
         plugins = ctx.engine.plugins
         event = FlowEvent(
             run_id=ctx.run_id,
@@ -145,11 +255,12 @@ class BaseFlow:
             outputs = self._validate_outputs(await self._execute_flow_logic(validated))
         except BaseException as exc:
             heartbeat.cancel()
-            cancelled = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
-            status = RunStatus.CANCELLED if cancelled else RunStatus.FAILED
-            await ctx.store.update_run(ctx.run_id, _end_changes(ctx, started, status, error=describe_error(exc)))
+            status = _status_for(exc)
+            await ctx.store.update_run(
+                ctx.run_id, _end_changes(ctx, started, previous_ms, status, error=describe_error(exc))
+            )
             event.error = exc
-            if not cancelled:
+            if status is RunStatus.FAILED:
                 await plugins.fire("on_flow_error", event=event)
             raise
         finally:
@@ -159,22 +270,34 @@ class BaseFlow:
                 ctx.parent.totals.add(ctx.totals.tokens, ctx.totals.cost, ctx.totals.unpriced_calls)
         outputs_json = to_jsonable(outputs)
         await ctx.store.update_run(
-            ctx.run_id, _end_changes(ctx, started, RunStatus.COMPLETED, outputs=outputs_json)
+            ctx.run_id, _end_changes(ctx, started, previous_ms, RunStatus.COMPLETED, outputs=outputs_json)
         )
         event.outputs = outputs
         await plugins.fire("after_flow", event=event)
         return outputs
 
 
+def _status_for(exc: BaseException) -> RunStatus:
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | RunCancelled):
+        return RunStatus.CANCELLED
+    return RunStatus.FAILED
+
+
 def _end_changes(
-    ctx: RunContext, started: float, status: RunStatus, *, outputs: Any = None, error: str | None = None
+    ctx: RunContext,
+    started: float,
+    previous_ms: int,
+    status: RunStatus,
+    *,
+    outputs: Any = None,
+    error: str | None = None,
 ) -> dict[str, Any]:
     now = utcnow()
     changes: dict[str, Any] = {
         "status": status.value,
         "completed_at": now,
         "last_heartbeat": now,
-        "execution_time_ms": int((time.perf_counter() - started) * 1000),
+        "execution_time_ms": previous_ms + int((time.perf_counter() - started) * 1000),
         "step_progress": ctx.completed_steps,
         "total_tokens": ctx.totals.tokens,
         "total_cost": ctx.totals.cost,
@@ -191,8 +314,11 @@ def _end_changes(
 
 
 async def _heartbeat(ctx: RunContext) -> None:
+    """Refresh ``last_heartbeat`` (so crashes can be told from slow runs) and pick up cancel requests."""
     interval = ctx.engine.settings.heartbeat_interval
     with contextlib.suppress(asyncio.CancelledError):
         while True:
             await asyncio.sleep(interval)
-            await ctx.store.update_run(ctx.run_id, {"last_heartbeat": utcnow()})
+            if await ctx.store.heartbeat(ctx.run_id, utcnow()):
+                ctx.cancel_requested = True
+

@@ -18,7 +18,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
-    from .plugin_types import ModelProviderInfo, StepTypeInfo
+    from .plugin_types import ModelProviderInfo, NewsSourceInfo, StepTypeInfo
     from .runtime_info import FlowEvent, StepEvent
     from .storage import StorageBackendInfo
 
@@ -40,6 +40,14 @@ def register_storage_backends(register: Callable[[StorageBackendInfo], None]) ->
 @hookspec
 def register_model_providers(register: Callable[[ModelProviderInfo], None]) -> None:
     """Register in-process litellm custom providers: ``register(ModelProviderInfo(name, handler_factory))``."""
+
+
+@hookspec
+def register_news_sources(register: Callable[[NewsSourceInfo], None]) -> None:
+    """Register news sources for the ``news_gathering`` step: ``register(NewsSourceInfo(name, factory))``.
+
+    Users name a source in the step's ``sources`` input; ``url_schemes`` makes it handle URL entries.
+    """
 
 
 @hookspec

@@ -18,14 +18,19 @@ import pluggy
 
 from . import hookspecs
 from .errors import ConfigurationError, PluginConflictError
-from .plugin_types import ModelProviderInfo, StepTypeInfo
+from .plugin_types import ModelProviderInfo, NewsSourceInfo, StepTypeInfo
 from .storage import StorageBackendInfo
 
 log = logging.getLogger("flow_engine.plugins")
 
 ENTRY_POINT_GROUP = "flow_engine"
 BUILTIN_DISTRIBUTION = "flow-engine"
-_REGISTRY_HOOKS = ("register_step_types", "register_storage_backends", "register_model_providers")
+_REGISTRY_HOOKS = (
+    "register_step_types",
+    "register_storage_backends",
+    "register_model_providers",
+    "register_news_sources",
+)
 
 
 @dataclass
@@ -62,6 +67,7 @@ class PluginRegistry:
 
     # -- loading ----------------------------------------------------------------------------
     def _load_entry_points(self) -> None:
+        owners: dict[str, PluginStatus] = {}
         for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist = ep.dist.name if ep.dist else None
             version = ep.dist.version if ep.dist else None
@@ -73,24 +79,39 @@ class PluginRegistry:
             if self._only is not None and dist != BUILTIN_DISTRIBUTION and ep.name not in self._only:
                 status.status = "not-selected"
                 continue
+            first = owners.setdefault(ep.name, status)
+            if first is not status:  # pluggy would refuse the name; say who holds it
+                self._fail(
+                    status,
+                    f"plugin name '{ep.name}' is already taken by {first.module} "
+                    f"(distribution {first.distribution}); rename the entry point",
+                )
+                continue
             try:
                 plugin = ep.load()
                 self.pm.register(plugin, name=ep.name)
             except Exception as exc:  # a broken plugin must not take the engine down
-                status.status = "failed"
-                status.error = f"{type(exc).__name__}: {exc}"
-                warnings.warn(
-                    f"flow-engine plugin '{ep.name}' ({ep.value}) failed to load: {status.error}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+                self._fail(status, f"{type(exc).__name__}: {exc}")
+
+    def _fail(self, status: PluginStatus, error: str) -> None:
+        """Mark a plugin failed and warn once; ``flow plugins`` shows the error."""
+        status.status = "failed"
+        status.error = error
+        warnings.warn(
+            f"flow-engine plugin '{status.name}' ({status.module}) failed to load: {error}; "
+            f"`flow plugins` lists it, FLOW_ENGINE_DISABLE_PLUGINS={status.name} silences this",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def register(self, plugin: Any, name: str | None = None) -> str:
         """Register a plugin object in code (tests, apps embedding the engine)."""
         with self._lock:
+            if name is not None and self.pm.has_plugin(name):
+                raise ConfigurationError(f"plugin '{name}' is already registered")
             registered = self.pm.register(plugin, name=name)
             if registered is None:
-                raise ConfigurationError(f"plugin '{name}' is already registered")
+                raise ConfigurationError(f"plugin '{name}' is blocked and cannot be registered")
             self._step_types = self._backends = self._providers = None
             self.statuses.append(
                 PluginStatus(registered, getattr(plugin, "__name__", repr(plugin)), None, None, "loaded")
@@ -121,8 +142,21 @@ class PluginRegistry:
                 found[k] = info
                 ordered.append(info)
 
-            impl.function(register)
+            try:
+                impl.function(register)
+            except PluginConflictError:
+                raise
+            except Exception as exc:  # one plugin's broken hook must not take the registry down
+                self._hook_failed(plugin_name, hook_name, exc)
         return ordered
+
+    def _hook_failed(self, plugin_name: str, hook_name: str, exc: Exception) -> None:
+        error = f"{hook_name} raised {type(exc).__name__}: {exc}"
+        for status in self.statuses:
+            if status.name == plugin_name and status.status == "loaded":
+                self._fail(status, error)
+                return
+        log.warning("flow-engine plugin '%s': %s", plugin_name, error)
 
     def step_types(self) -> dict[str, StepTypeInfo]:
         with self._lock:
@@ -147,7 +181,8 @@ class PluginRegistry:
                 other = owners.get(scheme)
                 if other is not None and other.plugin != info.plugin:
                     raise PluginConflictError(
-                        f"URL scheme '{scheme}' is claimed by two plugins: '{other.plugin}' and '{info.plugin}'"
+                        f"URL scheme '{scheme}' is claimed by two plugins: "
+                        f"'{other.plugin}' and '{info.plugin}'"
                     )
                 owners[scheme] = info
 
@@ -157,6 +192,12 @@ class PluginRegistry:
                 infos = self._collect("register_model_providers", "model provider", lambda i: i.name)
                 self._providers = {i.name: i for i in infos}
             return self._providers
+
+    def news_sources(self) -> dict[str, NewsSourceInfo]:
+        """News sources by name (``register_news_sources``); not cached: asked once per news step."""
+        with self._lock:
+            infos = self._collect("register_news_sources", "news source", lambda i: i.name)
+            return {i.name: i for i in infos}
 
     def provides(self) -> dict[str, dict[str, list[str]]]:
         """Per plugin name: what it registers (step types, storage backends, model providers, hooks)."""
@@ -171,6 +212,8 @@ class PluginRegistry:
             add(backend.plugin, "storage", f"{backend.name} ({', '.join(backend.schemes)})")
         for provider in self.model_providers().values():
             add(provider.plugin, "model providers", provider.name)
+        for source in self.news_sources().values():
+            add(source.plugin, "news sources", source.name)
         for plugin_name, plugin in self.pm.list_name_plugin():
             for caller in self.pm.get_hookcallers(plugin) or []:
                 if caller.name not in _REGISTRY_HOOKS:

@@ -31,3 +31,21 @@ class ModelProviderInfo:
     supports_response_schema: bool = True
     free: bool = False
     plugin: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class NewsSourceInfo:
+    """A news source for the ``news_gathering`` step, named in its ``sources`` input.
+
+    ``factory()`` returns an object with ``async def fetch(request) -> list[NewsItem | dict]`` (see
+    ``flow_engine.plugins.news``); it is called per fetch, so importing a heavy client can wait until
+    then. ``url_schemes`` lets the source handle URL entries (``https://...``) instead of its name.
+    ``searches`` means the source already searched for the query: its items are not filtered by it again.
+    """
+
+    name: str
+    factory: Callable[[], Any]
+    description: str = ""
+    url_schemes: tuple[str, ...] = ()
+    searches: bool = False
+    plugin: str = field(default="", compare=False)

@@ -139,6 +139,18 @@ Model resolution: ``execute(..., model=)`` > step ``model`` > run-level (``BaseF
 no network; a notice on stderr says so). Any litellm model string works (``openai/gpt-4o-mini``,
 ``anthropic/...``, ``ollama/...``); ``FLOW_ENGINE_API_BASE`` points at an OpenAI-compatible server.
 
+## Durable execution
+- ``await resume_run(run_id)`` (``flow resume RUN_ID``) runs a failed, crashed or cancelled run again in
+  place: steps that completed return their stored outputs with no LLM call (a structured step's output
+  comes back as its ``Outputs`` model); if the code now calls a different step at a completed position,
+  ``ResumeMismatch`` is raised instead of mixing results. Child flows resume the same way.
+- ``await cancel_run(run_id)`` (``flow cancel``): the run stops at its next step boundary, ``cancelled``.
+- A running run refreshes ``last_heartbeat``; one whose heartbeat is older than
+  ``FLOW_ENGINE_STALE_AFTER`` seconds is shown as ``crashed``; ``await recover_runs()`` (``flow recover``)
+  marks them so.
+- Budgets: ``max_cost`` (USD) / ``max_tokens`` as flow attributes or ``execute()`` arguments stop the run
+  at a step boundary with ``BudgetExceeded``; calls of unknown cost are counted and reported.
+
 ## Records
 Every run, step and LLM attempt is stored (``FLOW_ENGINE_DATABASE_URL``; default a SQLite file in the
 user data folder): see ``flow runs`` / ``flow show RUN_ID``. ``configure(...)`` sets any setting in code.
@@ -152,12 +164,18 @@ user data folder): see ``flow runs`` / ``flow show RUN_ID``. ``configure(...)`` 
 '''
 
 from .context import current_run_id
+from .resume import cancel as cancel_run
+from .resume import recover as recover_runs
+from .resume import resume as resume_run
 from .engine import configure
 from .errors import (
+    BudgetExceeded,
     FlowEngineError,
     InputValidationError,
     LLMError,
     PromptError,
+    ResumeMismatch,
+    RunCancelled,
     StructuredOutputError,
     UsageError,
 )
@@ -172,6 +190,12 @@ from flow_engine.plugins.unstructured import UnstructuredStep
 __all__ = [
     "BaseFlow",
     "BaseStep",
+    "BudgetExceeded",
+    "ResumeMismatch",
+    "RunCancelled",
+    "cancel_run",
+    "recover_runs",
+    "resume_run",
     "FlowEngineError",
     "ImageStep",
     "InputValidationError",

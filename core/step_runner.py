@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .context import RunContext, StepScope, current_run, current_step
 from .engine import get_engine
-from .errors import InputValidationError, UsageError
+from .errors import InputValidationError, ResumeMismatch, UsageError
 from .jsonable import describe_error, to_jsonable
 from .runtime_info import StepEvent
 from .steps import StepOutput, StepResult
@@ -47,7 +47,13 @@ async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | Non
     _check_step_type(step)
     ctx = current_run.get()
     name = step.step_name
+    if ctx is not None:
+        ctx.check_boundary()
     slot = ctx.next_step_slot(name) if ctx else None
+    if ctx is not None and slot is not None and ctx.replay:
+        replayed = _replayed_result(ctx, step, slot)
+        if replayed is not None:
+            return replayed
     try:
         inputs = step.validate_inputs(raw_inputs)
     except InputValidationError as exc:
@@ -159,7 +165,25 @@ async def _finish(
     }
     if ctx.total_steps:
         run_changes["progress_percentage"] = min(100.0, 100.0 * ctx.completed_steps / ctx.total_steps)
-    await ctx.store.finish_step(step_id, step_changes, ctx.run_id, run_changes)
+    if await ctx.store.finish_step(step_id, step_changes, ctx.run_id, run_changes):
+        ctx.cancel_requested = True
+
+
+def _replayed_result(ctx: RunContext, step: BaseStep, slot: tuple[int, str]) -> StepResult | None:
+    """On resume: the stored result of the step completed at this position, or None to run it live."""
+    order, key = slot
+    record = ctx.replay.get(order)
+    if record is None:
+        return None
+    if record.step_key != key:
+        raise ResumeMismatch(
+            f"cannot resume run {ctx.run_id}: step {order} was '{record.step_key}' in the original run, "
+            f"but the flow now calls '{key}' there; its code changed — start a new run instead"
+        )
+    ctx.completed_steps += 1
+    stored = (record.outputs or {}).get("output_content")
+    metadata = {**(record.step_metadata or {}), "replayed": True}
+    return StepResult(step_name=step.step_name, output_content=step.restore_output(stored), metadata=metadata)
 
 
 async def _record_rejected_step(

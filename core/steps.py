@@ -82,6 +82,14 @@ class BaseStep:
             "UnstructuredStep / StructuredStep / ImageStep for an LLM step"
         )
 
+    @classmethod
+    def restore_output(cls, stored: Any) -> Any:
+        """Turn a stored ``output_content`` back into what ``run`` returned (used when resuming).
+
+        Plain values come back as they are; a step returning a pydantic model should override this.
+        """
+        return stored
+
     # -- helpers shared by step types -------------------------------------------------------
     @classmethod
     def validate_inputs(cls, inputs: dict[str, Any] | BaseModel | None) -> Any:

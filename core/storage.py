@@ -137,11 +137,30 @@ class RunStore(ABC):
     @abstractmethod
     async def finish_step(
         self, step_id: uuid.UUID, step_changes: dict[str, Any], run_id: uuid.UUID, run_changes: dict[str, Any]
-    ) -> None:
-        """Update the step row and its run, in one transaction."""
+    ) -> bool | None:
+        """Update the step row and its run, in one transaction; return True when a cancel was requested."""
 
     @abstractmethod
     async def record_llm_request(self, request: LLMRequestRecord) -> None: ...
+
+    # -- durable execution (resume, heartbeat, cancel, crash detection) ---------------------
+    async def heartbeat(self, run_id: uuid.UUID, at: datetime) -> bool:
+        """Set ``last_heartbeat``; return True when a cancel was requested for the run."""
+        raise NotImplementedError
+
+    async def prepare_resume(self, run_id: uuid.UUID, run_changes: dict[str, Any]) -> None:
+        """Delete the run's steps that did not complete and apply ``run_changes``, in one transaction."""
+        raise NotImplementedError
+
+    async def request_cancel(self, run_id: uuid.UUID) -> str:
+        """Ask a run to stop. Returns its status after the request: ``running`` (it will stop at its next
+        step boundary), ``cancelled`` (it was pending or its process is gone), or a terminal status
+        unchanged."""
+        raise NotImplementedError
+
+    async def mark_crashed(self, stale_before: datetime, run_id: uuid.UUID | None = None) -> list[uuid.UUID]:
+        """Mark running runs whose heartbeat is older than ``stale_before`` as crashed; return their ids."""
+        raise NotImplementedError
 
     # -- reads ------------------------------------------------------------------------------
     @abstractmethod

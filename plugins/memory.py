@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import datetime
 from typing import Any
 
 from flow_engine.hookspecs import hookimpl
-from flow_engine.storage import LLMRequestRecord, RunRecord, RunStore, StepRecord, StorageBackendInfo
+from flow_engine.storage import (
+    LLMRequestRecord,
+    RunRecord,
+    RunStatus,
+    RunStore,
+    StepRecord,
+    StorageBackendInfo,
+    utcnow,
+)
 
 
 class MemoryStore(RunStore):
@@ -16,6 +25,7 @@ class MemoryStore(RunStore):
         self._runs: dict[uuid.UUID, RunRecord] = {}
         self._steps: dict[uuid.UUID, StepRecord] = {}
         self._requests: list[LLMRequestRecord] = []
+        self._cancel_requested: set[uuid.UUID] = set()
         self._lock = threading.Lock()
 
     async def create_run(self, run: RunRecord) -> None:
@@ -39,10 +49,44 @@ class MemoryStore(RunStore):
 
     async def finish_step(
         self, step_id: uuid.UUID, step_changes: dict[str, Any], run_id: uuid.UUID, run_changes: dict[str, Any]
-    ) -> None:
+    ) -> bool:
         with self._lock:
             self._apply(self._steps[step_id], step_changes)
             self._apply(self._runs[run_id], run_changes)
+            return run_id in self._cancel_requested
+
+    async def heartbeat(self, run_id: uuid.UUID, at: datetime) -> bool:
+        with self._lock:
+            self._runs[run_id].last_heartbeat = at
+            return run_id in self._cancel_requested
+
+    async def prepare_resume(self, run_id: uuid.UUID, run_changes: dict[str, Any]) -> None:
+        with self._lock:
+            self._steps = {
+                k: s for k, s in self._steps.items() if s.flow_run_id != run_id or s.status == RunStatus.COMPLETED
+            }
+            self._cancel_requested.discard(run_id)
+            self._apply(self._runs[run_id], run_changes)
+
+    async def request_cancel(self, run_id: uuid.UUID) -> str:
+        with self._lock:
+            run = self._runs[run_id]
+            if run.status == RunStatus.PENDING:
+                run.status, run.completed_at = RunStatus.CANCELLED.value, utcnow()
+            elif run.status == RunStatus.RUNNING:
+                self._cancel_requested.add(run_id)
+            return run.status
+
+    async def mark_crashed(self, stale_before: datetime, run_id: uuid.UUID | None = None) -> list[uuid.UUID]:
+        marked = []
+        with self._lock:
+            for run in self._runs.values():
+                stale = run.last_heartbeat is None or run.last_heartbeat < stale_before
+                if run.status == RunStatus.RUNNING and stale and run_id in (None, run.id):
+                    run.status = RunStatus.CRASHED.value
+                    run.error_message = f"no heartbeat since {run.last_heartbeat}; its process probably died"
+                    marked.append(run.id)
+        return marked
 
     async def record_llm_request(self, request: LLMRequestRecord) -> None:
         with self._lock:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from typing import Any
 
 import click
-
 from flow_engine.errors import FlowEngineError, UsageError
 
 # name -> "module:attribute"; imported only when the command runs (or its help is shown)
@@ -81,7 +81,27 @@ class _Placeholder(click.Command):
         super().__init__(name, help=SHORT_HELP.get(name, ""), short_help=SHORT_HELP.get(name))
 
 
+class CommandError(click.ClickException):
+    """A flow-engine error raised by a command, shown as one ``Error:`` line with its exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class FlowGroup(LazyGroup):
+    def invoke(self, ctx: click.Context) -> Any:
+        """flow-engine errors become one readable line and an exit code (2 usage, 1 failure), no traceback.
+
+        Done here rather than only in ``main()`` so click's own runner (tests, embedding) behaves the same.
+        """
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            raise CommandError(str(exc), 2) from exc
+        except FlowEngineError as exc:
+            raise CommandError(str(exc), 1) from exc
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         ctx.meta["flow_engine.listing"] = True
         try:
@@ -96,7 +116,7 @@ class FlowGroup(LazyGroup):
     "database_url",
     metavar="URL",
     envvar="FLOW_ENGINE_DATABASE_URL",
-    help="Storage URL (sqlite:///file.db, postgresql+psycopg://...). Default: a SQLite file in the user data folder.",
+    help="Storage URL (sqlite:///file.db, postgresql+psycopg://...); default: SQLite in the user data dir.",
 )
 @click.version_option(package_name="flow-engine", prog_name="flow")
 @click.pass_context
@@ -115,7 +135,22 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def _show_warning(
+    message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """flow-engine's own warnings (a plugin failed to load...) as one ``Warning:`` line, not a source dump."""
+    text = str(message)
+    if text.startswith("flow-engine"):
+        click.echo(f"Warning: {text}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> Any:
+    warnings.showwarning = _show_warning
     try:
         return cli.main(args=argv, prog_name="flow", standalone_mode=False)
     except click.exceptions.Abort:

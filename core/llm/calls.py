@@ -1,15 +1,20 @@
 """One LLM call = one or more attempts through litellm, each recorded in ``llm_requests``.
 
 Retries of transient failures (429, 5xx, timeouts, connection errors) live here and only here: the
-openai SDK's own retries are switched off (``max_retries=0``) so every attempt is counted, backed off
-(tenacity, honouring ``Retry-After``) and stored.
+openai SDK's own retries are switched off (``max_retries=0``, ``num_retries=0``) so every attempt is
+counted, backed off (tenacity, exponential with jitter, honouring ``Retry-After``), logged and stored.
+Re-asking after an answer that does not validate is a different thing (``structured.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
+import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -19,7 +24,9 @@ from ..engine import get_engine
 from ..errors import LLMError
 from ..storage import LLMRequestRecord
 from .loader import ensure_providers, provider_of
-from .redact import redact_params, redact_text, redact_url
+from .redact import known_secrets, redact_params, redact_text, redact_url
+
+log = logging.getLogger("flow_engine.llm")
 
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 TRANSIENT_NAMES = {"Timeout", "APITimeoutError", "APIConnectionError", "ServiceUnavailableError", "BadGatewayError"}
@@ -28,11 +35,20 @@ TRANSIENT_NAMES = {"Timeout", "APITimeoutError", "APIConnectionError", "ServiceU
 class LLMRequestError(LLMError):
     """An LLM request failed for good. ``status_code`` is the HTTP status when there was one."""
 
-    def __init__(self, message: str, *, status_code: int | None, transient: bool, attempts: int):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None,
+        transient: bool,
+        attempts: int,
+        request_id: uuid.UUID | None = None,
+    ):
         super().__init__(message)
         self.status_code = status_code
         self.transient = transient
         self.attempts = attempts
+        self.request_id = request_id  # the last attempt's row in llm_requests
 
 
 @dataclass
@@ -52,23 +68,49 @@ class LLMCall:
     attempts: int
 
 
-def is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException, *, in_process: bool = False) -> bool:
+    """Worth retrying: rate limits, server errors, timeouts, connection failures.
+
+    litellm wraps any exception raised inside an in-process provider (a bug, a bad request) as a bare
+    ``APIConnectionError``; for those providers that is not a network failure and is not retried.
+    """
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if in_process and type(exc).__name__ == "APIConnectionError":
+        return False
     status = getattr(exc, "status_code", None)
     if isinstance(status, int) and status in TRANSIENT_STATUS:
         return True
-    return any(cls.__name__ in TRANSIENT_NAMES for cls in type(exc).__mro__)
+    return bool(names & TRANSIENT_NAMES)
 
 
-def _retry_after(exc: BaseException) -> float | None:
+def retry_after_seconds(exc: BaseException | None) -> float | None:
+    """The server's ``Retry-After`` (seconds or HTTP date) or ``retry-after-ms`` hint, if any."""
+    if exc is None:
+        return None
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None) or getattr(exc, "litellm_response_headers", None)
     if not headers:
         return None
-    value = headers.get("retry-after") or headers.get("Retry-After")
     try:
-        return float(value) if value is not None else None
-    except ValueError:
+        millis = headers.get("retry-after-ms")
+        if millis is not None:
+            return max(0.0, float(millis) / 1000)
+    except (TypeError, ValueError):
+        pass
+    value = headers.get("retry-after")
+    if value is None:
         return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _wait(settings: Any) -> Any:
@@ -76,8 +118,8 @@ def _wait(settings: Any) -> Any:
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        hinted = _retry_after(exc) if exc else None
-        if hinted is not None:
+        hinted = retry_after_seconds(exc)
+        if hinted is not None:  # the server knows best, within our cap
             return float(min(hinted, settings.retry_max_delay))
         return float(backoff(state))
 
@@ -88,21 +130,22 @@ def _usage(response: Any) -> tuple[int, int, int]:
     usage = getattr(response, "usage", None)
     if usage is None:
         return 0, 0, 0
-    prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
-    completion = int(getattr(usage, "completion_tokens", 0) or 0)
+    prompt = int(getattr(usage, "prompt_tokens", 0) or getattr(usage, "input_tokens", 0) or 0)
+    completion = int(getattr(usage, "completion_tokens", 0) or getattr(usage, "output_tokens", 0) or 0)
     total = int(getattr(usage, "total_tokens", 0) or 0) or prompt + completion
     return prompt, completion, total
 
 
-def _cost(litellm: Any, response: Any, provider_info: Any, kind: str) -> float | None:
+def _cost(litellm: Any, response: Any, provider_info: Any, kind: str, model: str, request: dict[str, Any]) -> float | None:
     """litellm's cost, or None when it does not know the model's price (never a silent 0)."""
     if provider_info is not None:
         return 0.0 if provider_info.free else None
     hidden = getattr(response, "_hidden_params", None) or {}
     cost = hidden.get("response_cost")
     if cost is None:
+        extra = {k: request[k] for k in ("size", "quality", "n") if request.get(k) is not None}
         try:
-            cost = litellm.completion_cost(completion_response=response, call_type=kind)
+            cost = litellm.completion_cost(completion_response=response, model=model, call_type=kind, **extra)
         except Exception:
             return None
     return float(cost) if cost is not None else None
@@ -119,6 +162,18 @@ def _response_json(response: Any) -> dict[str, Any] | None:
     return data
 
 
+def _provider_guess(litellm: Any, model: str, api_base: str | None) -> str:
+    try:
+        return str(litellm.get_llm_provider(model, api_base=api_base)[1])
+    except Exception:
+        return provider_of(model)
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[0][:500] if lines else ""
+
+
 async def _call_with_retries(
     kind: str,
     model: str,
@@ -132,30 +187,34 @@ async def _call_with_retries(
     litellm = ensure_providers(providers)
     if "/" not in model and model in providers:  # "offline" means "offline/default"
         model = f"{model}/default"
-    provider = provider_of(model)
-    provider_info = providers.get(provider)
+    provider_info = providers.get(provider_of(model)) if "/" in model else None
+    in_process = provider_info is not None
+    if in_process:
+        api_base = None  # an in-process provider has no server; FLOW_ENGINE_API_BASE is not for it
+    provider = provider_of(model) if in_process else _provider_guess(litellm, model, api_base)
     scope = current_step.get()
     store = engine.store
     call_id = uuid.uuid4()
-    secrets = [settings.api_key] if settings.api_key else []
+    secrets = known_secrets(settings.api_key, request.get("api_key"))
     call_kwargs: dict[str, Any] = {"model": model, "timeout": settings.request_timeout, **request}
     if api_base:
         call_kwargs["api_base"] = api_base
-    if settings.api_key and "api_key" not in call_kwargs:
+    if settings.api_key and "api_key" not in call_kwargs and not in_process:
         call_kwargs["api_key"] = settings.api_key
     call_kwargs["max_retries"] = 0  # the openai SDK must not retry behind our back
     if kind == "completion":
-        call_kwargs["num_retries"] = 0
-    stored_params = redact_params({k: v for k, v in request.items() if k != "messages"})
-    if "response_format" in stored_params and isinstance(stored_params["response_format"], type):
-        stored_params["response_format"] = stored_params["response_format"].__name__
+        call_kwargs["num_retries"] = 0  # nor litellm's own retry layer
+    stored_params = redact_params({k: v for k, v in request.items() if k not in ("messages", "prompt")})
+    if isinstance(stored_params.get("response_format"), type):
+        stored_params["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": stored_params["response_format"].__name__},
+        }
     attempt_no = 0
-    spent_tokens = 0
+    last_request_id: uuid.UUID | None = None
 
-    async def one_attempt() -> LLMCall:
-        nonlocal attempt_no, spent_tokens
-        attempt_no += 1
-        record = LLMRequestRecord(
+    def new_record() -> LLMRequestRecord:
+        return LLMRequestRecord(
             flow_run_id=scope.run_id if scope else None,
             step_run_id=scope.step_id if scope else None,
             call_id=call_id,
@@ -167,24 +226,36 @@ async def _call_with_retries(
             request_params=stored_params,
             attempt=attempt_no,
         )
+
+    async def one_attempt() -> LLMCall:
+        nonlocal attempt_no, last_request_id
+        attempt_no += 1
+        record = new_record()
+        last_request_id = record.id
         started = time.perf_counter()
         try:
             if kind == "completion":
                 response = await litellm.acompletion(**call_kwargs)
             else:
                 response = await litellm.aimage_generation(**call_kwargs)
-        except Exception as exc:
+        except BaseException as exc:
             record.latency_ms = int((time.perf_counter() - started) * 1000)
-            record.status = "failed"
-            record.error_message = redact_text(f"{type(exc).__name__}: {exc}", secrets)[:4000]
-            await store.record_llm_request(record)
+            cancelled = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+            record.status = "cancelled" if cancelled else "failed"
+            status = getattr(exc, "status_code", None)
+            prefix = f"HTTP {status} " if isinstance(status, int) and not cancelled else ""
+            record.error_message = redact_text(f"{prefix}{type(exc).__name__}: {exc}", secrets)[:4000]
+            try:
+                await store.record_llm_request(record)
+            except Exception:  # pragma: no cover - never hide the call's own error behind the log's
+                log.exception("could not record a failed LLM request")
             raise
         latency = int((time.perf_counter() - started) * 1000)
         prompt, completion, total = _usage(response)
         hidden = getattr(response, "_hidden_params", None) or {}
         record.provider = hidden.get("custom_llm_provider") or provider
         record.prompt_tokens, record.completion_tokens, record.total_tokens = prompt, completion, total
-        record.cost = _cost(litellm, response, provider_info, kind)
+        record.cost = _cost(litellm, response, provider_info, kind, model, request)
         record.latency_ms = latency
         record.response = _response_json(response)
         await store.record_llm_request(record)
@@ -206,32 +277,50 @@ async def _call_with_retries(
             attempts=attempt_no,
         )
 
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        status = getattr(exc, "status_code", None)
+        log.warning(
+            "%s with model '%s' failed (%s%s); retry %d/%d in %.2fs",
+            kind,
+            model,
+            type(exc).__name__,
+            f", HTTP {status}" if isinstance(status, int) else "",
+            state.attempt_number,
+            settings.max_retries,
+            delay,
+        )
+
     retrying = AsyncRetrying(
         stop=stop_after_attempt(settings.max_retries + 1),
         wait=_wait(settings),
-        retry=retry_if_exception(is_transient),
+        retry=retry_if_exception(lambda exc: is_transient(exc, in_process=in_process)),
+        before_sleep=before_sleep,
         reraise=True,
     )
     try:
         call = await retrying(one_attempt)
     except Exception as exc:
         status = getattr(exc, "status_code", None)
-        transient = is_transient(exc)
-        detail = redact_text(str(exc), secrets).strip().splitlines()
-        first = detail[0][:500] if detail else type(exc).__name__
+        transient = is_transient(exc, in_process=in_process)
+        first = _first_line(redact_text(str(exc), secrets)) or type(exc).__name__
         hint = (
             f"gave up after {attempt_no} attempt(s); the provider may be down or rate-limiting — "
-            "try again later or raise FLOW_ENGINE_MAX_RETRIES"
+            "try again later or raise FLOW_ENGINE_MAX_RETRIES / FLOW_ENGINE_REQUEST_TIMEOUT"
             if transient
             else "not retried: check the model name, api_base, API key and request"
         )
-        raise LLMRequestError(
-            f"{kind} with model '{model}' failed ({type(exc).__name__}"
-            f"{f', HTTP {status}' if status else ''}): {first} — {hint}",
+        where = f" at {redact_url(api_base)}" if api_base else ""
+        error = LLMRequestError(
+            f"{kind} with model '{model}'{where} failed ({type(exc).__name__}"
+            f"{f', HTTP {status}' if isinstance(status, int) else ''}): {first} — {hint}",
             status_code=status if isinstance(status, int) else None,
             transient=transient,
             attempts=attempt_no,
-        ) from exc
+            request_id=last_request_id,
+        )
+        raise error from exc
     if scope is not None:
         scope.calls.append(call)
     return call

@@ -1,25 +1,45 @@
 """Structured output: ask for JSON matching ``Outputs``, validate it with pydantic, re-ask on errors.
 
-Native structured output (``response_format=<model>``, a JSON schema) is used where litellm says the
-model supports it; otherwise JSON mode with the schema in the prompt. A server that rejects the schema
-request (4xx) is asked again in JSON mode, and that choice is remembered for the model.
+How the JSON is asked for, best first:
+
+- ``native``: ``response_format=<Outputs>`` (a JSON schema), where litellm says the model supports it;
+- ``json``: JSON mode (``response_format={"type": "json_object"}``) with the schema in the prompt;
+- ``prompt``: the schema in the prompt only, for servers that reject JSON mode as well.
+
+A server that rejects one of these requests (HTTP 400/404/415/422, or an error about
+``response_format``) is asked again the next way down; once that works, the choice is remembered for
+the (model, api_base) pair for the engine's lifetime. Whatever the way, the answer is validated with
+pydantic here, and an invalid answer is re-asked with the validation errors, up to ``max_reasks`` times.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import weakref
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from ..engine import Engine, get_engine
 from ..errors import StructuredOutputError
 from .calls import LLMCall, LLMRequestError, complete
 from .loader import ensure_providers, provider_of
 
-Mode = Literal["auto", "native", "json"]
-_REJECTED_NATIVE: set[tuple[str, str | None]] = set()
+Mode = Literal["auto", "native", "json", "prompt"]
+_LEVELS: tuple[str, ...] = ("native", "json", "prompt")
+_REJECTION_STATUS = {400, 404, 415, 422}
+_REJECTION_WORDS = re.compile(r"response_format|json_schema|json_object|structured output|schema", re.I)
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
+
+# (model, api_base) -> the first level that worked after a better one was rejected; per engine, so
+# ``flow_engine.configure()`` starts afresh
+_fallbacks: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str | None], str]] = weakref.WeakKeyDictionary()
+
+
+def remembered_fallbacks() -> dict[tuple[str, str | None], str]:
+    """What this engine learnt about servers that reject a way of asking for JSON."""
+    return _fallbacks.setdefault(get_engine(), {})
 
 
 def schema_instruction(outputs: type[BaseModel]) -> str:
@@ -31,7 +51,7 @@ def schema_instruction(outputs: type[BaseModel]) -> str:
 
 
 def _supports_native(model: str, providers: dict[str, Any]) -> bool:
-    info = providers.get(provider_of(model))
+    info = providers.get(provider_of(model)) if "/" in model else None
     if info is not None:
         return bool(info.supports_response_schema)
     litellm = ensure_providers(providers)
@@ -41,15 +61,58 @@ def _supports_native(model: str, providers: dict[str, Any]) -> bool:
         return False
 
 
-def _strip_fences(text: str) -> str:
-    match = _FENCE.match(text)
-    return match.group(1) if match else text.strip()
+def _candidates(text: str) -> list[str]:
+    """The answer as is, without a Markdown fence, and the outermost ``{...}`` in it."""
+    stripped = text.strip()
+    found = [stripped]
+    match = _FENCE.match(stripped)
+    if match:
+        found.append(match.group(1))
+    start, end = stripped.find("{"), stripped.rfind("}")
+    if 0 <= start < end:
+        found.append(stripped[start : end + 1])
+    return list(dict.fromkeys(found))
+
+
+def parse_answer(outputs: type[BaseModel], text: str) -> BaseModel:
+    """Validate ``text`` as ``outputs``, tolerating a Markdown fence or prose around the JSON object.
+
+    Raises the ``ValidationError`` of the answer as given when no reading of it validates.
+    """
+    first_error: ValidationError | None = None
+    for candidate in _candidates(text):
+        try:
+            return outputs.model_validate_json(candidate)
+        except ValidationError as exc:
+            if first_error is None or (_is_json_error(first_error) and not _is_json_error(exc)):
+                first_error = exc
+    assert first_error is not None
+    raise first_error
+
+
+def _is_json_error(exc: ValidationError) -> bool:
+    return any(err.get("type") == "json_invalid" for err in exc.errors())
 
 
 def format_errors(exc: ValidationError) -> str:
     return "\n".join(
         f"- {'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
     )
+
+
+def _is_rejection(exc: LLMRequestError) -> bool:
+    if exc.status_code in _REJECTION_STATUS:
+        return True
+    return not exc.transient and bool(_REJECTION_WORDS.search(str(exc)))
+
+
+def _start_level(mode: Mode, model: str, api_base: str | None, providers: dict[str, Any]) -> str:
+    if mode != "auto":
+        return mode
+    remembered = remembered_fallbacks().get((model, api_base))
+    if remembered is not None:
+        return remembered
+    return "native" if _supports_native(model, providers) else "json"
 
 
 async def complete_structured(
@@ -63,36 +126,39 @@ async def complete_structured(
     mode: Mode = "auto",
     **params: Any,
 ) -> tuple[BaseModel, LLMCall, str]:
-    """Return the validated object, the last successful call, and the mode used (native/json)."""
-    use_native = mode == "native" or (
-        mode == "auto" and (model, api_base) not in _REJECTED_NATIVE and _supports_native(model, providers)
-    )
-    conversation = list(messages)
-    if not use_native:
-        conversation = _with_schema(conversation, outputs)
+    """Return the validated object, the last successful call, and the way used (native/json/prompt)."""
+    level = _start_level(mode, model, api_base, providers)
+    conversation = list(messages) if level == "native" else _with_schema(messages, outputs)
+    fell_back = False
     last_error: ValidationError | None = None
     last_text = ""
-    reasks = 0
+    answers = 0
     while True:
         request = dict(params)
-        request["response_format"] = outputs if use_native else {"type": "json_object"}
+        if level == "native":
+            request["response_format"] = outputs
+        elif level == "json":
+            request["response_format"] = {"type": "json_object"}
         try:
             call = await complete(conversation, model=model, api_base=api_base, **request)
         except LLMRequestError as exc:
-            if use_native and mode == "auto" and exc.status_code in (400, 404, 415, 422):
-                _REJECTED_NATIVE.add((model, api_base))
-                use_native = False
+            if mode == "auto" and level != "prompt" and _is_rejection(exc):
+                level = _LEVELS[_LEVELS.index(level) + 1]
                 conversation = _with_schema(conversation, outputs)
+                fell_back = True
                 continue
             raise
+        if fell_back:  # this way works where a better one was rejected: remember it
+            remembered_fallbacks()[(model, api_base)] = level
+            fell_back = False
+        answers += 1
         last_text = call.text or ""
         try:
-            return outputs.model_validate_json(_strip_fences(last_text)), call, "native" if use_native else "json"
+            return parse_answer(outputs, last_text), call, level
         except ValidationError as exc:
             last_error = exc
-        if reasks >= max_reasks:
+        if answers > max_reasks:
             break
-        reasks += 1
         conversation = [
             *conversation,
             {"role": "assistant", "content": last_text},
@@ -103,14 +169,22 @@ async def complete_structured(
             },
         ]
     assert last_error is not None
-    raise StructuredOutputError(
-        f"model '{model}' gave no valid {outputs.__name__} after {reasks + 1} attempt(s); "
-        f"last validation errors:\n{format_errors(last_error)}\nlast answer: {last_text[:500]!r}"
+    error = StructuredOutputError(
+        f"model '{model}' gave no valid {outputs.__name__} in {answers} answer(s) "
+        f"({max_reasks} re-ask(s) allowed); last validation errors:\n{format_errors(last_error)}\n"
+        f"last answer: {last_text[:500]!r}"
     )
+    error.validation_errors = last_error.errors(include_url=False)  # type: ignore[attr-defined]
+    error.last_answer = last_text  # type: ignore[attr-defined]
+    raise error
 
 
 def _with_schema(messages: list[dict[str, Any]], outputs: type[BaseModel]) -> list[dict[str, Any]]:
+    """The conversation with the schema instruction in its (first) system message."""
     instruction = schema_instruction(outputs)
     if any(instruction in str(m.get("content", "")) for m in messages):
-        return messages
+        return list(messages)
+    if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
+        first = {**messages[0], "content": f"{messages[0]['content']}\n\n{instruction}"}
+        return [first, *messages[1:]]
     return [{"role": "system", "content": instruction}, *messages]

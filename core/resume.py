@@ -1,0 +1,102 @@
+"""Durable execution from the outside: resume a stored run, cancel one, find crashed ones.
+
+A run is resumed in place (same id): the flow runs again with its stored inputs, steps that completed
+return their stored outputs with no LLM call, and execution goes on live from the first step without
+one. A run is "crashed" when it says running but its heartbeat stopped: its process died.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from .engine import get_engine
+from .errors import NotFoundError, UsageError
+from .flows import BaseFlow
+from .storage import RunRecord, RunStatus, RunStore, utcnow
+
+
+def stale_before(threshold_seconds: float | None = None) -> Any:
+    settings = get_engine().settings
+    return utcnow() - timedelta(seconds=threshold_seconds or settings.stale_after)
+
+
+def is_stale(run: RunRecord, threshold_seconds: float | None = None) -> bool:
+    """A run that says running but whose heartbeat is older than the threshold (its process died)."""
+    if run.status != RunStatus.RUNNING:
+        return False
+    return run.last_heartbeat is None or run.last_heartbeat < stale_before(threshold_seconds)
+
+
+def display_status(run: RunRecord, threshold_seconds: float | None = None) -> str:
+    """The status to show a person: a stale running run is shown as crashed."""
+    return RunStatus.CRASHED.value if is_stale(run, threshold_seconds) else run.status
+
+
+def load_run(run_id: uuid.UUID | str, store: RunStore | None = None) -> RunRecord:
+    store = store or get_engine().store
+    resolved = run_id if isinstance(run_id, uuid.UUID) else store.resolve_run_id(str(run_id))
+    run = store.get_run(resolved)
+    if run is None:
+        raise NotFoundError(f"no run with id {run_id}")
+    return run
+
+
+def flow_class_for(run: RunRecord) -> type[BaseFlow]:
+    """The class that ran ``run``: its stored reference (module:Class or file.py:Class), else its name."""
+    from .flow_registry import resolve_flow
+
+    ref = (run.flow_metadata or {}).get("flow_ref")
+    errors = []
+    for target in [t for t in (ref, run.flow_name) if t]:
+        try:
+            cls = resolve_flow(target)
+        except UsageError as exc:
+            errors.append(str(exc))
+            continue
+        if cls.flow_name == run.flow_name:
+            return cls
+        errors.append(f"'{target}' is flow '{cls.flow_name}', not '{run.flow_name}'")
+    raise UsageError(f"cannot find the code of flow '{run.flow_name}' to resume run {run.id}: " + "; ".join(errors))
+
+
+async def resume(
+    run_id: uuid.UUID | str,
+    *,
+    model: str | None = None,
+    max_cost: float | None = None,
+    max_tokens: int | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Resume a failed, crashed or cancelled run in place and return its outputs.
+
+    A completed run is returned as it is (nothing runs). A run that is still running (fresh heartbeat)
+    is refused unless ``force``. A child run is resumed through its root run.
+    """
+    run = load_run(run_id)
+    if run.parent_run_id is not None:
+        raise UsageError(f"run {run.id} is a child of run {run.parent_run_id}; resume that run instead")
+    if run.status == RunStatus.RUNNING and not force and not is_stale(run):
+        raise UsageError(
+            f"run {run.id} is still running (heartbeat at {run.last_heartbeat:%Y-%m-%d %H:%M:%S} UTC); "
+            "cancel it first, or wait until it is reported crashed"
+        )
+    flow = flow_class_for(run)()
+    return await flow.resume(run, model=model, max_cost=max_cost, max_tokens=max_tokens)
+
+
+async def cancel(run_id: uuid.UUID | str) -> tuple[RunRecord, str]:
+    """Ask a run to stop at its next step boundary. A stale or pending run is cancelled at once."""
+    store = get_engine().store
+    run = load_run(run_id, store)
+    if is_stale(run):
+        await store.mark_crashed(stale_before(), run.id)
+        await store.update_run(run.id, {"status": RunStatus.CANCELLED.value, "completed_at": utcnow()})
+        return run, RunStatus.CANCELLED.value
+    return run, await store.request_cancel(run.id)
+
+
+async def recover(threshold_seconds: float | None = None) -> list[uuid.UUID]:
+    """Mark every stale running run as crashed (so it can be resumed); return their ids."""
+    return await get_engine().store.mark_crashed(stale_before(threshold_seconds))
