@@ -41,6 +41,7 @@ class NewsSourceInfo:
     ``flow_engine.plugins.news``); it is called per fetch, so importing a heavy client can wait until
     then. ``url_schemes`` lets the source handle URL entries (``https://...``) instead of its name.
     ``searches`` means the source already searched for the query: its items are not filtered by it again.
+    ``unavailable`` says why it cannot work in this installation (``flow plugins`` shows it).
     """
 
     name: str
@@ -48,4 +49,5 @@ class NewsSourceInfo:
     description: str = ""
     url_schemes: tuple[str, ...] = ()
     searches: bool = False
+    unavailable: str | None = None
     plugin: str = field(default="", compare=False)
