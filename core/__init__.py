@@ -19,6 +19,8 @@ _PUBLIC = (
     "ImageStep",
     "InputValidationError",
     "LLMError",
+    "NewsItem",
+    "NewsStep",
     "PromptError",
     "ResumeMismatch",
     "RunCancelled",

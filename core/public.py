@@ -112,6 +112,12 @@ Requires ``Outputs``. Uses the provider's native JSON-schema output where litell
 mode with the schema in the prompt; always validated with pydantic, re-asked with the validation errors
 up to ``max_reasks`` times (``structured_output = "auto" | "native" | "json"``).
 
+### NewsStep(BaseStep)
+Step type ``news_gathering``. Inputs ``query``, ``sources`` (feed URLs, ``file://`` paths, names of
+registered news sources such as ``ddgs``), ``max_items``, ``since`` (``24h``, ``7d``, a date),
+``language``. ``output_content`` is a list of ``NewsItem`` (title, url, source, published, summary,
+authors): deduplicated, filtered, newest first; per-source errors are in ``metadata["source_errors"]``.
+
 ### ImageStep(BaseStep)
 Reads the inputs ``prompt``, ``size``, ``quality``, ``n``. Images are saved under the artifacts folder;
 ``output_content`` is ``{"images": [{"path", "url", "revised_prompt", "mime_type", "size_bytes"}],
@@ -184,6 +190,7 @@ from .hookspecs import hookimpl
 from .steps import BaseStep, StepResult, StepType
 from .storage import RunStatus
 from flow_engine.plugins.image import ImageStep
+from flow_engine.plugins.news import NewsItem, NewsStep
 from flow_engine.plugins.structured import StructuredStep
 from flow_engine.plugins.unstructured import UnstructuredStep
 
@@ -200,6 +207,8 @@ __all__ = [
     "ImageStep",
     "InputValidationError",
     "LLMError",
+    "NewsItem",
+    "NewsStep",
     "PromptError",
     "RunStatus",
     "StepResult",
