@@ -12,14 +12,16 @@ import threading
 import warnings
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
 from .errors import ConfigurationError, PluginConflictError
 from .plugin_types import ModelProviderInfo, NewsSourceInfo, StepTypeInfo
-from .storage import StorageBackendInfo
+
+if TYPE_CHECKING:  # pragma: no cover - storage pulls in pydantic; `flow --help` imports this module
+    from .storage import StorageBackendInfo
 
 log = logging.getLogger("flow_engine.plugins")
 
@@ -213,7 +215,8 @@ class PluginRegistry:
         for provider in self.model_providers().values():
             add(provider.plugin, "model providers", provider.name)
         for source in self.news_sources().values():
-            add(source.plugin, "news sources", source.name)
+            note = f" (unavailable: {source.unavailable})" if source.unavailable else ""
+            add(source.plugin, "news sources", source.name + note)
         for plugin_name, plugin in self.pm.list_name_plugin():
             for caller in self.pm.get_hookcallers(plugin) or []:
                 if caller.name not in _REGISTRY_HOOKS:

@@ -36,16 +36,21 @@ SHORT_HELP: dict[str, str] = {
 class LazyGroup(click.Group):
     """Imports a command's module only when that command is used; adds plugin commands on demand."""
 
+    _plugin_cache: dict[str, click.Command] | None = None
+
     def _plugin_commands(self) -> dict[str, click.Command]:
-        if getattr(self, "_plugin_cache", None) is None:
+        if self._plugin_cache is None:
+            if not _third_party_plugins_installed():  # built-ins add no commands: skip loading them
+                self._plugin_cache = {}
+                return {}
             from flow_engine.engine import get_engine
 
             group = click.Group("plugins")
             registry = get_engine().plugins
             if registry.has_impls("register_commands"):
                 registry.pm.hook.register_commands(cli=group)
-            self._plugin_cache: dict[str, click.Command] | None = dict(group.commands)
-        return self._plugin_cache or {}
+            self._plugin_cache = dict(group.commands)
+        return self._plugin_cache
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(BUILTIN_COMMANDS) | set(self.commands)
@@ -71,6 +76,21 @@ class LazyGroup(click.Group):
         return command
 
 
+def _third_party_plugins_installed() -> bool:
+    """Whether any plugin outside flow-engine is installed (only those can add commands).
+
+    Checked from entry-point metadata alone, so `flow --help` imports no plugin when there is none.
+    """
+    from importlib.metadata import entry_points
+
+    from flow_engine.plugin_manager import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP
+
+    return any(
+        ep.dist is None or ep.dist.name != BUILTIN_DISTRIBUTION
+        for ep in entry_points(group=ENTRY_POINT_GROUP)
+    )
+
+
 def _only_listing(ctx: click.Context) -> bool:
     """True while ``flow --help`` renders the command list (no need to import every command)."""
     return bool(ctx.meta.get("flow_engine.listing"))
@@ -82,11 +102,15 @@ class _Placeholder(click.Command):
 
 
 class CommandError(click.ClickException):
-    """A flow-engine error raised by a command, shown as one ``Error:`` line with its exit code."""
+    """A flow-engine error raised by a command (the flow failed), shown as one ``Error:`` line; exit 1."""
 
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = 1
+
+
+class CommandUsageError(CommandError):
+    """A flow-engine ``UsageError`` raised by a command; exit 2."""
+
+    exit_code = 2
 
 
 class FlowGroup(LazyGroup):
@@ -98,9 +122,9 @@ class FlowGroup(LazyGroup):
         try:
             return super().invoke(ctx)
         except UsageError as exc:
-            raise CommandError(str(exc), 2) from exc
+            raise CommandUsageError(str(exc)) from exc
         except FlowEngineError as exc:
-            raise CommandError(str(exc), 1) from exc
+            raise CommandError(str(exc)) from exc
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         ctx.meta["flow_engine.listing"] = True

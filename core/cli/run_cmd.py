@@ -46,7 +46,7 @@ class _Stdin:
         if self.used_by is not None:
             raise UsageError(f"{who} wants to read stdin, but {self.used_by} already reads it")
         self.used_by = who
-        return click.get_text_stream("stdin").read()
+        return sys.stdin.read()
 
 
 def _read_text(name: str, who: str, stdin: _Stdin) -> str:
@@ -240,13 +240,13 @@ class _Report:
         click.echo(json.dumps(payload, ensure_ascii=False, default=str))
 
     def refuse(self, exc: FlowEngineError, code: int = EXIT_USAGE) -> NoReturn:
-        """A problem found before any run was written."""
+        """A problem found before any run was written: status "invalid" (usage) or "error"."""
         if self.as_json:
             self._json(
                 {
                     "run_id": None,
                     "flow": self.flow_name,
-                    "status": "invalid",
+                    "status": "invalid" if code == EXIT_USAGE else "error",
                     "outputs": None,
                     "error": str(exc),
                 }
@@ -295,7 +295,7 @@ class _Report:
 def _print_outputs(outputs: Any) -> None:
     """Pretty JSON; coloured on a terminal (rich), plain and valid JSON when piped."""
     text = json.dumps(outputs, indent=2, ensure_ascii=False, default=str)
-    stream = click.get_text_stream("stdout")
+    stream = sys.stdout
     if stream.isatty():
         from rich.console import Console
 
@@ -306,7 +306,7 @@ def _print_outputs(outputs: Any) -> None:
 
 def _err_console() -> Any | None:
     """A rich console on stderr when it is a terminal; plain lines otherwise (logs, pipes, tests)."""
-    stream = click.get_text_stream("stderr")
+    stream = sys.stderr
     if not stream.isatty():
         return None
     from rich.console import Console
@@ -333,6 +333,18 @@ def _err_console() -> Any | None:
 )
 @click.option("--model", "-m", metavar="MODEL", help="Run-level model: any litellm model string.")
 @click.option(
+    "--max-cost",
+    type=click.FloatRange(min=0),
+    metavar="USD",
+    help="Budget: stop before the next step once the run has spent this much.",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Budget: stop before the next step once the run has used this many tokens.",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object: run_id, status, outputs, error."
 )
 @click.option("--traceback", "show_traceback", is_flag=True, help="On failure, also print the traceback.")
@@ -341,6 +353,8 @@ def run(
     pairs: tuple[str, ...],
     inputs_file: str | None,
     model: str | None,
+    max_cost: float | None,
+    max_tokens: int | None,
     as_json: bool,
     show_traceback: bool,
 ) -> None:
@@ -349,8 +363,9 @@ def run(
     FLOW is a registered flow name (see `flow list`), module:Class, or path/to/file.py:Class.
 
     \b
-    Exit codes: 0 completed, 1 the flow failed (recorded as failed),
-    2 invalid command or inputs (nothing recorded), 130 interrupted.
+    Exit codes: 0 completed; 1 the flow failed (run recorded as failed);
+    2 usage error: unknown flow, invalid inputs (nothing recorded),
+    missing prompt, conflicting plugins; 130 interrupted (run cancelled).
     """
     report = _Report(as_json)
     try:
@@ -359,7 +374,8 @@ def run(
         report.refuse(exc, EXIT_USAGE)
     except FlowEngineError as exc:
         report.refuse(exc, EXIT_FAILED)
-    _execute(flow_cls, inputs, model, report, show_traceback)
+    budget = {"max_cost": max_cost, "max_tokens": max_tokens}
+    _execute(flow_cls, inputs, model, budget, report, show_traceback)
 
 
 def _prepare(
@@ -378,12 +394,26 @@ def _prepare(
         raise UsageError(f"{exc}\n(`flow list` shows the inputs of every flow)") from None
     engine = get_engine()
     engine.plugins.step_types()  # two plugins claiming one step type: refuse now, not mid-run
-    engine.store  # noqa: B018 - an unknown URL scheme or unreachable database: refuse before writing
+    try:  # an unknown URL scheme or an unreachable database: refuse before writing anything
+        engine.store  # noqa: B018
+    except FlowEngineError:
+        raise
+    except Exception as exc:  # a driver's own error (sqlite path, connection refused...)
+        from flow_engine.jsonable import describe_error
+        from flow_engine.llm.redact import redact_text, redact_url
+
+        url = redact_url(engine.database_url)  # never print a password
+        raise FlowEngineError(f"cannot open the database {url}: {redact_text(describe_error(exc))}") from exc
     return flow_cls, inputs
 
 
 def _execute(
-    flow_cls: type[BaseFlow], inputs: dict[str, Any], model: str | None, report: _Report, show_traceback: bool
+    flow_cls: type[BaseFlow],
+    inputs: dict[str, Any],
+    model: str | None,
+    budget: dict[str, Any],
+    report: _Report,
+    show_traceback: bool,
 ) -> None:
     from flow_engine.engine import get_engine
     from flow_engine.jsonable import describe_error
@@ -397,7 +427,7 @@ def _execute(
     started = time.perf_counter()
     try:
         with quiet_stdout:
-            outputs = asyncio.run(flow.execute(inputs, model=model))
+            outputs = asyncio.run(flow.execute(inputs, model=model, **budget))
     except KeyboardInterrupt:
         _interrupted(flow, report)
     except Exception as exc:
@@ -429,9 +459,10 @@ def _record(run_id: uuid.UUID) -> Any:
 def _failed(flow: BaseFlow, report: _Report, failed_step: str | None, error: str, code: int) -> NoReturn:
     assert flow.run_id is not None
     record = _record(flow.run_id)
+    status = record.status if record is not None else "failed"  # "cancelled" after `flow cancel`
     where = f" at step '{failed_step}'" if failed_step else ""
-    click.echo(f"Error: flow '{flow.flow_name}' failed{where}: {error}", err=True)
-    report.finished(record, flow.run_id, None, record.status if record is not None else "failed", error)
+    click.echo(f"Error: flow '{flow.flow_name}' {status}{where}: {error}", err=True)
+    report.finished(record, flow.run_id, None, status, error)
     sys.exit(code)
 
 

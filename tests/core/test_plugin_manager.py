@@ -1,0 +1,150 @@
+"""PluginRegistry: loading entry points forgivingly, selecting plugins, conflicts, in-code plugins."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+from flow_engine.errors import ConfigurationError, PluginConflictError
+from flow_engine.hookspecs import hookimpl
+from flow_engine.plugin_manager import PluginRegistry
+
+from tests.cli.conftest import Distributions
+
+STEP_TYPE_PLUGIN = """
+from flow_engine import BaseStep
+from flow_engine.hookspecs import hookimpl
+from flow_engine.plugin_types import StepTypeInfo
+
+
+@hookimpl
+def register_step_types(register):
+    register(StepTypeInfo("{step_type}", BaseStep))
+"""
+
+
+@pytest.fixture
+def dists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    made = Distributions(tmp_path / "site", monkeypatch)
+    yield made
+    made.cleanup()
+
+
+def _registry(**kwargs) -> tuple[PluginRegistry, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registry = PluginRegistry(**kwargs)
+    return registry, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def _status(registry: PluginRegistry, name: str):
+    [status] = [s for s in registry.statuses if s.name == name]
+    return status
+
+
+def test_builtins_load_with_their_distribution_and_version():
+    registry, warned = _registry()
+    assert not [w for w in warned if "flow-engine plugin" in w]
+    status = _status(registry, "structured")
+    assert (status.status, status.distribution, status.builtin) == ("loaded", "flow-engine", True)
+    assert status.version
+    assert {"python", "unstructured_llm", "structured_llm", "image_generation"} <= set(registry.step_types())
+
+
+def test_import_failure_is_recorded_and_warned_not_raised(dists):
+    dists.make(
+        "crashplug", "raise RuntimeError('no GPU here')\n", {"flow_engine": {"crashplug": "crashplug"}}
+    )
+    registry, warned = _registry()
+    status = _status(registry, "crashplug")
+    assert status.status == "failed"
+    assert status.error == "RuntimeError: no GPU here"
+    [message] = [w for w in warned if "crashplug" in w]
+    assert "flow-engine plugin 'crashplug' (crashplug) failed to load: RuntimeError: no GPU here" in message
+    assert "FLOW_ENGINE_DISABLE_PLUGINS=crashplug" in message
+    assert "python" in registry.step_types()  # the rest still work
+
+
+def test_disabled_plugins_are_not_imported(dists):
+    dists.make("crashplug", "raise RuntimeError('imported')\n", {"flow_engine": {"crashplug": "crashplug"}})
+    registry, warned = _registry(disabled={"crashplug"})
+    assert _status(registry, "crashplug").status == "disabled"
+    assert not [w for w in warned if "crashplug" in w]
+
+
+def test_only_selects_third_party_plugins_builtins_stay(dists):
+    dists.make("alpha", STEP_TYPE_PLUGIN.format(step_type="alpha_type"), {"flow_engine": {"alpha": "alpha"}})
+    dists.make("beta", STEP_TYPE_PLUGIN.format(step_type="beta_type"), {"flow_engine": {"beta": "beta"}})
+    registry, _ = _registry(only={"alpha"})
+    assert _status(registry, "alpha").status == "loaded"
+    assert _status(registry, "beta").status == "not-selected"
+    assert "alpha_type" in registry.step_types() and "beta_type" not in registry.step_types()
+    assert _status(registry, "unstructured").status == "loaded"
+
+
+def test_two_plugins_one_step_type_is_one_error_naming_both(dists):
+    for name in ("one", "two"):
+        dists.make(name, STEP_TYPE_PLUGIN.format(step_type="same"), {"flow_engine": {name: name}})
+    registry, _ = _registry()
+    with pytest.raises(PluginConflictError) as info:
+        registry.step_types()
+    assert "step type 'same' is registered by two plugins: 'one' and 'two'" in str(info.value)
+    with pytest.raises(PluginConflictError):
+        registry.provides()
+
+
+def test_a_plugin_claiming_a_builtin_name_conflicts(dists):
+    dists.make(
+        "usurper", STEP_TYPE_PLUGIN.format(step_type="python"), {"flow_engine": {"usurper": "usurper"}}
+    )
+    registry, _ = _registry()
+    with pytest.raises(PluginConflictError, match="'python_step' and 'usurper'"):
+        registry.step_types()
+
+
+def test_a_register_hook_that_raises_marks_the_plugin_failed(dists):
+    source = (
+        "from flow_engine.hookspecs import hookimpl\n\n"
+        "@hookimpl\ndef register_step_types(register):\n    raise KeyError('oops')\n"
+    )
+    dists.make("hookfail", source, {"flow_engine": {"hookfail": "hookfail"}})
+    registry, _ = _registry()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        types = registry.step_types()
+    assert "python" in types
+    status = _status(registry, "hookfail")
+    assert status.status == "failed"
+    assert status.error == "register_step_types raised KeyError: 'oops'"
+    assert any("hookfail" in str(w.message) for w in caught)
+
+
+def test_same_entry_point_name_in_two_distributions(dists):
+    dists.make("dist-x", "", {"flow_engine": {"samename": "dist_x"}})
+    dists.make("dist-y", "", {"flow_engine": {"samename": "dist_y"}})
+    registry, warned = _registry()
+    statuses = [s for s in registry.statuses if s.name == "samename"]
+    assert sorted(s.status for s in statuses) == ["failed", "loaded"]
+    [failed] = [s for s in statuses if s.status == "failed"]
+    assert "plugin name 'samename' is already taken by" in failed.error
+    assert any("samename" in w for w in warned)
+
+
+def test_in_code_plugin_register_and_unregister():
+    registry, _ = _registry()
+
+    class Watcher:
+        @hookimpl
+        def before_step(self, event):
+            pass
+
+    name = registry.register(Watcher(), name="watcher")
+    assert registry.has_impls("before_step")
+    assert _status(registry, "watcher").distribution is None
+    assert registry.provides()["watcher"] == {"hooks": ["before_step"]}
+    with pytest.raises(ConfigurationError, match="'watcher' is already registered"):
+        registry.register(Watcher(), name="watcher")
+    registry.unregister(name)
+    assert not registry.has_impls("before_step")
+    assert not [s for s in registry.statuses if s.name == "watcher"]
