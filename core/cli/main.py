@@ -22,6 +22,9 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "runs": "flow_engine.cli.history_cmd:runs",
     "show": "flow_engine.cli.history_cmd:show",
     "db": "flow_engine.cli.db_cmd:db",
+    "resume": "flow_engine.cli.durable_cmd:resume",
+    "cancel": "flow_engine.cli.durable_cmd:cancel",
+    "recover": "flow_engine.cli.durable_cmd:recover",
 }
 SHORT_HELP: dict[str, str] = {
     "run": "Run a flow and print its outputs.",
@@ -30,6 +33,9 @@ SHORT_HELP: dict[str, str] = {
     "runs": "List recorded runs, newest first.",
     "show": "Show one run: inputs, outputs, error and its steps.",
     "db": "Database: path, upgrade, current, downgrade.",
+    "resume": "Resume a failed, crashed or cancelled run in place.",
+    "cancel": "Cancel a run at its next step boundary.",
+    "recover": "Mark runs whose heartbeat stopped as crashed.",
 }
 
 

@@ -21,6 +21,7 @@ import traceback
 import types
 import typing
 import uuid
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -415,19 +416,30 @@ def _execute(
     report: _Report,
     show_traceback: bool,
 ) -> None:
+    flow = flow_cls()
+    run_flow(flow, lambda: flow.execute(inputs, model=model, **budget), report, show_traceback)
+
+
+def run_flow(
+    flow: BaseFlow,
+    start: Callable[[], Coroutine[Any, Any, dict[str, Any]]],
+    report: _Report,
+    show_traceback: bool,
+) -> None:
+    """Run ``start()`` (an execute or a resume of ``flow``) with live progress, then report and exit."""
     from flow_engine.engine import get_engine
     from flow_engine.jsonable import describe_error
 
     engine = get_engine()
     progress = ProgressReporter(None if report.as_json else _err_console())
     plugin_name = engine.plugins.register(progress, name=f"flow-cli-progress-{id(progress)}")
-    flow = flow_cls()
+    report.flow_name = report.flow_name or flow.flow_name
     # under --json, stray print() calls of the flow must not corrupt the one JSON object on stdout
     quiet_stdout = contextlib.redirect_stdout(sys.stderr) if report.as_json else contextlib.nullcontext()
     started = time.perf_counter()
     try:
         with quiet_stdout:
-            outputs = asyncio.run(flow.execute(inputs, model=model, **budget))
+            outputs = asyncio.run(start())
     except KeyboardInterrupt:
         _interrupted(flow, report)
     except Exception as exc:

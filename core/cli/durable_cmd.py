@@ -1,0 +1,96 @@
+"""``flow resume``, ``flow cancel``, ``flow recover``: durable execution from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from flow_engine.errors import FlowEngineError, UsageError
+
+
+@click.command("resume")
+@click.argument("run_id")
+@click.option("--model", "-m", metavar="MODEL", help="Run-level model for the steps that still run.")
+@click.option("--max-cost", type=click.FloatRange(min=0), metavar="USD", help="A new budget in USD.")
+@click.option("--max-tokens", type=click.IntRange(min=0), metavar="N", help="A new token budget.")
+@click.option("--force", is_flag=True, help="Resume even if the run's heartbeat is still fresh.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: run_id, status, outputs, error.")
+@click.option("--traceback", "show_traceback", is_flag=True, help="On failure, also print the traceback.")
+def resume(
+    run_id: str,
+    model: str | None,
+    max_cost: float | None,
+    max_tokens: int | None,
+    force: bool,
+    as_json: bool,
+    show_traceback: bool,
+) -> None:
+    """Resume a failed, crashed or cancelled run in place.
+
+    Steps that completed are not run again (their stored outputs are used, no LLM call); the flow goes
+    on live from the first step without an output. RUN_ID may be a unique prefix.
+    """
+    from flow_engine.resume import flow_class_for, is_stale, load_run
+    from flow_engine.storage import RunStatus
+
+    from .run_cmd import EXIT_FAILED, EXIT_USAGE, _Report, run_flow
+
+    report = _Report(as_json)
+    try:
+        run = load_run(run_id)
+        report.flow_name = run.flow_name
+        if run.parent_run_id is not None:
+            raise UsageError(f"run {run.id} is a child of run {run.parent_run_id}; resume that run instead")
+        if run.status == RunStatus.COMPLETED:
+            click.echo(f"Run {run.id} already completed; nothing to resume.", err=True)
+            report.finished(run, run.id, run.outputs, run.status, None)
+            return
+        if run.status == RunStatus.RUNNING and not force and not is_stale(run):
+            raise UsageError(
+                f"run {run.id} is still running (last heartbeat {run.last_heartbeat:%H:%M:%S} UTC); "
+                "cancel it first (flow cancel), or use --force if its process is gone"
+            )
+        flow = flow_class_for(run)()
+    except UsageError as exc:
+        report.refuse(exc, EXIT_USAGE)
+    except FlowEngineError as exc:
+        report.refuse(exc, EXIT_FAILED)
+    budget = {"max_cost": max_cost, "max_tokens": max_tokens}
+    click.echo(f"Resuming run {run.id} ({run.flow_name}, was {run.status}).", err=True)
+    run_flow(flow, lambda: flow.resume(run, model=model, **budget), report, show_traceback)
+
+
+@click.command("cancel")
+@click.argument("run_id")
+def cancel(run_id: str) -> None:
+    """Cancel a run: it stops at its next step boundary, recorded as cancelled."""
+    from flow_engine.resume import cancel as cancel_run
+
+    run, status = asyncio.run(cancel_run(run_id))
+    if status == "running":
+        click.echo(f"Cancel requested for run {run.id}; it stops at its next step boundary.")
+    elif status == "cancelled":
+        click.echo(f"Run {run.id} cancelled.")
+    else:
+        click.echo(f"Run {run.id} already {status}; nothing to cancel.", err=True)
+        sys.exit(1)
+
+
+@click.command("recover")
+@click.option(
+    "--stale-after",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Heartbeat age that counts as dead (default FLOW_ENGINE_STALE_AFTER).",
+)
+def recover(stale_after: float | None) -> None:
+    """Mark running runs whose heartbeat stopped as crashed, so they can be resumed."""
+    from flow_engine.resume import recover as recover_runs
+
+    ids = asyncio.run(recover_runs(stale_after))
+    for run_id in ids:
+        click.echo(f"{run_id} crashed (no heartbeat); resume it with: flow resume {str(run_id)[:8]}")
+    if not ids:
+        click.echo("No stale runs.", err=True)
