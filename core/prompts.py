@@ -1,7 +1,16 @@
 """Finding and rendering ``prompt_file`` templates (Jinja2, strict about undefined variables).
 
-Search path, first hit wins: ``FLOW_ENGINE_PROMPTS_PATH`` folders, ``prompts/`` beside the module that
-defines the step, ``./prompts``, then the built-in ``flow_engine/prompts``.
+Search path, first hit wins:
+
+1. the folders in ``FLOW_ENGINE_PROMPTS_PATH`` (``os.pathsep``-separated), in order;
+2. ``prompts/`` beside the module that defines the step (then beside the modules of the step classes
+   it inherits from, so a subclass finds its base's templates);
+3. ``./prompts`` (the current working directory's);
+4. the built-in templates (``prompts/`` in the source tree, package ``flow_engine.builtin_prompts``).
+
+A ``prompt_file`` is a relative path inside one of those folders (``summaries/short.md`` is fine);
+absolute paths and ``..`` are refused, and so is a symlink that leads out of its folder. Templates may
+``{% include %}`` other templates found on the same search path.
 """
 
 from __future__ import annotations
@@ -16,19 +25,31 @@ from .errors import PromptError
 
 
 def builtin_prompts_dir() -> Path:
+    """The templates shipped with flow-engine: ``prompts/``, the package ``flow_engine.builtin_prompts``."""
     import flow_engine.builtin_prompts as builtin
 
     return Path(builtin.__file__).parent
 
 
+def _module_dirs(step_cls: type) -> list[Path]:
+    dirs: list[Path] = []
+    for cls in step_cls.__mro__:
+        module_name = getattr(cls, "__module__", "") or ""
+        if cls is not step_cls and (cls is object or module_name.split(".")[0] == "flow_engine"):
+            continue  # the step types' base classes have no templates
+        module = sys.modules.get(module_name)
+        module_file = getattr(module, "__file__", None)
+        if module_file:
+            dirs.append(Path(module_file).resolve().parent / "prompts")
+    return dirs
+
+
 def search_path(step_cls: type, prompts_path: str | None) -> list[Path]:
+    """The folders searched for ``step_cls``'s ``prompt_file``, first hit wins."""
     dirs: list[Path] = []
     if prompts_path:
-        dirs.extend(Path(p) for p in prompts_path.split(os.pathsep) if p)
-    module = sys.modules.get(step_cls.__module__)
-    module_file = getattr(module, "__file__", None)
-    if module_file:
-        dirs.append(Path(module_file).resolve().parent / "prompts")
+        dirs.extend(Path(p).expanduser() for p in prompts_path.split(os.pathsep) if p.strip())
+    dirs.extend(_module_dirs(step_cls))
     dirs.append(Path.cwd() / "prompts")
     dirs.append(builtin_prompts_dir())
     unique: list[Path] = []
@@ -38,45 +59,81 @@ def search_path(step_cls: type, prompts_path: str | None) -> list[Path]:
     return unique
 
 
+def _describe(dirs: list[Path]) -> str:
+    return "\n".join(f"  - {d}{'' if d.is_dir() else ' (does not exist)'}" for d in dirs)
+
+
 def _check_relative(prompt_file: str) -> None:
     pure = PurePosixPath(prompt_file.replace("\\", "/"))
-    if pure.is_absolute() or ".." in pure.parts or (len(prompt_file) > 1 and prompt_file[1] == ":"):
-        raise PromptError(f"prompt_file '{prompt_file}' must be a relative path inside a prompts folder")
+    if (
+        not prompt_file.strip()
+        or pure.is_absolute()
+        or ".." in pure.parts
+        or (len(prompt_file) > 1 and prompt_file[1] == ":")
+    ):
+        raise PromptError(
+            f"prompt_file '{prompt_file}' is refused: it must be a relative path inside a prompts folder "
+            "(no absolute paths, no '..')"
+        )
 
 
-def find_prompt(prompt_file: str, dirs: list[Path]) -> Path:
+def find_prompt(prompt_file: str, dirs: list[Path]) -> tuple[Path, Path]:
+    """The template's path and the search folder it was found in."""
     _check_relative(prompt_file)
     for folder in dirs:
         candidate = folder / prompt_file
         if candidate.is_file():
             resolved, root = candidate.resolve(), folder.resolve()
             if not resolved.is_relative_to(root):
-                raise PromptError(f"prompt_file '{prompt_file}' escapes its folder {folder}")
-            return candidate
-    searched = "\n".join(f"  - {d}" for d in dirs)
-    raise PromptError(f"prompt file '{prompt_file}' not found; searched:\n{searched}")
+                raise PromptError(
+                    f"prompt_file '{prompt_file}' is refused: it leads out of its folder {folder}"
+                )
+            return candidate, folder
+    raise PromptError(
+        f"prompt file '{prompt_file}' not found; searched (first hit wins; add folders with "
+        f"FLOW_ENGINE_PROMPTS_PATH):\n{_describe(dirs)}"
+    )
 
 
-@lru_cache(maxsize=256)
-def _compile(path: str, mtime_ns: int) -> Any:
+@lru_cache(maxsize=64)
+def _environment(dirs: tuple[str, ...]) -> Any:
     import jinja2
 
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-    return env.from_string(Path(path).read_text(encoding="utf-8"))
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(list(dirs)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+        auto_reload=True,
+    )
 
 
-def render_prompt(step_cls: type, prompt_file: str, variables: dict[str, Any], prompts_path: str | None) -> str:
+def render_prompt(
+    step_cls: type, prompt_file: str, variables: dict[str, Any], prompts_path: str | None
+) -> str:
+    """Render ``prompt_file`` for ``step_cls`` with ``variables``; every failure is a ``PromptError``."""
+    import jinja2
+
     dirs = search_path(step_cls, prompts_path)
-    path = find_prompt(prompt_file, dirs)
-    import jinja2
-
-    template = _compile(str(path), path.stat().st_mtime_ns)
+    path, folder = find_prompt(prompt_file, dirs)
+    # the folder it was found in goes first, so the loader picks the same file and its includes
+    env = _environment(tuple(str(d) for d in [folder, *dirs]))
     try:
+        template = env.get_template(PurePosixPath(prompt_file.replace("\\", "/")).as_posix())
         return str(template.render(**variables))
     except jinja2.UndefinedError as exc:
         raise PromptError(
             f"prompt file '{prompt_file}' ({path}) uses an undefined variable: {exc.message}; "
-            f"available: {', '.join(sorted(variables)) or 'none'}"
+            f"the step's inputs are: {', '.join(sorted(variables)) or 'none'}"
+        ) from None
+    except jinja2.TemplateNotFound as exc:
+        raise PromptError(
+            f"prompt file '{prompt_file}' ({path}) includes '{exc.name}', which is not on the search path:\n"
+            f"{_describe(dirs)}"
+        ) from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise PromptError(
+            f"prompt file '{prompt_file}' ({path}) is not a valid template: line {exc.lineno}: {exc.message}"
         ) from None
     except jinja2.TemplateError as exc:
-        raise PromptError(f"prompt file '{prompt_file}' ({path}) is not a valid template: {exc}") from None
+        raise PromptError(f"prompt file '{prompt_file}' ({path}) could not be rendered: {exc}") from None

@@ -23,6 +23,15 @@ def estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+def image_side(size: Any) -> tuple[int, int]:
+    """A requested size like ``1024x1536`` scaled down 16 times (8 to 256 pixels a side); 64x64 otherwise."""
+    try:
+        width, height = (int(part) for part in str(size).lower().split("x", 1))
+    except (TypeError, ValueError):
+        return 64, 64
+    return max(8, min(256, width // 16)), max(8, min(256, height // 16))
+
+
 def _flatten(messages: list[dict[str, Any]]) -> str:
     parts = []
     for message in messages:
@@ -60,13 +69,17 @@ def make_handler() -> Any:
     from litellm import CustomLLM
 
     class OfflineLLM(CustomLLM):  # type: ignore[misc]
-        def _respond(self, model: str, messages: list[dict[str, Any]], optional_params: dict[str, Any]) -> Any:
+        def _respond(
+            self, model: str, messages: list[dict[str, Any]], optional_params: dict[str, Any]
+        ) -> Any:
             text = answer(model, messages, optional_params)
             prompt_tokens = estimate_tokens(_flatten(messages))
             completion_tokens = estimate_tokens(text)
             return litellm.ModelResponse(
                 model=f"offline/{model}",
-                choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                choices=[
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                ],
                 usage={
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,
@@ -81,19 +94,15 @@ def make_handler() -> Any:
             return self._respond(model, messages, kwargs.get("optional_params") or {})
 
         def _image(self, model: str, prompt: str, optional_params: dict[str, Any]) -> Any:
+            from litellm.types.utils import ImageObject
+
             count = int(optional_params.get("n") or 1)
-            size = str(optional_params.get("size") or "64x64")
-            side = 64
-            if "x" in size:
-                try:
-                    side = max(8, min(256, int(size.split("x", 1)[0]) // 16))
-                except ValueError:
-                    side = 64
+            width, height = image_side(optional_params.get("size"))
             data = [
-                {
-                    "b64_json": base64.b64encode(png_bytes(f"{prompt}#{i}", side)).decode(),
-                    "revised_prompt": f"[offline] {prompt}",
-                }
+                ImageObject(
+                    b64_json=base64.b64encode(png_bytes(f"{prompt}#{i}", width, height)).decode(),
+                    revised_prompt=f"[offline] {prompt}",
+                )
                 for i in range(count)
             ]
             return litellm.ImageResponse(created=int(time.time()), data=data)

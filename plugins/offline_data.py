@@ -7,6 +7,7 @@ model only sees a JSON schema and must answer the same prompt the same way every
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import struct
 import zlib
@@ -52,6 +53,9 @@ def schema_from_prompt(text: str) -> dict[str, Any] | None:
     return schema if isinstance(schema, dict) else None
 
 
+MAX_DEPTH = 6  # below this, optional parts are left out so recursive models stay finite
+
+
 class SchemaFaker:
     """Builds an instance of a JSON schema (the subset pydantic emits), deterministically."""
 
@@ -61,11 +65,13 @@ class SchemaFaker:
         self.seed = digest(prompt)
 
     def build(self) -> Any:
-        return self.value(self.root, "value", 0)
+        return self.value(self.root, "value", 0, "$")
 
     def _resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
         ref = schema.get("$ref")
-        while ref:
+        seen: set[str] = set()
+        while ref and ref not in seen:
+            seen.add(ref)
             target: Any = self.root
             for part in ref.lstrip("#/").split("/"):
                 target = target[part]
@@ -73,110 +79,176 @@ class SchemaFaker:
             ref = target.get("$ref")
         return schema
 
-    def _phrase(self, name: str, count: int) -> str:
+    def _pick(self, path: str, size: int) -> int:
+        return (self.seed + digest(path)) % max(1, size)
+
+    def _phrase(self, path: str, count: int) -> str:
         words = [w for w in self.words if w.lower() not in _STOP] or self.words
-        start = (self.seed + digest(name)) % max(1, len(words))
+        start = self._pick(path, len(words))
         picked = [words[(start + i) % len(words)] for i in range(count)]
         return " ".join(picked)
 
-    def value(self, schema: dict[str, Any], name: str, depth: int) -> Any:
+    def value(self, schema: dict[str, Any], name: str, depth: int, path: str) -> Any:
+        """A value for ``schema``; ``name`` is the field's name, ``path`` where it sits (for variety)."""
         schema = self._resolve(schema)
         if "const" in schema:
             return schema["const"]
         if "enum" in schema:
-            return schema["enum"][(self.seed + digest(name)) % len(schema["enum"])]
-        if "default" in schema and depth > 0 and schema["default"] is not None:
-            return schema["default"]
+            return schema["enum"][self._pick(path, len(schema["enum"]))]
         for key in ("anyOf", "oneOf"):
             if key in schema:
-                options = [o for o in schema[key] if self._resolve(o).get("type") != "null"] or schema[key]
-                return self.value(options[0], name, depth)
+                options = [self._resolve(o) for o in schema[key]]
+                real = [o for o in options if o.get("type") != "null"]
+                if not real or (depth >= MAX_DEPTH and len(real) < len(options)):
+                    return None
+                return self.value(real[0], name, depth, path)
         if "allOf" in schema:
             merged: dict[str, Any] = {}
             for part in schema["allOf"]:
                 merged.update(self._resolve(part))
-            return self.value(merged, name, depth)
+            return self.value(
+                {**merged, **{k: v for k, v in schema.items() if k != "allOf"}}, name, depth, path
+            )
         kind = schema.get("type")
         if isinstance(kind, list):
             kind = next((k for k in kind if k != "null"), "null")
         if kind is None:
-            kind = "object" if "properties" in schema else "string"
-        return getattr(self, f"_{kind}", self._string)(schema, name, depth)
+            if "properties" in schema or "additionalProperties" in schema:
+                kind = "object"
+            elif "items" in schema or "prefixItems" in schema:
+                kind = "array"
+            elif "default" in schema:
+                return schema["default"]
+            else:
+                kind = "string"
+        return getattr(self, f"_{kind}", self._string)(schema, name, depth, path)
 
-    def _object(self, schema: dict[str, Any], name: str, depth: int) -> Any:
+    def _object(self, schema: dict[str, Any], name: str, depth: int, path: str) -> Any:
         props = schema.get("properties", {})
-        required = set(schema.get("required", props))
+        required = set(schema.get("required", []))
         result = {}
         for prop, sub in props.items():
             if prop in required or depth < 3:
-                result[prop] = self.value(sub, prop, depth + 1)
+                result[prop] = self.value(sub, prop, depth + 1, f"{path}.{prop}")
         extra = schema.get("additionalProperties")
-        if not props and isinstance(extra, dict):
-            result[self._phrase(name, 1).lower() or "key"] = self.value(extra, name, depth + 1)
+        if not props and extra is not False:
+            low = int(schema.get("minProperties", 0))
+            high = schema.get("maxProperties")
+            count = max(low, 1 if depth < MAX_DEPTH else 0)
+            if high is not None:
+                count = min(count, int(high))
+            keys = schema.get("propertyNames") or {"type": "string", "maxLength": 40}
+            value_schema = extra if isinstance(extra, dict) else {"type": "string"}
+            for i in range(count):
+                key = self.value(keys, "key", depth + 1, f"{path}<key{i}>")
+                plain = isinstance(key, str) and not {"enum", "const", "pattern"} & set(keys)
+                key = str(key).lower() if plain else str(key)
+                if key in result:
+                    key = f"{key}{i}"
+                result[key] = self.value(value_schema, name, depth + 1, f"{path}[{key}]")
         return result
 
-    def _array(self, schema: dict[str, Any], name: str, depth: int) -> Any:
+    def _array(self, schema: dict[str, Any], name: str, depth: int, path: str) -> Any:
         low = int(schema.get("minItems", 0))
         high = schema.get("maxItems")
-        count = max(low, 3 if depth < 3 else 1)
+        prefix = schema.get("prefixItems")
+        if prefix:  # tuples
+            return [self.value(s, name, depth + 1, f"{path}[{i}]") for i, s in enumerate(prefix)]
+        items = schema.get("items", {"type": "string"})
+        if isinstance(items, list):  # old-style tuples
+            return [self.value(s, name, depth + 1, f"{path}[{i}]") for i, s in enumerate(items)]
+        count = max(low, 3 if depth < 3 else 1 if depth < MAX_DEPTH else 0)
         if high is not None:
             count = min(count, int(high))
-        items = schema.get("items", {"type": "string"})
-        if isinstance(items, list):  # prefixItems-like tuples
-            return [self.value(s, f"{name}{i}", depth + 1) for i, s in enumerate(items)]
-        values = [self.value(items, f"{name}{i}", depth + 1) for i in range(count)]
+        item_schema = self._resolve(items)
+        if schema.get("uniqueItems") and "enum" in item_schema:
+            options = item_schema["enum"]
+            count = max(min(count, len(options)), min(low, len(options)))
+            start = self._pick(path, len(options))
+            return [options[(start + i) % len(options)] for i in range(count)]
+        values = [self.value(items, name, depth + 1, f"{path}[{i}]") for i in range(count)]
         if schema.get("uniqueItems"):
-            values = [v if i == 0 else _distinct(v, i) for i, v in enumerate(values)]
+            seen: list[Any] = []
+            for i, v in enumerate(values):
+                while v in seen:
+                    v = _distinct(v, i)
+                seen.append(v)
+            values = seen
         return values
 
-    def _string(self, schema: dict[str, Any], name: str, depth: int) -> str:
+    def _string(self, schema: dict[str, Any], name: str, depth: int, path: str) -> str:
         fmt = schema.get("format")
         base = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=self.seed % 500_000)
-        if fmt == "date-time":
-            return base.isoformat()
-        if fmt == "date":
-            return base.date().isoformat()
-        if fmt == "time":
-            return base.time().isoformat()
-        if fmt in ("uri", "url"):
-            return f"https://example.com/offline/{self._phrase(name, 2).replace(' ', '-').lower()}"
-        if fmt == "email":
-            return "offline@example.com"
-        if fmt == "uuid":
-            return "00000000-0000-4000-8000-" + f"{self.seed % 16**12:012x}"
+        formats = {
+            "date-time": base.isoformat(),
+            "date": base.date().isoformat(),
+            "time": base.time().isoformat(),
+            "duration": f"PT{1 + self.seed % 90}M",
+            "email": "offline@example.com",
+            "uuid": "00000000-0000-4000-8000-" + f"{self.seed % 16**12:012x}",
+            "ipv4": f"192.0.2.{1 + self.seed % 250}",
+            "ipv6": f"2001:db8::{1 + self.seed % 9999:x}",
+            "hostname": "offline.example.com",
+        }
+        lowered = name.lower()
+        plain = fmt is None and "pattern" not in schema and int(schema.get("maxLength", 99)) >= 40
+        if plain and ("email" in lowered or lowered.endswith("url")):
+            fmt = "email" if "email" in lowered else "uri"  # plausible values for plain str fields
+        if fmt in formats:
+            return formats[fmt]
+        if fmt in ("uri", "url", "iri"):
+            return f"https://example.com/offline/{self._phrase(path, 2).replace(' ', '-').lower()}"
         low = int(schema.get("minLength", 0))
         high = schema.get("maxLength")
-        size = {"title": 6, "name": 3, "summary": 30, "description": 20, "headline": 8}.get(name.lower(), 8)
-        text = self._phrase(name, size)
-        if name.lower() in ("title", "headline", "name"):
+        pattern = schema.get("pattern")
+        if pattern:
+            matched = sample_pattern(pattern, self.seed + digest(path), low, high)
+            if matched is not None:
+                return matched
+        size = {"title": 6, "name": 3, "summary": 30, "description": 20, "headline": 8}.get(lowered, 8)
+        text = self._phrase(path, size)
+        if lowered in ("title", "headline", "name"):
             text = text.title()
         while len(text) < low:
             text = f"{text} {text}".strip() or "x" * low
         if high is not None:
-            text = text[: int(high)].rstrip() or "x" * min(int(high), max(low, 1))
+            text = text[: int(high)].rstrip()
+            if len(text) < low:
+                text = (text + "x" * low)[: int(high)]
         return text
 
-    def _integer(self, schema: dict[str, Any], name: str, depth: int) -> int:
+    def _integer(self, schema: dict[str, Any], name: str, depth: int, path: str) -> int:
         low, high = _bounds(schema, integer=True)
-        value = low + (self.seed + digest(name)) % 10 if low is not None else (self.seed + digest(name)) % 10 + 1
+        offset = self._pick(path, 10)
+        value = low + offset if low is not None else offset + 1
         if high is not None:
             value = min(value, high)
         multiple = schema.get("multipleOf")
         if multiple:
-            value = int(value // multiple * multiple)
+            start = math.ceil(low / multiple) if low is not None else 1
+            value = (start + offset % 3) * multiple
+            if high is not None and value > high:
+                value = math.floor(high / multiple) * multiple
         return int(value)
 
-    def _number(self, schema: dict[str, Any], name: str, depth: int) -> float:
+    def _number(self, schema: dict[str, Any], name: str, depth: int, path: str) -> float:
         low, high = _bounds(schema, integer=False)
-        value = float(low if low is not None else 0) + ((self.seed + digest(name)) % 100) / 100
+        multiple = schema.get("multipleOf")
+        if multiple:
+            start = math.ceil(low / multiple) if low is not None else 1
+            k = start + self._pick(path, 3)
+            if high is not None and k * multiple > high:
+                k = math.floor(high / multiple)
+            return float(k * multiple)
+        value = float(low if low is not None else 0) + self._pick(path, 100) / 100
         if high is not None:
             value = min(value, float(high))
         return value
 
-    def _boolean(self, schema: dict[str, Any], name: str, depth: int) -> bool:
-        return bool((self.seed + digest(name)) % 2)
+    def _boolean(self, schema: dict[str, Any], name: str, depth: int, path: str) -> bool:
+        return bool(self._pick(path, 2))
 
-    def _null(self, schema: dict[str, Any], name: str, depth: int) -> None:
+    def _null(self, schema: dict[str, Any], name: str, depth: int, path: str) -> None:
         return None
 
 
@@ -189,8 +261,8 @@ def _bounds(schema: dict[str, Any], *, integer: bool) -> tuple[Any, Any]:
     if schema.get("exclusiveMaximum") is not None:
         high = schema["exclusiveMaximum"] - step
     if integer:
-        low = int(-(-low // 1)) if low is not None else None
-        high = int(high // 1) if high is not None else None
+        low = math.ceil(low) if low is not None else None
+        high = math.floor(high) if high is not None else None
     return low, high
 
 
@@ -198,23 +270,139 @@ def _distinct(value: Any, index: int) -> Any:
     if isinstance(value, str):
         return f"{value} {index + 1}"
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return value + index
+        return value + index + 1
     return value
 
 
-def png_bytes(prompt: str, size: int = 64) -> bytes:
-    """A real PNG: a two-colour gradient whose colours come from the prompt."""
+# -- strings matching a regular expression (JSON schema ``pattern``) ----------------------------------
+_CATEGORY_CHARS = {
+    "CATEGORY_DIGIT": "0123456789",
+    "CATEGORY_NOT_DIGIT": "abcxyz",
+    "CATEGORY_WORD": "abcdefghijklmnopqrstuvwxyz",
+    "CATEGORY_NOT_WORD": "-",
+    "CATEGORY_SPACE": " ",
+    "CATEGORY_NOT_SPACE": "abcxyz",
+}
+_ANY_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def sample_pattern(pattern: str, seed: int, min_length: int = 0, max_length: int | None = None) -> str | None:
+    """A string that ``re.search(pattern, ...)`` matches (within the length bounds), or None."""
+    try:
+        from re import _parser as sre_parse  # type: ignore[attr-defined]
+
+        tree = sre_parse.parse(pattern)
+        compiled = re.compile(pattern)
+    except Exception:
+        return None
+    for extra in (0, 1, 2, 4, 8, 16, 32, 64):
+        try:
+            text = _Sampler(seed, extra).emit(tree)
+        except _Unsupported:
+            return None
+        if len(text) < min_length and extra < 64:
+            continue
+        if (
+            (max_length is None or len(text) <= max_length)
+            and len(text) >= min_length
+            and compiled.search(text)
+        ):
+            return text
+        if max_length is not None and len(text) > max_length:
+            return None
+    return None
+
+
+class _Unsupported(Exception):
+    pass
+
+
+class _Sampler:
+    def __init__(self, seed: int, extra: int):
+        self.seed = seed
+        self.extra = extra
+        self.groups: dict[int, str] = {}
+        self.n = 0
+
+    def _choice(self, options: str) -> str:
+        self.n += 1
+        return options[(self.seed + self.n) % len(options)]
+
+    def emit(self, tree: Any) -> str:
+        return "".join(self.node(op, av) for op, av in tree)
+
+    def node(self, op: Any, av: Any) -> str:
+        name = str(op)
+        if name == "LITERAL":
+            return chr(av)
+        if name == "NOT_LITERAL":
+            return "a" if chr(av) != "a" else "b"
+        if name == "ANY":
+            return self._choice(_ANY_CHARS)
+        if name == "IN":
+            return self._in(av)
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, high, sub = av
+            count = low + self.extra
+            if str(high) != "MAXREPEAT":
+                count = min(count, int(high))
+            return "".join(self.emit(sub) for _ in range(count))
+        if name == "SUBPATTERN":
+            group, _add, _del, sub = av
+            text = self.emit(sub)
+            if group is not None:
+                self.groups[group] = text
+            return text
+        if name == "ATOMIC_GROUP":
+            return self.emit(av)
+        if name == "BRANCH":
+            _, branches = av
+            return self.emit(branches[(self.seed + self.n) % len(branches)])
+        if name == "GROUPREF":
+            return self.groups.get(av, "")
+        if name in ("AT", "ASSERT", "ASSERT_NOT"):
+            return ""
+        if name == "CATEGORY":
+            return self._choice(_CATEGORY_CHARS.get(str(av), "a"))
+        raise _Unsupported(name)
+
+    def _in(self, items: list[Any]) -> str:
+        negate = any(str(op) == "NEGATE" for op, _ in items)
+        chars = ""
+        for op, av in items:
+            name = str(op)
+            if name == "LITERAL":
+                chars += chr(av)
+            elif name == "RANGE":
+                chars += "".join(chr(c) for c in range(av[0], min(av[1], av[0] + 25) + 1))
+            elif name == "CATEGORY":
+                chars += _CATEGORY_CHARS.get(str(av), "a")
+        if negate:
+            options = "".join(c for c in _ANY_CHARS + "-_ " if c not in chars)
+            return self._choice(options or "~")
+        return self._choice(chars or "a")
+
+
+def png_bytes(prompt: str, size: int = 64, height: int | None = None) -> bytes:
+    """A real PNG, ``size`` wide and ``height`` (or ``size``) high: a gradient coloured by the prompt."""
+    width, height = size, height or size
     seed = digest(prompt)
     r, g, b = (seed >> 16) & 255, (seed >> 8) & 255, seed & 255
     rows = []
-    for y in range(size):
-        shade = y * 255 // max(1, size - 1)
+    for y in range(height):
+        shade = y * 255 // max(1, height - 1)
         pixel = bytes(((r + shade) % 256, (g + shade // 2) % 256, (b + 255 - shade) % 256))
-        rows.append(b"\x00" + pixel * size)
+        rows.append(b"\x00" + pixel * width)
     raw = b"".join(rows)
 
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        crc = zlib.crc32(tag + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
 
-    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )

@@ -4,26 +4,30 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel
-
 from flow_engine.engine import get_engine
 from flow_engine.errors import UsageError
 from flow_engine.hookspecs import hookimpl
 from flow_engine.llm_step import LLMStep
 from flow_engine.plugin_types import StepTypeInfo
 from flow_engine.steps import StepOutput, StepType
+from pydantic import BaseModel
 
 
 class StructuredStep(LLMStep):
     """Generates data matching ``Outputs``; ``result.output_content`` is an ``Outputs`` instance.
 
-    ``structured_output`` picks how: ``"auto"`` (native JSON schema where supported, else JSON mode),
-    ``"native"`` or ``"json"``. ``max_reasks`` overrides FLOW_ENGINE_STRUCTURED_MAX_REASKS.
+    ``structured_output`` picks how the JSON is asked for: ``"auto"`` (native JSON schema where litellm
+    says the model supports it, else JSON mode with the schema in the prompt, falling back when a
+    server rejects a way), ``"native"``, ``"json"`` or ``"prompt"`` (schema in the prompt only).
+    The answer is always validated with pydantic; an invalid one is re-asked with the validation errors
+    up to ``max_reasks`` times (default FLOW_ENGINE_STRUCTURED_MAX_REASKS), then the step fails with a
+    ``StructuredOutputError`` showing the last errors. ``result.metadata["structured_mode"]`` says
+    which way was used.
     """
 
     step_type = StepType.STRUCTURED_LLM
     Outputs: ClassVar[type[BaseModel] | None] = None
-    structured_output: ClassVar[Literal["auto", "native", "json"]] = "auto"
+    structured_output: ClassVar[Literal["auto", "native", "json", "prompt"]] = "auto"
     max_reasks: ClassVar[int | None] = None
 
     async def run(self, inputs: Any) -> StepOutput:

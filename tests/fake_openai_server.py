@@ -25,17 +25,28 @@ Replies (:class:`Reply`, :class:`ImageReply`) and faults (:class:`Fault`):
 Connection refused cannot be a per-request fault (nothing must be listening): use the
 ``refused_base_url`` fixture, an ``/v1`` URL on a port nobody listens on.
 
+Fixtures and helpers (this module is a pytest plugin, loaded by tests/conftest.py):
+
+- ``fake_openai``: the server (one per test session), with an empty script and log for each test.
+  Its ``.base_url`` is a real TCP address, so a ``flow run`` subprocess can use it too.
+- ``use_fake_openai(base_url, tmp_path, **settings)``: reconfigure the engine for it (api_base, the
+  ``test-key`` API key, fast retries, a small timeout, the in-memory store); settings override.
+- ``refused_base_url``: an ``/v1`` URL on a port where nothing listens.
+- ``no_network``: fail any connection to a host other than 127.0.0.1.
+- ``fake_openai_process`` / ``start_subprocess()``: the server in its own process (below).
+
 In a test::
 
-    async def test_x(fake_openai):
+    async def test_x(fake_openai, tmp_path):
+        use_fake_openai(fake_openai.base_url, tmp_path)
         fake_openai.script(Reply("hello"))
         fake_openai.fail_next(Fault.status(429, retry_after=0.05))
-        ... model="openai/some-model", api_base=fake_openai.base_url, api_key="test-key" ...
+        ... a step with model="openai/gpt-4o-mini" ...
         assert len(fake_openai.chat_requests) == 2
 
 As a separate process (tests that kill a ``flow run`` subprocess and count requests)::
 
-    python -m tests.fake_openai_server --port 0 --latency-ms 50
+    python -m tests.fake_openai_server --port 0 --latency-ms 50 [--reject-json-schema]
 
 prints ``READY http://127.0.0.1:PORT/v1`` on stdout and serves until killed. It is scripted and read
 over HTTP (``/_fake/script``, ``/_fake/fail``, ``/_fake/requests``, ``/_fake/reset``, ``/_fake/config``);
@@ -91,6 +102,7 @@ class ImageReply:
     count: int = 1
     revised_prompt: str | None = "a revised prompt"
     png: bytes | None = None  # default: a real small PNG
+    url: str | None = None  # with b64=False: this URL instead of one served here (e.g. a broken one)
     usage: tuple[int, int] | None = None
     delay: float | None = None
 
@@ -166,10 +178,17 @@ def tiny_png(width: int = 4, height: int = 3, rgb: tuple[int, int, int] = (200, 
     raw = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
 
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _estimate_tokens(text: str) -> int:
@@ -232,7 +251,9 @@ class FakeOpenAI:
                 self._replies[self._endpoint_of(item)].append(item)
         return self
 
-    def fail_next(self, fault: Fault | str | int, times: int = 1, *, endpoint: str = "chat", **options: Any) -> FakeOpenAI:
+    def fail_next(
+        self, fault: Fault | str | int, times: int = 1, *, endpoint: str = "chat", **options: Any
+    ) -> FakeOpenAI:
         """The next ``times`` requests to ``endpoint`` fail with ``fault`` (before any scripted reply).
 
         ``fault`` may be a :class:`Fault`, an HTTP status (``429``) or a kind name (``"hang"``,
@@ -375,7 +396,9 @@ class FakeOpenAI:
             raise asyncio.CancelledError  # aiohttp drops the handler quietly
         if fault.kind == "malformed":
             record.outcome = "malformed"
-            return web.Response(status=200, text='{"id": "chatcmpl-broken", "choices": [', content_type="application/json")
+            return web.Response(
+                status=200, text='{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
+            )
         code = fault.status_code
         record.outcome = str(code)
         headers = {}
@@ -387,7 +410,9 @@ class FakeOpenAI:
             500: "The server had an error while processing your request",
             503: "The engine is currently overloaded, please try again later",
         }.get(code, f"fake error {code}")
-        return web.json_response(_error(message, kinds.get(code, "server_error")), status=code, headers=headers)
+        return web.json_response(
+            _error(message, kinds.get(code, "server_error")), status=code, headers=headers
+        )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         record = await self._record(request)
@@ -407,7 +432,10 @@ class FakeOpenAI:
         await self._sleep(reply.delay if reply.delay is not None else self.latency_ms / 1000)
         record.outcome = "reply"
         content = reply.content()
-        prompt_tokens, completion_tokens = reply.usage or (_estimate_tokens(record.text), _estimate_tokens(content))
+        prompt_tokens, completion_tokens = reply.usage or (
+            _estimate_tokens(record.text),
+            _estimate_tokens(content),
+        )
         with self._lock:
             self._counter += 1
             n = self._counter
@@ -449,6 +477,8 @@ class FakeOpenAI:
             entry: dict[str, Any] = {"revised_prompt": reply.revised_prompt}
             if reply.b64:
                 entry["b64_json"] = base64.b64encode(png).decode()
+            elif reply.url is not None:
+                entry["url"] = reply.url
             else:
                 with self._lock:
                     self._counter += 1
@@ -498,7 +528,9 @@ class FakeOpenAI:
             self.latency_ms = float(config["latency_ms"])
         if "reject_json_schema" in config:
             self.reject_json_schema = bool(config["reject_json_schema"])
-        return web.json_response({"latency_ms": self.latency_ms, "reject_json_schema": self.reject_json_schema})
+        return web.json_response(
+            {"latency_ms": self.latency_ms, "reject_json_schema": self.reject_json_schema}
+        )
 
 
 _SCHEMA_REJECTION = "response_format.type 'json_schema' is not supported by this server"
@@ -526,7 +558,9 @@ class RemoteFakeOpenAI:
         self._post("/_fake/script", [_to_spec(i) for i in items])
         return self
 
-    def fail_next(self, fault: Fault | int | str, times: int = 1, *, endpoint: str = "chat", **options: Any) -> RemoteFakeOpenAI:
+    def fail_next(
+        self, fault: Fault | int | str, times: int = 1, *, endpoint: str = "chat", **options: Any
+    ) -> RemoteFakeOpenAI:
         if isinstance(fault, int):
             fault = Fault.status(fault, **options)
         elif isinstance(fault, str):
@@ -579,10 +613,102 @@ def fake_openai(_fake_openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
     _fake_openai_server.reset()
 
 
+def use_fake_openai(base_url: str, tmp_path: Any, **settings: Any) -> Any:
+    """Reconfigure the engine to reach ``base_url`` with the test key, fast retries, small timeouts."""
+    from flow_engine import configure
+
+    options: dict[str, Any] = {
+        "database_url": "memory://",
+        "data_dir": tmp_path / "data",
+        "api_base": base_url,
+        "api_key": API_KEY,
+        "max_retries": 2,
+        "retry_initial_delay": 0.01,
+        "retry_max_delay": 0.05,
+        "request_timeout": 5.0,
+    }
+    options.update(settings)
+    return configure(**options)
+
+
+_LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost", None}
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any connection to a host other than 127.0.0.1 (a test must never reach a real provider)."""
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def check(address: Any) -> None:
+        if isinstance(address, tuple) and address and address[0] not in _LOCAL_HOSTS:
+            raise OSError(f"network access blocked in tests: {address!r}")
+
+    def connect(self: socket.socket, address: Any) -> Any:
+        check(address)
+        return real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> Any:
+        check(address)
+        return real_connect_ex(self, address)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in _LOCAL_HOSTS and host not in (b"127.0.0.1", b"localhost"):
+            raise socket.gaierror(f"network access blocked in tests: {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
 @pytest.fixture
 def refused_base_url() -> str:
     """An ``/v1`` base URL on 127.0.0.1 where nothing listens: every connection is refused."""
     return f"http://127.0.0.1:{free_port()}/v1"
+
+
+def start_subprocess(*args: str, latency_ms: float = 0.0, cwd: Any = None) -> tuple[Any, RemoteFakeOpenAI]:
+    """``python -m tests.fake_openai_server`` in its own process; returns (Popen, RemoteFakeOpenAI)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_openai_server", "--latency-ms", str(latency_ms), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd or root,
+        env=env,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("READY "):
+        process.kill()
+        raise RuntimeError(
+            f"the fake server did not start: {line!r} {process.stderr.read() if process.stderr else ''}"
+        )
+    return process, RemoteFakeOpenAI(line.split()[1])
+
+
+@pytest.fixture
+def fake_openai_process() -> Iterator[RemoteFakeOpenAI]:
+    """The fake server in a separate process (``.process`` is its Popen), for tests of subprocesses."""
+    process, remote = start_subprocess()
+    remote.process = process  # type: ignore[attr-defined]
+    yield remote
+    process.terminate()
+    try:
+        process.wait(5)
+    except Exception:  # pragma: no cover
+        process.kill()
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -590,7 +716,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Fake OpenAI-compatible server for flow-engine tests.")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay of every successful reply")
-    parser.add_argument("--reject-json-schema", action="store_true", help="answer json_schema requests with 400")
+    parser.add_argument(
+        "--reject-json-schema", action="store_true", help="answer json_schema requests with 400"
+    )
     args = parser.parse_args(argv)
     server = FakeOpenAI(port=args.port, latency_ms=args.latency_ms)
     server.reject_json_schema = server._defaults["reject_json_schema"] = args.reject_json_schema

@@ -1,5 +1,11 @@
-"""The LLM layer: every model call goes through litellm, imported only when a call is made."""
+"""The LLM layer: every model call goes through litellm, imported only when a call is made.
 
-from .calls import LLMCall, complete, generate_image
+- ``complete`` / ``generate_image``: one call = attempts with retries of transient failures, each
+  attempt recorded in ``llm_requests`` (``calls.py``);
+- ``flow_engine.llm.structured.complete_structured``: JSON for a pydantic model, validated, re-asked;
+- ``flow_engine.llm.loader.load_litellm``: litellm without network access at import and without banners.
+"""
 
-__all__ = ["LLMCall", "complete", "generate_image"]
+from .calls import LLMCall, LLMRequestError, complete, generate_image
+
+__all__ = ["LLMCall", "LLMRequestError", "complete", "generate_image"]

@@ -2,7 +2,11 @@
 
 Retries of transient failures (429, 5xx, timeouts, connection errors) live here and only here: the
 openai SDK's own retries are switched off (``max_retries=0``, ``num_retries=0``) so every attempt is
-counted, backed off (tenacity, exponential with jitter, honouring ``Retry-After``), logged and stored.
+counted, backed off (exponential with jitter, honouring ``Retry-After``), logged and stored.
+
+The retry loop is a plain loop rather than tenacity's ``AsyncRetrying``: tenacity's per-call machinery
+(wrapping every hook as a coroutine, inspecting callables) cost more than the rest of the engine's
+per-step overhead together, on every call, including the vast majority that succeed first time.
 Re-asking after an answer that does not validate is a different thing (``structured.py``).
 """
 
@@ -11,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import random
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from ..context import current_step
 from ..engine import get_engine
@@ -29,7 +32,14 @@ from .redact import known_secrets, redact_params, redact_text, redact_url
 log = logging.getLogger("flow_engine.llm")
 
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
-TRANSIENT_NAMES = {"Timeout", "APITimeoutError", "APIConnectionError", "ServiceUnavailableError", "BadGatewayError"}
+TRANSIENT_NAMES = {
+    "Timeout",
+    "APITimeoutError",
+    "APIConnectionError",
+    "ServiceUnavailableError",
+    "BadGatewayError",
+    "TimeoutError",  # asyncio's, around in-process providers
+}
 
 
 class LLMRequestError(LLMError):
@@ -113,17 +123,20 @@ def retry_after_seconds(exc: BaseException | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _wait(settings: Any) -> Any:
-    backoff = wait_exponential_jitter(initial=settings.retry_initial_delay, max=settings.retry_max_delay)
+def backoff_delay(attempt: int, initial: float, cap: float) -> float:
+    """Exponential backoff with "equal jitter": between half and all of ``initial * 2**(attempt-1)``,
+    capped. (Not tenacity's ``wait_exponential_jitter``: it adds up to a whole second of jitter whatever
+    the configured delays, which is not what a 10 ms initial delay means.)"""
+    base = min(cap, initial * 2 ** max(0, attempt - 1))
+    return base / 2 + random.uniform(0, base / 2)
 
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        hinted = retry_after_seconds(exc)
-        if hinted is not None:  # the server knows best, within our cap
-            return float(min(hinted, settings.retry_max_delay))
-        return float(backoff(state))
 
-    return wait
+def retry_delay(exc: BaseException, attempt: int, settings: Any) -> float:
+    """How long to wait after failed attempt number ``attempt``: the server's hint, else the backoff."""
+    hinted = retry_after_seconds(exc)
+    if hinted is not None:  # the server knows best, within our cap
+        return float(min(hinted, settings.retry_max_delay))
+    return backoff_delay(attempt, settings.retry_initial_delay, settings.retry_max_delay)
 
 
 def _usage(response: Any) -> tuple[int, int, int]:
@@ -136,7 +149,9 @@ def _usage(response: Any) -> tuple[int, int, int]:
     return prompt, completion, total
 
 
-def _cost(litellm: Any, response: Any, provider_info: Any, kind: str, model: str, request: dict[str, Any]) -> float | None:
+def _cost(
+    litellm: Any, response: Any, provider_info: Any, kind: str, model: str, request: dict[str, Any]
+) -> float | None:
     """litellm's cost, or None when it does not know the model's price (never a silent 0)."""
     if provider_info is not None:
         return 0.0 if provider_info.free else None
@@ -183,6 +198,8 @@ async def _call_with_retries(
 ) -> LLMCall:
     engine = get_engine()
     settings = engine.settings
+    if api_base is None:
+        api_base = settings.api_base
     providers = engine.plugins.model_providers()
     litellm = ensure_providers(providers)
     if "/" not in model and model in providers:  # "offline" means "offline/default"
@@ -195,8 +212,14 @@ async def _call_with_retries(
     scope = current_step.get()
     store = engine.store
     call_id = uuid.uuid4()
-    secrets = known_secrets(settings.api_key, request.get("api_key"))
-    call_kwargs: dict[str, Any] = {"model": model, "timeout": settings.request_timeout, **request}
+
+    def redact(text: str) -> str:  # only failures need it: scanning the environment is not free
+        return redact_text(text, known_secrets(settings.api_key, request.get("api_key")))
+
+    call_kwargs: dict[str, Any] = {"model": model, **request}
+    if not in_process:
+        # an in-process provider gets asyncio's timeout instead: litellm's costs ~7% of such a call
+        call_kwargs.setdefault("timeout", settings.request_timeout)
     if api_base:
         call_kwargs["api_base"] = api_base
     if settings.api_key and "api_key" not in call_kwargs and not in_process:
@@ -234,17 +257,19 @@ async def _call_with_retries(
         last_request_id = record.id
         started = time.perf_counter()
         try:
-            if kind == "completion":
-                response = await litellm.acompletion(**call_kwargs)
+            fn = litellm.acompletion if kind == "completion" else litellm.aimage_generation
+            if in_process:
+                async with asyncio.timeout(settings.request_timeout):
+                    response = await fn(**call_kwargs)
             else:
-                response = await litellm.aimage_generation(**call_kwargs)
+                response = await fn(**call_kwargs)
         except BaseException as exc:
             record.latency_ms = int((time.perf_counter() - started) * 1000)
             cancelled = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
             record.status = "cancelled" if cancelled else "failed"
             status = getattr(exc, "status_code", None)
             prefix = f"HTTP {status} " if isinstance(status, int) and not cancelled else ""
-            record.error_message = redact_text(f"{prefix}{type(exc).__name__}: {exc}", secrets)[:4000]
+            record.error_message = redact(f"{prefix}{type(exc).__name__}: {exc}")[:4000]
             try:
                 await store.record_llm_request(record)
             except Exception:  # pragma: no cover - never hide the call's own error behind the log's
@@ -277,34 +302,31 @@ async def _call_with_retries(
             attempts=attempt_no,
         )
 
-    def before_sleep(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        delay = state.next_action.sleep if state.next_action else 0.0
-        status = getattr(exc, "status_code", None)
-        log.warning(
-            "%s with model '%s' failed (%s%s); retry %d/%d in %.2fs",
-            kind,
-            model,
-            type(exc).__name__,
-            f", HTTP {status}" if isinstance(status, int) else "",
-            state.attempt_number,
-            settings.max_retries,
-            delay,
-        )
-
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(settings.max_retries + 1),
-        wait=_wait(settings),
-        retry=retry_if_exception(lambda exc: is_transient(exc, in_process=in_process)),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
     try:
-        call = await retrying(one_attempt)
+        while True:
+            try:
+                call = await one_attempt()
+                break
+            except Exception as exc:
+                if attempt_no > settings.max_retries or not is_transient(exc, in_process=in_process):
+                    raise
+                delay = retry_delay(exc, attempt_no, settings)
+                status = getattr(exc, "status_code", None)
+                log.warning(
+                    "%s with model '%s' failed (%s%s); retry %d/%d in %.2fs",
+                    kind,
+                    model,
+                    type(exc).__name__,
+                    f", HTTP {status}" if isinstance(status, int) else "",
+                    attempt_no,
+                    settings.max_retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
     except Exception as exc:
         status = getattr(exc, "status_code", None)
         transient = is_transient(exc, in_process=in_process)
-        first = _first_line(redact_text(str(exc), secrets)) or type(exc).__name__
+        first = _first_line(redact(str(exc))) or type(exc).__name__
         hint = (
             f"gave up after {attempt_no} attempt(s); the provider may be down or rate-limiting — "
             "try again later or raise FLOW_ENGINE_MAX_RETRIES / FLOW_ENGINE_REQUEST_TIMEOUT"
@@ -312,6 +334,11 @@ async def _call_with_retries(
             else "not retried: check the model name, api_base, API key and request"
         )
         where = f" at {redact_url(api_base)}" if api_base else ""
+        if not in_process and "/" in model:  # e.g. offline/x with the offline plugin disabled
+            prefix = provider_of(model)
+            for plugin in getattr(engine.plugins, "statuses", []):
+                if plugin.name == prefix and plugin.status != "loaded":
+                    hint += f"; the '{prefix}' plugin is {plugin.status}, so its models are unavailable"
         error = LLMRequestError(
             f"{kind} with model '{model}'{where} failed ({type(exc).__name__}"
             f"{f', HTTP {status}' if isinstance(status, int) else ''}): {first} — {hint}",
@@ -333,14 +360,20 @@ async def complete(
     api_base: str | None = None,
     **params: Any,
 ) -> LLMCall:
-    """A chat completion with retries; ``params`` go to ``litellm.acompletion`` as they are."""
-    return await _call_with_retries(
-        "completion", model, api_base, {"messages": messages, **params}, messages
-    )
+    """A chat completion with retries; ``params`` go to ``litellm.acompletion`` as they are.
+
+    ``api_base`` defaults to FLOW_ENGINE_API_BASE; the API key to FLOW_ENGINE_API_KEY (else litellm
+    reads the provider's own variable, e.g. OPENAI_API_KEY).
+    """
+    return await _call_with_retries("completion", model, api_base, {"messages": messages, **params}, messages)
 
 
 async def generate_image(prompt: str, *, model: str, api_base: str | None = None, **params: Any) -> LLMCall:
-    """An image generation with retries through ``litellm.aimage_generation``."""
+    """An image generation with retries through ``litellm.aimage_generation`` (same defaults)."""
     return await _call_with_retries(
-        "image_generation", model, api_base, {"prompt": prompt, **params}, [{"role": "user", "content": prompt}]
+        "image_generation",
+        model,
+        api_base,
+        {"prompt": prompt, **params},
+        [{"role": "user", "content": prompt}],
     )

@@ -13,19 +13,30 @@ from typing import Any
 
 _lock = threading.Lock()
 _litellm: Any = None
-_registered_providers: set[str] = set()
+# what this module put in litellm.custom_provider_map: provider name -> (its ModelProviderInfo, handler)
+_registered: dict[str, tuple[Any, Any]] = {}
+_ever_registered: set[str] = set()
+
+
+def prepare_environment() -> None:
+    """What litellm reads at import: its bundled price map, no downloads, no crash on ``LITELLM_LOG=``.
+
+    A value the user set explicitly is left alone (except an empty ``LITELLM_LOG``, which would crash).
+    """
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+    if os.environ.get("LITELLM_LOG") == "":
+        del os.environ["LITELLM_LOG"]
 
 
 def load_litellm() -> Any:
+    """litellm, imported on first use (with :func:`prepare_environment`) and quietened."""
     global _litellm
     if _litellm is not None:
         return _litellm
     with _lock:
         if _litellm is None:
-            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
-            if os.environ.get("LITELLM_LOG") == "":  # an empty value crashes litellm's import
-                del os.environ["LITELLM_LOG"]
+            prepare_environment()
             import litellm
 
             litellm.suppress_debug_info = True
@@ -35,20 +46,43 @@ def load_litellm() -> Any:
 
 
 def ensure_providers(providers: dict[str, Any]) -> Any:
-    """Import litellm and register the plugins' in-process providers (idempotent)."""
+    """Import litellm and make its custom providers exactly the engine's in-process ones.
+
+    Cheap when nothing changed. A provider registered for an earlier engine whose plugin is not loaded
+    now (disabled, say) is taken out again, so its models fail instead of quietly answering. Custom
+    providers registered with litellm directly by someone else are left alone.
+    """
     litellm = load_litellm()
-    missing = [info for name, info in providers.items() if name not in _registered_providers]
-    if missing:
-        with _lock:
-            entries = [e for e in (litellm.custom_provider_map or []) if e["provider"] not in providers]
-            for info in providers.values():
-                entries.append({"provider": info.name, "custom_handler": info.handler_factory()})
-                _registered_providers.add(info.name)
+    if _current(providers):
+        return litellm
+    with _lock:
+        if not _current(providers):
+            handlers = {}
+            for name, info in providers.items():
+                known = _registered.get(name)
+                handlers[name] = (
+                    known if known is not None and known[0] == info else (info, info.handler_factory())
+                )
+            _registered.clear()
+            _registered.update(handlers)
+            _ever_registered.update(providers)
+            entries = [
+                e for e in (litellm.custom_provider_map or []) if e["provider"] not in _ever_registered
+            ]
+            entries += [
+                {"provider": name, "custom_handler": handler} for name, (_, handler) in handlers.items()
+            ]
             litellm.custom_provider_map = entries
             from litellm.utils import custom_llm_setup
 
             custom_llm_setup()
     return litellm
+
+
+def _current(providers: dict[str, Any]) -> bool:
+    return len(providers) == len(_registered) and all(
+        name in _registered and _registered[name][0] == info for name, info in providers.items()
+    )
 
 
 def provider_of(model: str) -> str:

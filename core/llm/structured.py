@@ -8,8 +8,11 @@ How the JSON is asked for, best first:
 
 A server that rejects one of these requests (HTTP 400/404/415/422, or an error about
 ``response_format``) is asked again the next way down; once that works, the choice is remembered for
-the (model, api_base) pair for the engine's lifetime. Whatever the way, the answer is validated with
-pydantic here, and an invalid answer is re-asked with the validation errors, up to ``max_reasks`` times.
+that (model, api_base, Outputs) for the engine's lifetime. (Per ``Outputs``: OpenAI's strict mode, for
+one, rejects some schemas, e.g. with ``dict`` fields, and accepts others.)
+
+Whatever the way, the answer is validated with pydantic here, and an invalid answer is re-asked with
+the validation errors, up to ``max_reasks`` times.
 """
 
 from __future__ import annotations
@@ -32,12 +35,17 @@ _REJECTION_STATUS = {400, 404, 415, 422}
 _REJECTION_WORDS = re.compile(r"response_format|json_schema|json_object|structured output|schema", re.I)
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
 
-# (model, api_base) -> the first level that worked after a better one was rejected; per engine, so
-# ``flow_engine.configure()`` starts afresh
-_fallbacks: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str | None], str]] = weakref.WeakKeyDictionary()
+# (model, api_base, Outputs) -> the first level that worked after a better one was rejected; per
+# engine, so ``flow_engine.configure()`` starts afresh
+_Key = tuple[str, str | None, str]
+_fallbacks: weakref.WeakKeyDictionary[Engine, dict[_Key, str]] = weakref.WeakKeyDictionary()
 
 
-def remembered_fallbacks() -> dict[tuple[str, str | None], str]:
+def _key(model: str, api_base: str | None, outputs: type[BaseModel]) -> _Key:
+    return model, api_base, f"{outputs.__module__}.{outputs.__qualname__}"
+
+
+def remembered_fallbacks() -> dict[_Key, str]:
     """What this engine learnt about servers that reject a way of asking for JSON."""
     return _fallbacks.setdefault(get_engine(), {})
 
@@ -106,10 +114,12 @@ def _is_rejection(exc: LLMRequestError) -> bool:
     return not exc.transient and bool(_REJECTION_WORDS.search(str(exc)))
 
 
-def _start_level(mode: Mode, model: str, api_base: str | None, providers: dict[str, Any]) -> str:
+def _start_level(
+    mode: Mode, model: str, api_base: str | None, outputs: type[BaseModel], providers: dict[str, Any]
+) -> str:
     if mode != "auto":
         return mode
-    remembered = remembered_fallbacks().get((model, api_base))
+    remembered = remembered_fallbacks().get(_key(model, api_base, outputs))
     if remembered is not None:
         return remembered
     return "native" if _supports_native(model, providers) else "json"
@@ -127,7 +137,7 @@ async def complete_structured(
     **params: Any,
 ) -> tuple[BaseModel, LLMCall, str]:
     """Return the validated object, the last successful call, and the way used (native/json/prompt)."""
-    level = _start_level(mode, model, api_base, providers)
+    level = _start_level(mode, model, api_base, outputs, providers)
     conversation = list(messages) if level == "native" else _with_schema(messages, outputs)
     fell_back = False
     last_error: ValidationError | None = None
@@ -149,7 +159,7 @@ async def complete_structured(
                 continue
             raise
         if fell_back:  # this way works where a better one was rejected: remember it
-            remembered_fallbacks()[(model, api_base)] = level
+            remembered_fallbacks()[_key(model, api_base, outputs)] = level
             fell_back = False
         answers += 1
         last_text = call.text or ""
