@@ -25,6 +25,7 @@ def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
     monkeypatch.chdir(tmp_path)
     data_dir = tmp_path / "data"
     monkeypatch.setenv("FLOW_ENGINE_DATA_DIR", str(data_dir))
-    eng = configure(data_dir=data_dir, database_url="memory://", retry_initial_delay=0.01, retry_max_delay=0.05)
+    db = f"sqlite:///{tmp_path / 'flow.db'}"  # the same file `flow` subprocesses use
+    eng = configure(data_dir=data_dir, database_url=db, retry_initial_delay=0.01, retry_max_delay=0.05)
     yield eng
     reset_engine()

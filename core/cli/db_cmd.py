@@ -1,0 +1,106 @@
+"""``flow db``: where the database is, and its schema migrations (Alembic, shipped in the package).
+
+``flow db path`` prints the SQLite file (or the server URL, password hidden); ``upgrade``, ``current``
+and ``downgrade`` run the SQL backend's migrations against ``--db URL`` / ``FLOW_ENGINE_DATABASE_URL``
+/ the default SQLite file. A SQLite database is upgraded automatically on first use anyway; a server
+database (PostgreSQL) is only ever migrated by ``flow db upgrade``.
+"""
+
+from __future__ import annotations
+
+import click
+from flow_engine.errors import UsageError
+
+SQL_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+def _database_url() -> str:
+    from flow_engine.engine import get_engine
+
+    return get_engine().database_url
+
+
+def _sql_url(command: str) -> str:
+    from flow_engine.storage import scheme_of
+
+    url = _database_url()
+    if scheme_of(url).split("+", 1)[0] not in SQL_SCHEMES:
+        raise UsageError(
+            f"`flow db {command}` works on SQL databases (sqlite:///..., postgresql+psycopg://...), "
+            f"not '{url.split('://', 1)[0]}://'; pass --db URL"
+        )
+    return url
+
+
+def _describe(revision: str | None, head: str) -> str:
+    if revision is None:
+        return "no flow-engine tables (base)"
+    if revision == head:
+        return f"{revision} (head)"
+    return f"{revision} (head is {head}; `flow db upgrade` migrates)"
+
+
+@click.group("db")
+def db() -> None:
+    """Database: path, upgrade, current, downgrade."""
+
+
+@db.command("path")
+def path() -> None:
+    """Print where runs are stored: the SQLite file, or the database URL."""
+    url = _database_url()
+    if url.split("://", 1)[0].split("+", 1)[0] == "sqlite":
+        from flow_engine.plugins.sql.connect import sqlite_path
+
+        file = sqlite_path(url)
+        if file is not None:
+            click.echo(str(file.expanduser().resolve()))
+            return
+    from flow_engine.plugins.sql.connect import display_url
+
+    click.echo(display_url(url) if "://" in url and not url.startswith("memory:") else url)
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def upgrade(revision: str) -> None:
+    """Migrate the database up to REVISION (default: the newest, head)."""
+    from flow_engine.plugins.sql import migrate
+    from flow_engine.plugins.sql.connect import display_url
+
+    url = _sql_url("upgrade")
+    before = migrate.current(url)
+    after = migrate.upgrade(url, revision)
+    where = display_url(url)
+    if before == after:
+        click.echo(f"{where} is already at {_describe(after, migrate.head())}.")
+    else:
+        click.echo(f"Upgraded {where} from {before or 'base'} to {_describe(after, migrate.head())}.")
+
+
+@db.command("current")
+def current() -> None:
+    """Print the schema revision the database is at."""
+    from flow_engine.plugins.sql import migrate
+
+    url = _sql_url("current")
+    click.echo(_describe(migrate.current(url), migrate.head()))
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def downgrade(revision: str, yes: bool) -> None:
+    """Migrate the database down to REVISION ("base" drops every flow-engine table and its data)."""
+    from flow_engine.plugins.sql import migrate
+    from flow_engine.plugins.sql.connect import display_url
+
+    url = _sql_url("downgrade")
+    where = display_url(url)
+    if not yes:
+        click.confirm(
+            f"Downgrade {where} to {revision}? Data in removed tables or columns is lost", abort=True
+        )
+    before = migrate.current(url)
+    after = migrate.downgrade(url, revision)
+    click.echo(f"Downgraded {where} from {before or 'base'} to {after or 'base (no flow-engine tables)'}.")

@@ -1,0 +1,360 @@
+"""``flow runs`` and ``flow show``: the run history, read from the store (any backend).
+
+Both print a rich table for people or ``--json`` for programs. A run id may be abbreviated to any
+unique prefix (``flow show 3f2a``). Costs are never shown as a silent $0 when a model had no known
+price: such runs show ``unknown`` (nothing priced) or ``$0.0123+?`` (part priced).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+from flow_engine.errors import NotFoundError, UsageError
+from flow_engine.storage import RunStatus
+
+if TYPE_CHECKING:  # pragma: no cover
+    from flow_engine.storage import RunRecord, RunStore, StepRecord
+    from rich.console import Console
+    from rich.tree import Tree
+
+STATUS_STYLE = {
+    "completed": "green",
+    "failed": "red",
+    "crashed": "magenta",
+    "cancelled": "yellow",
+    "running": "cyan",
+    "pending": "dim",
+}
+
+
+# -- formatting ---------------------------------------------------------------------------------
+def short_id(run_id: uuid.UUID) -> str:
+    return run_id.hex[:8]
+
+
+def fmt_cost(cost: float | None, unpriced: int = 0) -> str:
+    """``$0.0012``; ``unknown`` when nothing was priced; ``$0.0012+?`` when part of it was not."""
+    if cost is None or (unpriced and not cost):
+        return "unknown"
+    text = "$0" if cost == 0 else f"${cost:.4f}" if cost < 100 else f"${cost:,.2f}"
+    return f"{text}+?" if unpriced else text
+
+
+def fmt_ms(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms} ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def fmt_duration(run: RunRecord) -> str:
+    if run.execution_time_ms is not None:
+        return fmt_ms(run.execution_time_ms)
+    if run.started_at is not None and run.status == RunStatus.RUNNING.value:
+        elapsed = datetime.now(UTC) - run.started_at
+        return fmt_ms(int(elapsed.total_seconds() * 1000)) + "…"
+    return "-"
+
+
+def fmt_time(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def fmt_progress(run: RunRecord) -> str:
+    if run.total_steps:
+        return f"{run.step_progress}/{run.total_steps} {run.progress_percentage:.0f}%"
+    return f"{run.step_progress} step{'s' if run.step_progress != 1 else ''}"
+
+
+def esc(text: object) -> str:
+    """User text (names, errors) inside rich markup: ``[`` must not start a tag."""
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
+def status_text(status: str) -> str:
+    style = STATUS_STYLE.get(status)
+    return f"[{style}]{esc(status)}[/]" if style else esc(status)
+
+
+def run_status_text(run: RunRecord) -> str:
+    """A run that says running but whose heartbeat stopped is shown as crashed (its process died)."""
+    from flow_engine.resume import display_status
+
+    return status_text(display_status(run))
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    # piped output: wide enough that tables are not squeezed into 80 columns
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def _dump(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def _store() -> RunStore:
+    from flow_engine.engine import get_engine
+
+    return get_engine().store
+
+
+def _where() -> str:
+    """The database URL, with a password hidden."""
+    from flow_engine.engine import get_engine
+
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", get_engine().database_url)
+
+
+# -- flow runs ----------------------------------------------------------------------------------
+def _parse_user(value: str | None) -> uuid.UUID | None:
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise UsageError(f"--user '{value}' is not a user id (a UUID)") from None
+
+
+@click.command("runs")
+@click.option("--flow", "flow_name", metavar="NAME", help="Only runs of this flow.")
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in RunStatus], case_sensitive=False),
+    help="Only runs with this status.",
+)
+@click.option("--user", "user", metavar="ID", help="Only runs of this user id.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of run records.")
+def runs(flow_name: str | None, status: str | None, user: str | None, limit: int, as_json: bool) -> None:
+    """List recorded runs, newest first.
+
+    \b
+    Columns: id (a prefix; `flow show ID` accepts it), flow, status,
+    progress (done/total steps), tokens, cost ("unknown" or "+?" when a
+    model had no known price), duration and start time.
+    """
+    user_id = _parse_user(user)
+    records = _store().list_runs(
+        flow_name=flow_name, status=status.lower() if status else None, user_id=user_id, limit=limit
+    )
+    if as_json:
+        _dump([r.model_dump(mode="json") for r in records])
+        return
+    if not records:
+        filtered = flow_name or status or user
+        click.echo("No runs match." if filtered else f"No runs recorded yet in {_where()}.")
+        return
+    _print_runs(records)
+
+
+def _print_runs(records: list[RunRecord]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("id", no_wrap=True)
+    table.add_column("flow", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("progress", justify="right", no_wrap=True)
+    table.add_column("tokens", justify="right", no_wrap=True)
+    table.add_column("cost", justify="right", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    for run in records:
+        flow = esc(run.flow_name)
+        if run.parent_run_id is not None:
+            flow += f" [dim](child of {short_id(run.parent_run_id)})[/]"
+        table.add_row(
+            short_id(run.id),
+            flow,
+            run_status_text(run),
+            fmt_progress(run),
+            f"{run.total_tokens:,}",
+            fmt_cost(run.total_cost, run.unpriced_calls),
+            fmt_duration(run),
+            fmt_time(run.started_at or run.created_at),
+        )
+    console = _console()
+    console.print(table)
+    if any(r.unpriced_calls for r in records):
+        console.print("[dim]unknown / +? : some LLM calls used a model without a known price[/]")
+
+
+# -- flow show ----------------------------------------------------------------------------------
+def _find_run(store: RunStore, text: str) -> RunRecord:
+    run_id = store.resolve_run_id(text)
+    run = store.get_run(run_id)
+    if run is None:
+        raise NotFoundError(f"no run with id {run_id}; `flow runs` lists the recorded runs")
+    return run
+
+
+def _tree_data(store: RunStore, run: RunRecord, depth: int = 0) -> dict[str, Any]:
+    children = store.list_runs(parent_run_id=run.id, limit=10_000)
+    children.sort(key=lambda r: r.created_at)
+    return {
+        "run": run.model_dump(mode="json"),
+        "steps": [s.model_dump(mode="json") for s in store.list_steps(run.id)],
+        "llm_requests": [r.model_dump(mode="json") for r in store.list_llm_requests(flow_run_id=run.id)],
+        "children": [_tree_data(store, child, depth + 1) for child in children] if depth < 50 else [],
+    }
+
+
+@click.command("show")
+@click.argument("run_id")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the run, its steps, LLM requests and child runs as JSON."
+)
+def show(run_id: str, as_json: bool) -> None:
+    """Show one run: inputs, outputs, error, its steps and its child runs.
+
+    RUN_ID may be any unique prefix of the id (as `flow runs` shows it).
+    """
+    store = _store()
+    run = _find_run(store, run_id)
+    if as_json:
+        _dump(_tree_data(store, run))
+        return
+    console = _console()
+    _print_detail(console, run)
+    steps = store.list_steps(run.id)
+    console.print()
+    if steps:
+        console.print(_steps_table(steps))
+    else:
+        console.print("[dim]No steps recorded.[/]")
+    children = sorted(store.list_runs(parent_run_id=run.id, limit=10_000), key=lambda r: r.created_at)
+    if children:
+        from rich.tree import Tree
+
+        tree = Tree("[bold]child runs[/]")
+        for child in children:
+            _add_child(store, tree, child)
+        console.print()
+        console.print(tree)
+
+
+def _print_detail(console: Console, run: RunRecord) -> None:
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    rows: list[tuple[str, str]] = [
+        ("run", str(run.id)),
+        ("flow", esc(run.flow_name)),
+        ("status", run_status_text(run)),
+    ]
+    if run.parent_run_id is not None:
+        as_key = f" (as {esc(run.run_key)})" if run.run_key else ""
+        rows.append(("parent run", f"{run.parent_run_id}{as_key}"))
+    if run.user_id is not None:
+        rows.append(("user", str(run.user_id)))
+    rows += [
+        ("progress", fmt_progress(run) + (f", at {esc(run.current_step)}" if run.current_step else "")),
+        ("tokens", f"{run.total_tokens:,}"),
+        (
+            "cost",
+            fmt_cost(run.total_cost, run.unpriced_calls)
+            + (f" ({run.unpriced_calls} call(s) without a known price)" if run.unpriced_calls else ""),
+        ),
+        ("started", fmt_time(run.started_at or run.created_at)),
+        ("completed", fmt_time(run.completed_at)),
+        ("duration", fmt_duration(run)),
+        ("last heartbeat", fmt_time(run.last_heartbeat)),
+    ]
+    if run.flow_metadata:
+        rows.append(("metadata", esc(json.dumps(run.flow_metadata, ensure_ascii=False, default=str))))
+    for key, value in rows:
+        grid.add_row(key, value)
+    console.print(grid)
+    _print_json(console, "inputs", run.inputs)
+    if run.outputs is not None:
+        _print_json(console, "outputs", run.outputs)
+    if run.error_message:
+        from rich.text import Text
+
+        console.print()
+        console.print("[bold red]error[/]")
+        console.print(Text(run.error_message, style="red"))
+
+
+def _print_json(console: Console, title: str, data: Any) -> None:
+    from rich.text import Text
+
+    console.print()
+    console.print(f"[bold]{title}[/]")
+    console.print(Text(json.dumps(data, ensure_ascii=False, indent=2, default=str)))
+
+
+def _first_line(text: str | None, width: int = 100) -> str:
+    if not text:
+        return ""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _steps_table(steps: list[StepRecord]) -> Any:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="steps", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("step", overflow="fold")
+    table.add_column("type", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("tokens", justify="right", no_wrap=True)
+    table.add_column("cost", justify="right", no_wrap=True)
+    table.add_column("ms", justify="right", no_wrap=True)
+    table.add_column("error", overflow="fold")
+    for step in steps:
+        table.add_row(
+            str(step.step_order),
+            Text(step.step_key),
+            Text(step.step_type),
+            status_text(step.status),
+            f"{step.tokens_used:,}",
+            fmt_cost(step.cost_estimate, 1 if step.cost_estimate is None else 0),
+            "-" if step.execution_time_ms is None else f"{step.execution_time_ms:,}",
+            Text(_first_line(step.error_message), style="red"),
+        )
+    return table
+
+
+def _add_child(store: RunStore, tree: Tree, run: RunRecord, depth: int = 0) -> None:
+    label = (
+        f"[bold]{esc(run.run_key or run.flow_name)}[/]  {short_id(run.id)}  {run_status_text(run)}  "
+        f"{run.total_tokens:,} tokens  {fmt_cost(run.total_cost, run.unpriced_calls)}  {fmt_duration(run)}"
+    )
+    if run.error_message:
+        label += f"  [red]{esc(_first_line(run.error_message, 80))}[/]"
+    node = tree.add(label)
+    for step in store.list_steps(run.id):
+        text = f"{step.step_order}. {esc(step.step_key)}  {status_text(step.status)}"
+        text += f"  {step.tokens_used:,} tokens"
+        text += f"  {'-' if step.execution_time_ms is None else step.execution_time_ms} ms"
+        if step.error_message:
+            text += f"  [red]{esc(_first_line(step.error_message, 80))}[/]"
+        node.add(text)
+    if depth < 50:
+        for child in sorted(store.list_runs(parent_run_id=run.id, limit=10_000), key=lambda r: r.created_at):
+            _add_child(store, node, child, depth + 1)

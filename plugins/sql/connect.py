@@ -1,0 +1,127 @@
+"""Opening a SQLAlchemy engine for a storage URL, with the settings that make SQLite safe to share.
+
+SQLite: WAL (readers never wait for the writer), ``synchronous=NORMAL`` (durable at checkpoints, fast
+commits), foreign keys on, a 30 s busy timeout, and transactions we begin ourselves: pysqlite's own
+implicit BEGIN is switched off, reads begin a plain (deferred) transaction and writers
+``BEGIN IMMEDIATE``, which takes the write lock up front. A deferred transaction that later tries to
+write must upgrade its lock and can fail at once with "database is locked" (the busy timeout does not
+apply to lock upgrades); taking the lock first makes writers queue behind each other instead.
+
+PostgreSQL: ``postgresql://`` means psycopg 3 (``postgresql+psycopg://``); connections are pre-pinged.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from flow_engine.errors import ConfigurationError
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import StaticPool
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+BEGIN_OPTION = "flow_engine_sqlite_begin"  # execution option: "IMMEDIATE" for SA-managed write transactions
+
+
+def parse_url(url: str) -> URL:
+    """The URL SQLAlchemy should use: ``postgresql://`` and ``postgres://`` mean psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"invalid database URL '{url}': {exc}") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername=f"postgresql+{driver or 'psycopg'}")
+    return parsed
+
+
+def display_url(url: str | URL) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        parsed = url if isinstance(url, URL) else make_url(url)
+    except ArgumentError:
+        return str(url)
+    return parsed.render_as_string(hide_password=True)
+
+
+def is_sqlite(url: str | URL) -> bool:
+    parsed = url if isinstance(url, URL) else parse_url(url)
+    return parsed.get_backend_name() == "sqlite"
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    """The database file of a SQLite URL; None for an in-memory database or another backend."""
+    parsed = url if isinstance(url, URL) else parse_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    if (
+        database in ("", ":memory:")
+        or database.startswith("file::memory:")
+        or parsed.query.get("mode") == "memory"
+    ):
+        return None
+    return Path(database)
+
+
+def _set_wal(cursor: Any) -> None:
+    """Switching to WAL needs an exclusive lock for a moment; retry while another process holds one."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _configure_sqlite(engine: Engine, in_memory: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see module docstring)
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            if not in_memory:
+                mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    _set_wal(cursor)
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get(BEGIN_OPTION, "")
+        conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def create_sql_engine(url: str) -> Engine:
+    """An engine for ``url``; creates the folder of a SQLite file if it does not exist yet."""
+    parsed = parse_url(url)
+    try:
+        if parsed.get_backend_name() != "sqlite":
+            return create_engine(parsed, pool_pre_ping=True)
+        path = sqlite_path(parsed)
+        connect_args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+        if path is None:  # one shared in-memory database: every user gets the same connection
+            engine = create_engine(parsed, connect_args=connect_args, poolclass=StaticPool)
+        else:
+            path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(parsed, connect_args=connect_args, pool_size=5, max_overflow=10)
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            f"the database driver for '{display_url(parsed)}' is not installed ({exc}); "
+            "for PostgreSQL: pip install 'flow-engine[postgres]'"
+        ) from None
+    except ArgumentError as exc:
+        raise ConfigurationError(f"invalid database URL '{display_url(parsed)}': {exc}") from None
+    _configure_sqlite(engine, in_memory=path is None)
+    return engine

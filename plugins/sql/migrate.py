@@ -1,0 +1,149 @@
+"""Running the Alembic migrations shipped in ``flow_engine.migrations``, with the config built in code.
+
+No ``alembic.ini`` is needed: ``alembic_config()`` points Alembic at the package folder and hands
+``env.py`` an open connection. Each upgrade or downgrade runs in one transaction that first takes a
+lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an advisory lock), so processes that start together on
+a new database migrate it once, one after the other, instead of racing.
+
+Public functions: ``upgrade(url, rev="head")``, ``downgrade(url, rev)``, ``current(url)``, ``head()``.
+For maintainers: ``revision(url, message)`` autogenerates the next revision against a database at head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from flow_engine.errors import ConfigurationError, UsageError
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from .connect import BEGIN_OPTION, create_sql_engine, display_url
+
+_PG_LOCK_KEY = 0x466C6F77456E67  # "FlowEng": serializes migrations of one PostgreSQL database
+
+
+def migrations_dir() -> Path:
+    import flow_engine.migrations as package
+
+    return Path(package.__file__).resolve().parent
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("file_template", "%%(rev)s")  # versions/0002_add_things.py: the id says it all
+    if connection is not None:
+        config.set_main_option(
+            "sqlalchemy.url", connection.engine.url.render_as_string(hide_password=False).replace("%", "%%")
+        )
+        config.attributes["connection"] = connection
+    return config
+
+
+def script_directory() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head() -> str:
+    """The newest revision shipped with this flow-engine."""
+    heads = script_directory().get_heads()
+    if len(heads) != 1:  # pragma: no cover - a test keeps it at one
+        raise ConfigurationError(f"the migrations have {len(heads)} heads ({', '.join(heads)}); expected one")
+    return heads[0]
+
+
+def is_known(revision: str) -> bool:
+    try:
+        return script_directory().get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+@contextmanager
+def _locked(engine: Engine) -> Iterator[Connection]:
+    """A connection inside a transaction that holds the migration lock until it commits."""
+    try:
+        conn = engine.connect()
+    except OperationalError as exc:
+        raise ConfigurationError(
+            f"cannot connect to database {display_url(engine.url)}: {exc.orig}"
+        ) from None
+    try:
+        if engine.dialect.name == "sqlite":
+            conn = conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
+        with conn.begin():
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+            yield conn
+    finally:
+        conn.close()
+
+
+def _run(engine: Engine, action: str, *args: Any) -> str | None:
+    with _locked(engine) as conn:
+        try:
+            getattr(command, action)(alembic_config(conn), *args)
+        except CommandError as exc:
+            raise UsageError(f"{action} failed: {exc}") from None
+        return _current(conn)
+
+
+def _current(conn: Connection) -> str | None:
+    heads = MigrationContext.configure(conn).get_current_heads()
+    return ", ".join(heads) if heads else None
+
+
+def upgrade_engine(engine: Engine, rev: str = "head") -> str | None:
+    return _run(engine, "upgrade", rev)
+
+
+@contextmanager
+def _engine(url: str) -> Iterator[Engine]:
+    engine = create_sql_engine(url)
+    try:
+        yield engine
+    except DBAPIError as exc:
+        raise ConfigurationError(f"database {display_url(url)}: {exc.orig}") from None
+    finally:
+        engine.dispose()
+
+
+def upgrade(url: str, rev: str = "head") -> str | None:
+    """Migrate the database at ``url`` up to ``rev``; returns the revision it is at afterwards."""
+    with _engine(url) as engine:
+        return upgrade_engine(engine, rev)
+
+
+def downgrade(url: str, rev: str) -> str | None:
+    """Migrate down to ``rev`` (``base`` drops every table); returns the revision afterwards."""
+    with _engine(url) as engine:
+        return _run(engine, "downgrade", rev)
+
+
+def current(url: str) -> str | None:
+    """The revision the database is at; None when it has no flow-engine tables."""
+    with _engine(url) as engine:
+        try:
+            conn = engine.connect()
+        except OperationalError as exc:
+            raise ConfigurationError(f"cannot connect to database {display_url(url)}: {exc.orig}") from None
+        with conn:
+            return _current(conn)
+
+
+def revision(url: str, message: str, rev_id: str | None = None) -> Any:
+    """Autogenerate the next revision by comparing the models with the database at ``url`` (at head)."""
+    with _engine(url) as engine, _locked(engine) as conn:
+        if rev_id is None:
+            number = len(list(script_directory().walk_revisions())) + 1
+            rev_id = f"{number:04d}_{'_'.join(message.lower().split())[:20]}"
+        return command.revision(alembic_config(conn), message=message, autogenerate=True, rev_id=rev_id)

@@ -1,0 +1,191 @@
+"""``SqlStore``: the ``RunStore`` of the SQL backend (SQLite and PostgreSQL through SQLAlchemy 2).
+
+Writes are ``async``: they go to the store's writer thread (``writer.py``), which applies them with
+Core statements and group commit, so the event loop never waits on the database. Reads are
+synchronous, on pooled connections of their own, through the repositories (``repo.py``).
+
+Opening a store checks the schema (``schema.py``): a SQLite database is created or upgraded as
+needed, a server database behind the current revision is refused with a message naming
+``flow db upgrade``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from flow_engine.errors import ConfigurationError
+from flow_engine.storage import LLMRequestRecord, RunRecord, RunStore, StepRecord, utcnow
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from .connect import create_sql_engine, display_url, sqlite_path
+from .durable import cancel_flag, delete_unfinished_steps, mark_crashed, request_cancel
+from .models import flow_runs, flow_step_runs, llm_requests
+from .repo import FlowRunRepo, FlowStepRunRepo, LLMRequestRepo
+from .schema import ensure_schema
+from .writer import Operation, StorageError, Writer
+
+_RUNS, _STEPS, _REQUESTS = flow_runs, flow_step_runs, llm_requests
+_RUN_COLUMNS = frozenset(_RUNS.c.keys()) - {"id"}
+_STEP_COLUMNS = frozenset(_STEPS.c.keys()) - {"id"}
+
+
+def _check(columns: frozenset[str], changes: dict[str, Any], what: str) -> dict[str, Any]:
+    unknown = changes.keys() - columns
+    if unknown:
+        raise KeyError(f"{what} has no field(s) {', '.join(sorted(unknown))}")
+    status = changes.get("status")
+    if isinstance(status, enum.Enum):  # drivers may store an enum's name; we store its value
+        changes = {**changes, "status": status.value}
+    return changes
+
+
+def _values(record: Any) -> dict[str, Any]:
+    values = dict(record.__dict__)
+    status = values.get("status")
+    if isinstance(status, enum.Enum):
+        values["status"] = status.value
+    return values
+
+
+class SqlStore(RunStore):
+    """Runs, steps and LLM requests in a SQL database."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = create_sql_engine(url)
+        try:
+            ensure_schema(self.engine)
+        except DBAPIError as exc:
+            self.engine.dispose()
+            raise ConfigurationError(f"cannot open database {display_url(url)}: {exc.orig}") from None
+        except BaseException:
+            self.engine.dispose()
+            raise
+        in_memory = self.engine.dialect.name == "sqlite" and sqlite_path(self.engine.url) is None
+        # an in-memory SQLite database is one connection: reads and writes take turns on it
+        self._lock: Any = threading.RLock() if in_memory else contextlib.nullcontext()
+        self._writer = Writer(self.engine, self._lock)
+
+    def __repr__(self) -> str:
+        return f"SqlStore({display_url(self.url)!r})"
+
+    # -- writes -----------------------------------------------------------------------------
+    async def create_run(self, run: RunRecord) -> None:
+        values = {**_values(run), "cancel_requested": False}
+        await self._writer.submit(Operation(("run {}", run.id), [("insert", _RUNS, values)]))
+
+    async def update_run(self, run_id: uuid.UUID, changes: dict[str, Any]) -> None:
+        if not changes:
+            return
+        changes = _check(_RUN_COLUMNS, changes, "a run")
+        await self._writer.submit(Operation(("run {}", run_id), [("update", _RUNS, run_id, changes)]))
+
+    async def start_step(self, step: StepRecord, run_changes: dict[str, Any]) -> None:
+        actions: list[tuple[Any, ...]] = [("insert", _STEPS, _values(step))]
+        if run_changes:
+            actions.append(("update", _RUNS, step.flow_run_id, _check(_RUN_COLUMNS, run_changes, "a run")))
+        await self._writer.submit(
+            Operation(("step '{}' of run {}", step.step_key, step.flow_run_id), actions)
+        )
+
+    async def finish_step(
+        self, step_id: uuid.UUID, step_changes: dict[str, Any], run_id: uuid.UUID, run_changes: dict[str, Any]
+    ) -> bool:
+        """Update the step and its run; True when a cancel of the run was requested meanwhile."""
+        actions: list[tuple[Any, ...]] = []
+        if step_changes:
+            actions.append(("update", _STEPS, step_id, _check(_STEP_COLUMNS, step_changes, "a step")))
+        if run_changes:
+            actions.append(("update", _RUNS, run_id, _check(_RUN_COLUMNS, run_changes, "a run")))
+        actions.append(("call", cancel_flag, run_id))
+        return bool(await self._writer.submit(Operation(("step {} of run {}", step_id, run_id), actions)))
+
+    async def record_llm_request(self, request: LLMRequestRecord) -> None:
+        what = ("LLM request {} ({})", request.id, request.model)
+        await self._writer.submit(Operation(what, [("insert", _REQUESTS, _values(request))]))
+
+    # -- durable execution -------------------------------------------------------------------
+    async def heartbeat(self, run_id: uuid.UUID, at: datetime) -> bool:
+        actions = [("update", _RUNS, run_id, {"last_heartbeat": at}), ("call", cancel_flag, run_id)]
+        return bool(await self._writer.submit(Operation(("heartbeat of run {}", run_id), actions)))
+
+    async def prepare_resume(self, run_id: uuid.UUID, run_changes: dict[str, Any]) -> None:
+        changes = {**_check(_RUN_COLUMNS, run_changes, "a run"), "cancel_requested": False}
+        actions = [("call", delete_unfinished_steps, run_id), ("update", _RUNS, run_id, changes)]
+        await self._writer.submit(Operation(("resumed run {}", run_id), actions))
+
+    async def request_cancel(self, run_id: uuid.UUID) -> str:
+        operation = Operation(
+            ("cancel request of run {}", run_id), [("call", request_cancel, run_id, utcnow())]
+        )
+        return str(await self._writer.submit(operation))
+
+    async def mark_crashed(self, stale_before: datetime, run_id: uuid.UUID | None = None) -> list[uuid.UUID]:
+        operation = Operation("crashed runs", [("call", mark_crashed, stale_before, run_id)])
+        return list(await self._writer.submit(operation))
+
+    # -- reads ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Session]:
+        try:
+            with self._lock, Session(self.engine) as session:
+                yield session
+        except SQLAlchemyError as exc:
+            cause = getattr(exc, "orig", None) or exc
+            raise StorageError(
+                f"reading {display_url(self.url)} failed: {type(cause).__name__}: {cause}"
+            ) from exc
+
+    def get_run(self, run_id: uuid.UUID) -> RunRecord | None:
+        with self._session() as session:
+            model = FlowRunRepo(session).by_id(run_id)
+            return RunRecord.model_validate(model, from_attributes=True) if model is not None else None
+
+    def list_runs(
+        self,
+        *,
+        flow_name: str | None = None,
+        status: str | None = None,
+        user_id: uuid.UUID | None = None,
+        parent_run_id: uuid.UUID | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        with self._session() as session:
+            models = FlowRunRepo(session).query(
+                flow_name=flow_name,
+                status=status,
+                user_id=user_id,
+                parent_run_id=parent_run_id,
+                limit=limit,
+                offset=offset,
+            )
+            return [RunRecord.model_validate(m, from_attributes=True) for m in models]
+
+    def list_steps(self, run_id: uuid.UUID) -> list[StepRecord]:
+        with self._session() as session:
+            models = FlowStepRunRepo(session).by_flow_run_id(run_id)
+            return [StepRecord.model_validate(m, from_attributes=True) for m in models]
+
+    def list_llm_requests(
+        self, *, flow_run_id: uuid.UUID | None = None, step_run_id: uuid.UUID | None = None
+    ) -> list[LLMRequestRecord]:
+        with self._session() as session:
+            models = LLMRequestRepo(session).find(flow_run_id=flow_run_id, step_run_id=step_run_id)
+            return [LLMRequestRecord.model_validate(m, from_attributes=True) for m in models]
+
+    def run_ids_with_prefix(self, prefix: str, limit: int = 2) -> list[uuid.UUID]:
+        with self._session() as session:
+            return FlowRunRepo(session).ids_with_prefix(prefix, limit)
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer thread, close the connections."""
+        self._writer.close()
+        self.engine.dispose()

@@ -1,0 +1,92 @@
+"""``flow db path|upgrade|current|downgrade``: where the database is and its Alembic migrations, on the
+default SQLite file, any URL given with --db, and PostgreSQL; errors are one line with exit code 2."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from flow_engine.plugins.sql import schema
+
+HEAD = schema.HEAD
+
+
+def sqlite_tables(path) -> set[str]:  # type: ignore[no-untyped-def]
+    with sqlite3.connect(path) as conn:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def test_path_prints_the_sqlite_file(cli_invoke, tmp_path):
+    result = cli_invoke("db", "path")
+    assert result.exit_code == 0 and result.stdout == f"{tmp_path / 'flow.db'}\n"
+
+
+def test_path_of_the_default_database_is_in_the_data_folder(flow, flow_env, tmp_path):
+    env = flow_env()
+    del env["FLOW_ENGINE_DATABASE_URL"]
+    result = flow("db", "path", env=env)
+    assert result.returncode == 0 and result.stdout == f"{tmp_path / 'data' / 'flow_engine.db'}\n"
+    relative = flow("--db", "sqlite:///rel/runs.db", "db", "path")
+    assert relative.stdout == f"{tmp_path / 'rel' / 'runs.db'}\n"  # resolved against the working folder
+    server = flow("--db", "postgresql+psycopg://me:hunter2@db.example:5432/runs", "db", "path")
+    assert server.returncode == 0 and server.stdout == "postgresql+psycopg://me:***@db.example:5432/runs\n"
+
+
+def test_upgrade_current_downgrade(cli_invoke, tmp_path):
+    db = tmp_path / "flow.db"
+    assert cli_invoke("db", "current").stdout == "no flow-engine tables (base)\n"
+    upgraded = cli_invoke("db", "upgrade")
+    assert upgraded.exit_code == 0
+    assert upgraded.stdout == f"Upgraded sqlite:///{db} from base to {HEAD} (head).\n"
+    assert {"flow_runs", "flow_step_runs", "llm_requests"} <= sqlite_tables(db)
+    assert cli_invoke("db", "current").stdout == f"{HEAD} (head)\n"
+    assert cli_invoke("db", "upgrade").stdout == f"sqlite:///{db} is already at {HEAD} (head).\n"
+
+    refused = cli_invoke("db", "downgrade", "base", input="n\n")
+    assert refused.exit_code != 0 and "Data in removed tables or columns is lost" in refused.output
+    assert cli_invoke("db", "current").stdout == f"{HEAD} (head)\n"
+    downgraded = cli_invoke("db", "downgrade", "base", input="y\n")
+    assert downgraded.exit_code == 0
+    assert f"Downgraded sqlite:///{db} from {HEAD} to base (no flow-engine tables)." in downgraded.stdout
+    assert sqlite_tables(db) == {"alembic_version"}
+    assert cli_invoke("db", "upgrade", HEAD).exit_code == 0
+    assert cli_invoke("db", "current").stdout == f"{HEAD} (head)\n"
+
+
+def test_errors_are_one_line_with_exit_code_2(flow):
+    unknown = flow("db", "downgrade", "nonsense", "--yes")
+    assert unknown.returncode == 2
+    assert unknown.stderr == "Error: downgrade failed: Can't locate revision identified by 'nonsense'\n"
+    memory = flow("--db", "memory://", "db", "upgrade")
+    assert memory.returncode == 2 and memory.stderr.startswith(
+        "Error: `flow db upgrade` works on SQL databases"
+    )
+    no_scheme = flow("--db", "just-a-file.db", "db", "current")
+    assert no_scheme.returncode == 2 and "has no scheme" in no_scheme.stderr
+    unreachable = flow("--db", "postgresql+psycopg://u:pw@127.0.0.1:1/db?connect_timeout=2", "db", "current")
+    assert unreachable.returncode == 2 and unreachable.stderr.startswith("Error: cannot connect to database")
+    assert ":pw@" not in unreachable.stderr and "Traceback" not in unreachable.stderr
+
+
+def test_a_downgraded_sqlite_database_is_upgraded_again_on_first_use(flow, tmp_path):
+    assert flow("db", "upgrade").returncode == 0
+    assert flow("db", "downgrade", "base", "-y").returncode == 0
+    listed = flow("runs")
+    assert listed.returncode == 0 and listed.stdout.startswith("No runs recorded yet")
+    assert flow("db", "current").stdout == f"{HEAD} (head)\n"
+
+
+@pytest.mark.postgres
+def test_postgresql_is_migrated_only_by_flow_db_upgrade(flow):
+    from tests.plugins.sql.databases import pg_schema
+
+    with pg_schema() as url:
+        assert flow("--db", url, "db", "current").stdout == "no flow-engine tables (base)\n"
+        refused = flow("--db", url, "runs")
+        assert refused.returncode == 2 and "`flow db upgrade`" in refused.stderr
+        upgraded = flow("--db", url, "db", "upgrade")
+        assert upgraded.returncode == 0 and f"from base to {HEAD} (head)" in upgraded.stdout
+        listed = flow("--db", url, "runs", "--json")
+        assert listed.returncode == 0 and listed.json() == []
+        down = flow("--db", url, "db", "downgrade", "base", "--yes")
+        assert down.returncode == 0 and flow("--db", url, "db", "current").stdout.startswith("no flow-engine")
