@@ -1,14 +1,21 @@
-"""Shared fixtures: every test gets a fresh engine with its own data folder and database."""
+"""Shared fixtures: every test gets a fresh engine with its own data folder and database.
+
+The engine comes from our own pytest plugin (``flow_engine.testing``, loaded through its ``pytest11``
+entry point like in any user's project): ``isolated_engine`` hides FLOW_ENGINE_* variables, puts the
+data folder under tmp_path and keeps retry delays small. Our tests differ from a user's in two settings:
+the database is ``<tmp_path>/flow.db`` (the file the CLI tests' ``flow`` subprocesses are given), and no
+model is configured, because many tests check what happens then (the offline fallback and its notice).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from flow_engine.engine import Engine, configure, reset_engine
+from flow_engine.engine import Engine
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -16,16 +23,15 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 pytest_plugins = ["tests.fake_openai_server"]
 
 
+@pytest.fixture
+def flow_engine_settings(tmp_path: Path) -> dict[str, Any]:
+    """The plugin's settings, with no model configured (its default is the offline model) and the
+    database file the CLI tests' ``flow`` subprocesses are pointed at."""
+    return {"model": None, "database_url": f"sqlite:///{tmp_path / 'flow.db'}"}
+
+
 @pytest.fixture(autouse=True)
-def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
-    """A fresh engine per test: no FLOW_ENGINE_* from the environment, data under tmp_path."""
-    for name in list(os.environ):
-        if name.startswith("FLOW_ENGINE_") and not name.startswith("FLOW_ENGINE_TEST_"):
-            monkeypatch.delenv(name)
+def engine(isolated_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """A fresh engine per test (the plugin's ``isolated_engine``), run from inside tmp_path."""
     monkeypatch.chdir(tmp_path)
-    data_dir = tmp_path / "data"
-    monkeypatch.setenv("FLOW_ENGINE_DATA_DIR", str(data_dir))
-    db = f"sqlite:///{tmp_path / 'flow.db'}"  # the same file `flow` subprocesses use
-    eng = configure(data_dir=data_dir, database_url=db, retry_initial_delay=0.01, retry_max_delay=0.05)
-    yield eng
-    reset_engine()
+    return isolated_engine

@@ -24,8 +24,9 @@ from typing import Any
 
 from ..context import current_step
 from ..engine import get_engine
-from ..errors import LLMError
+from ..errors import FlowEngineError, LLMError
 from ..storage import LLMRequestRecord
+from . import intercept
 from .loader import ensure_providers, provider_of
 from .redact import known_secrets, redact_params, redact_text, redact_url
 
@@ -184,6 +185,24 @@ def _provider_guess(litellm: Any, model: str, api_base: str | None) -> str:
         return provider_of(model)
 
 
+def _own_error(exc: BaseException, in_process: bool) -> FlowEngineError | None:
+    """flow-engine's own error behind a failed attempt, to be raised as it is rather than as a failed
+    request: a cassette miss, or an in-process provider (a test's scripted model) refusing on purpose —
+    litellm wraps what such a provider raises in an ``APIConnectionError`` whose context is the original."""
+    if isinstance(exc, FlowEngineError):
+        return exc
+    inner = (exc.__cause__ or exc.__context__) if in_process else None
+    for _ in range(3):
+        if inner is None or isinstance(inner, FlowEngineError):
+            return inner
+        inner = inner.__cause__ or inner.__context__
+    return None
+
+
+def _step_name(scope: Any) -> str | None:
+    return scope.step_name if scope is not None else None
+
+
 def _first_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[0][:500] if lines else ""
@@ -200,6 +219,9 @@ async def _call_with_retries(
     settings = engine.settings
     if api_base is None:
         api_base = settings.api_base
+    route = intercept.model_route  # None unless a test routes every model to its own provider
+    if route is not None:
+        model = route(model)
     providers = engine.plugins.model_providers()
     litellm = ensure_providers(providers)
     if "/" not in model and model in providers:  # "offline" means "offline/default"
@@ -212,6 +234,7 @@ async def _call_with_retries(
     scope = current_step.get()
     store = engine.store
     call_id = uuid.uuid4()
+    tape = intercept.cassette  # None unless recording or replaying (`flow run --record/--replay`)
 
     def redact(text: str) -> str:  # only failures need it: scanning the environment is not free
         return redact_text(text, known_secrets(settings.api_key, request.get("api_key")))
@@ -258,7 +281,9 @@ async def _call_with_retries(
         started = time.perf_counter()
         try:
             fn = litellm.acompletion if kind == "completion" else litellm.aimage_generation
-            if in_process:
+            if tape is not None and tape.replaying:
+                response = tape.replay(kind, model, request, _step_name(scope))
+            elif in_process:
                 async with asyncio.timeout(settings.request_timeout):
                     response = await fn(**call_kwargs)
             else:
@@ -274,15 +299,24 @@ async def _call_with_retries(
                 await store.record_llm_request(record)
             except Exception:  # pragma: no cover - never hide the call's own error behind the log's
                 log.exception("could not record a failed LLM request")
+            if tape is not None and not tape.replaying and isinstance(status, int):
+                if 400 <= status < 500 and not is_transient(exc):  # a refusal the engine acts on
+                    tape.record_error(kind, model, request, status, record.error_message, _step_name(scope))
             raise
         latency = int((time.perf_counter() - started) * 1000)
         prompt, completion, total = _usage(response)
         hidden = getattr(response, "_hidden_params", None) or {}
         record.provider = hidden.get("custom_llm_provider") or provider
         record.prompt_tokens, record.completion_tokens, record.total_tokens = prompt, completion, total
-        record.cost = _cost(litellm, response, provider_info, kind, model, request)
         record.latency_ms = latency
         record.response = _response_json(response)
+        if tape is not None and tape.replaying:  # nothing spent; the row says where the answer came from
+            record.cost = 0.0
+            record.request_params = {**stored_params, "replayed_from": tape.name}
+        else:
+            record.cost = _cost(litellm, response, provider_info, kind, model, request)
+            if tape is not None:
+                tape.record(kind, model, request, response, _step_name(scope))
         await store.record_llm_request(record)
         text = None
         if kind == "completion":
@@ -324,6 +358,9 @@ async def _call_with_retries(
                 )
                 await asyncio.sleep(delay)
     except Exception as exc:
+        own = _own_error(exc, in_process)
+        if own is not None:
+            raise own from None
         status = getattr(exc, "status_code", None)
         transient = is_transient(exc, in_process=in_process)
         first = _first_line(redact(str(exc))) or type(exc).__name__

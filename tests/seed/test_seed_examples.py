@@ -5,16 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from flow_engine.storage import RunStatus
+from tests.fake_openai_server import tiny_png
 
 from . import seed_examples as seed
 
 
-async def test_example_1_article_processing_prints_title_summary_tokens(engine, capsys):
+async def test_example_1_article_processing_prints_title_summary_tokens(engine, capsys, scripted):
+    scripted.respond("extract_content", "The article's essential content.")
+    scripted.respond(
+        "summarize",
+        seed.SummarizeStep.Outputs(title="An article", summary="It says little.", key_points=["little"]),
+    )
     await seed.process_article()
     out = capsys.readouterr().out
-    assert "Title: " in out and "Summary: " in out
+    assert "Title: An article\nSummary: It says little.\n" in out
     tokens = int(out.split("Total tokens: ")[1].split()[0])
     assert tokens > 0
+    # each prompt template got its inputs; the second step's prompt carries the first step's answer
+    scripted.expect("extract_content", contains="Long article content...")
+    scripted.expect("summarize", contains=["The article's essential content.", "technical"])
     [run] = engine.store.list_runs(flow_name="article_processing")
     assert run.status == RunStatus.COMPLETED
     assert run.total_tokens == tokens
@@ -26,12 +35,24 @@ async def test_example_1_article_processing_prints_title_summary_tokens(engine, 
     assert sum(s.tokens_used for s in steps) == tokens
 
 
-async def test_example_2_master_flow_runs_child_flow_and_makes_a_thumbnail(engine):
-    result = await seed.MasterContentFlow().execute({"article_text": "Article content...", "create_image": True})
+def _read(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
+async def test_example_2_master_flow_runs_child_flow_and_makes_a_thumbnail(engine, scripted):
+    png = tiny_png(8, 8)
+    scripted.respond("extract_content", "Rivers rise in spring.")
+    scripted.respond("summarize", {"title": "Spring rivers", "summary": "They rise.", "key_points": ["rise"]})
+    scripted.respond("create_thumbnail", png)
+    result = await seed.MasterContentFlow().execute(
+        {"article_text": "Article content...", "create_image": True}
+    )
     assert set(result) == {"article", "thumbnail"}
-    assert result["article"]["summary"]["title"]
-    image = result["thumbnail"]["images"][0]
-    assert Path(image["path"]).read_bytes().startswith(b"\x89PNG")
+    assert result["article"]["summary"]["title"] == "Spring rivers"
+    # the thumbnail's prompt is made from the child flow's title, at the step's default size
+    [thumbnail] = scripted.expect("create_thumbnail", contains="Thumbnail for: Spring rivers", count=1)
+    assert thumbnail.params["size"] == "1024x1024"
+    assert _read(result["thumbnail"]["images"][0]["path"]) == png
     [master] = engine.store.list_runs(flow_name="master_content")
     [child] = engine.store.list_runs(flow_name="article_processing")
     assert child.parent_run_id == master.id
@@ -42,7 +63,9 @@ async def test_example_2_master_flow_runs_child_flow_and_makes_a_thumbnail(engin
 
 
 async def test_example_2_without_image(engine):
-    result = await seed.MasterContentFlow().execute({"article_text": "Article content...", "create_image": False})
+    result = await seed.MasterContentFlow().execute(
+        {"article_text": "Article content...", "create_image": False}
+    )
     assert set(result) == {"article"}
 
 
@@ -50,7 +73,7 @@ async def test_example_3_individual_steps_outside_any_flow(engine):
     result = await seed.use_individual_steps()
     assert isinstance(result["content"], str) and result["content"]
     assert set(result["summary"]) == {"title", "summary", "key_points"}
-    assert Path(result["image"]["path"]).is_file()
+    assert _read(result["image"]["path"]).startswith(b"\x89PNG")
     assert engine.store.list_runs() == []  # no flow, no run rows
     requests = engine.store.list_llm_requests()
     assert [r.kind for r in requests] == ["completion", "completion", "image_generation"]
