@@ -53,12 +53,16 @@ def flow_class_for(run: RunRecord) -> type[BaseFlow]:
         try:
             cls = resolve_flow(target)
         except UsageError as exc:
-            errors.append(str(exc))
+            errors.append(str(exc).strip().splitlines()[0].rstrip("."))
             continue
         if cls.flow_name == run.flow_name:
             return cls
         errors.append(f"'{target}' is flow '{cls.flow_name}', not '{run.flow_name}'")
-    raise UsageError(f"cannot find the code of flow '{run.flow_name}' to resume run {run.id}: " + "; ".join(errors))
+    raise UsageError(
+        f"cannot find the code of flow '{run.flow_name}' to resume run {run.id}: {'; '.join(errors)}. "
+        "Run `flow resume` where that code can be imported (its folder, PYTHONPATH or installed "
+        "package), or call `await TheFlow().resume(run_id)` from Python"
+    )
 
 
 async def resume(
@@ -87,14 +91,27 @@ async def resume(
 
 
 async def cancel(run_id: uuid.UUID | str) -> tuple[RunRecord, str]:
-    """Ask a run to stop at its next step boundary. A stale or pending run is cancelled at once."""
+    """Ask a run to stop at its next step boundary; return it and its status after the request.
+
+    ``running``: its process stops at its next step boundary (or heartbeat), as ``cancelled``. A run
+    nobody executes - pending, crashed, or running with a stale heartbeat - is ``cancelled`` at once.
+    A finished run keeps its status.
+    """
     store = get_engine().store
     run = load_run(run_id, store)
-    if is_stale(run):
-        await store.mark_crashed(stale_before(), run.id)
-        await store.update_run(run.id, {"status": RunStatus.CANCELLED.value, "completed_at": utcnow()})
-        return run, RunStatus.CANCELLED.value
+    if is_stale(run):  # its process is gone and would never read the request
+        await _mark_crashed_tree(store, run)
     return run, await store.request_cancel(run.id)
+
+
+async def _mark_crashed_tree(store: RunStore, run: RunRecord, depth: int = 0) -> None:
+    """Mark a stale run and its stale child runs crashed (atomically per run: one that heartbeats
+    again is left alone)."""
+    await store.mark_crashed(stale_before(), run.id)
+    if depth < 50:
+        for child in store.list_runs(parent_run_id=run.id, limit=100_000):
+            if is_stale(child):
+                await _mark_crashed_tree(store, child, depth + 1)
 
 
 async def recover(threshold_seconds: float | None = None) -> list[uuid.UUID]:

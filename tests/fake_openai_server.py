@@ -8,6 +8,11 @@ faults queued with :meth:`FakeOpenAI.fail_next`, then the replies queued with :m
 (which may also contain faults). When both are empty a default reply is sent (text echoing the prompt;
 a placeholder image). Every received request (path, headers, JSON body) is logged in ``.requests``.
 
+Answers by prompt (:meth:`FakeOpenAI.answer`): ``answer("Summarise X", Reply(json={...}))`` makes every
+chat request whose prompt text contains ``"Summarise X"`` get that reply when nothing is queued, for as
+long as the server lives (until :meth:`reset`): answers that depend on the prompt only, in any order.
+The answer may be a :class:`Fault` too: that prompt then always fails (other prompts are answered).
+
 Replies (:class:`Reply`, :class:`ImageReply`) and faults (:class:`Fault`):
 
 - ``Reply("text")`` / ``Reply(json={...})``: a chat completion whose message content is the text or the
@@ -49,7 +54,8 @@ As a separate process (tests that kill a ``flow run`` subprocess and count reque
     python -m tests.fake_openai_server --port 0 --latency-ms 50 [--reject-json-schema]
 
 prints ``READY http://127.0.0.1:PORT/v1`` on stdout and serves until killed. It is scripted and read
-over HTTP (``/_fake/script``, ``/_fake/fail``, ``/_fake/requests``, ``/_fake/reset``, ``/_fake/config``);
+over HTTP (``/_fake/script``, ``/_fake/fail``, ``/_fake/answers``, ``/_fake/requests``, ``/_fake/reset``,
+``/_fake/config``);
 :class:`RemoteFakeOpenAI` wraps those with the same methods as the in-process object.
 """
 
@@ -232,6 +238,7 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         self._faults: dict[str, deque[Scripted]] = {"chat": deque(), "images": deque()}
         self._replies: dict[str, deque[Scripted]] = {"chat": deque(), "images": deque()}
+        self._answers: list[tuple[str, Reply | Fault]] = []
         self._files: dict[str, bytes] = {}
         self._counter = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -268,9 +275,22 @@ class FakeOpenAI:
                 self._faults[endpoint].append(fault)
         return self
 
+    def answer(self, contains: str, reply: Reply | Fault) -> FakeOpenAI:
+        """Answer every chat request whose prompt text contains ``contains`` with ``reply`` (or fail it
+        with a :class:`Fault`), whenever no fault or scripted reply is queued (the first matching rule
+        wins; kept until :meth:`reset`)."""
+        with self._lock:
+            self._answers.append((contains, reply))
+        return self
+
+    def _answer_for(self, text: str) -> Reply | Fault | None:
+        with self._lock:
+            return next((reply for contains, reply in self._answers if contains in text), None)
+
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
+            self._answers.clear()
             for queue in (*self._faults.values(), *self._replies.values()):
                 queue.clear()
             self.latency_ms = self._defaults["latency_ms"]
@@ -327,6 +347,7 @@ class FakeOpenAI:
         app.router.add_get("/_fake/requests", self._ctl_requests)
         app.router.add_post("/_fake/script", self._ctl_script)
         app.router.add_post("/_fake/fail", self._ctl_fail)
+        app.router.add_post("/_fake/answers", self._ctl_answers)
         app.router.add_post("/_fake/reset", self._ctl_reset)
         app.router.add_post("/_fake/config", self._ctl_config)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
@@ -418,6 +439,8 @@ class FakeOpenAI:
         record = await self._record(request)
         item = self._next("chat")
         wants_schema = record.response_format_type == "json_schema"
+        if item is None:
+            item = self._answer_for(record.text)
         if isinstance(item, Fault) and item.kind == "reject_json_schema":
             item = Fault.status(400, message=_SCHEMA_REJECTION) if wants_schema else self._next("chat")
         elif self.reject_json_schema and wants_schema:
@@ -518,6 +541,13 @@ class FakeOpenAI:
         self.fail_next(fault, spec.get("times", 1), endpoint=spec.get("endpoint", "chat"))
         return web.json_response({"pending": self.pending()})
 
+    async def _ctl_answers(self, request: web.Request) -> web.StreamResponse:
+        for rule in await request.json():
+            reply = _from_spec(rule["reply"])
+            assert isinstance(reply, Reply | Fault)
+            self.answer(rule["contains"], reply)
+        return web.json_response({"answers": len(self._answers)})
+
     async def _ctl_reset(self, request: web.Request) -> web.StreamResponse:
         self.reset()
         return web.json_response({"ok": True})
@@ -566,6 +596,10 @@ class RemoteFakeOpenAI:
         elif isinstance(fault, str):
             fault = getattr(Fault, fault)(**options)
         self._post("/_fake/fail", {"fault": _to_spec(fault), "times": times, "endpoint": endpoint})
+        return self
+
+    def answer(self, contains: str, reply: Reply | Fault) -> RemoteFakeOpenAI:
+        self._post("/_fake/answers", [{"contains": contains, "reply": _to_spec(reply)}])
         return self
 
     def configure(self, **config: Any) -> Any:

@@ -16,7 +16,9 @@ from flow_engine.errors import FlowEngineError, UsageError
 @click.option("--max-cost", type=click.FloatRange(min=0), metavar="USD", help="A new budget in USD.")
 @click.option("--max-tokens", type=click.IntRange(min=0), metavar="N", help="A new token budget.")
 @click.option("--force", is_flag=True, help="Resume even if the run's heartbeat is still fresh.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: run_id, status, outputs, error.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object: run_id, status, outputs, error."
+)
 @click.option("--traceback", "show_traceback", is_flag=True, help="On failure, also print the traceback.")
 def resume(
     run_id: str,
@@ -30,7 +32,14 @@ def resume(
     """Resume a failed, crashed or cancelled run in place.
 
     Steps that completed are not run again (their stored outputs are used, no LLM call); the flow goes
-    on live from the first step without an output. RUN_ID may be a unique prefix.
+    on live from the first step without an output. RUN_ID may be a unique prefix. The run keeps the
+    model and budget it was started with; --max-cost / --max-tokens set a new budget instead.
+
+    \b
+    Exit codes: 0 completed (or had completed already: nothing runs);
+    1 the resumed run failed, was cancelled or stopped by its budget;
+    2 no such run, a child run (resume its root), still running, or its
+    flow's code cannot be found.
     """
     from flow_engine.resume import flow_class_for, is_stale, load_run
     from flow_engine.storage import RunStatus
@@ -57,21 +66,37 @@ def resume(
         report.refuse(exc, EXIT_USAGE)
     except FlowEngineError as exc:
         report.refuse(exc, EXIT_FAILED)
-    budget = {"max_cost": max_cost, "max_tokens": max_tokens}
     click.echo(f"Resuming run {run.id} ({run.flow_name}, was {run.status}).", err=True)
-    run_flow(flow, lambda: flow.resume(run, model=model, **budget), report, show_traceback)
+    run_flow(
+        flow,
+        lambda: flow.resume(run, model=model, max_cost=max_cost, max_tokens=max_tokens),
+        report,
+        show_traceback,
+    )
 
 
 @click.command("cancel")
 @click.argument("run_id")
 def cancel(run_id: str) -> None:
-    """Cancel a run: it stops at its next step boundary, recorded as cancelled."""
+    """Cancel a run: it stops at its next step boundary, recorded as cancelled.
+
+    The process running it finishes its current step (recorded) and starts no other. A run that nobody
+    executes (pending, crashed, or whose heartbeat stopped) is cancelled at once. RUN_ID may be a
+    unique prefix. A cancelled run can still be resumed (flow resume).
+
+    \b
+    Exit codes: 0 cancelled, or cancel requested; 1 the run had already
+    ended (nothing to cancel); 2 no such run.
+    """
     from flow_engine.resume import cancel as cancel_run
 
     run, status = asyncio.run(cancel_run(run_id))
     if status == "running":
-        click.echo(f"Cancel requested for run {run.id}; it stops at its next step boundary.")
-    elif status == "cancelled":
+        click.echo(
+            f"Cancel requested for run {run.id}; it stops at its next step boundary "
+            f"(flow show {run.id.hex[:8]} shows when)."
+        )
+    elif status == "cancelled" and run.status != "cancelled":
         click.echo(f"Run {run.id} cancelled.")
     else:
         click.echo(f"Run {run.id} already {status}; nothing to cancel.", err=True)
@@ -86,7 +111,11 @@ def cancel(run_id: str) -> None:
     help="Heartbeat age that counts as dead (default FLOW_ENGINE_STALE_AFTER).",
 )
 def recover(stale_after: float | None) -> None:
-    """Mark running runs whose heartbeat stopped as crashed, so they can be resumed."""
+    """Mark running runs whose heartbeat stopped as crashed, so they can be resumed.
+
+    A run counts as dead when its heartbeat is older than --stale-after seconds (default
+    FLOW_ENGINE_STALE_AFTER); a run that finished is never marked. Prints one line per run marked.
+    """
     from flow_engine.resume import recover as recover_runs
 
     ids = asyncio.run(recover_runs(stale_after))

@@ -15,13 +15,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
+
 from flow_engine.errors import NotFoundError, UsageError
 from flow_engine.storage import RunStatus
 
 if TYPE_CHECKING:  # pragma: no cover
-    from flow_engine.storage import RunRecord, RunStore, StepRecord
     from rich.console import Console
     from rich.tree import Tree
+
+    from flow_engine.storage import RunRecord, RunStore, StepRecord
 
 STATUS_STYLE = {
     "completed": "green",
@@ -42,7 +44,12 @@ def fmt_cost(cost: float | None, unpriced: int = 0) -> str:
     """``$0.0012``; ``unknown`` when nothing was priced; ``$0.0012+?`` when part of it was not."""
     if cost is None or (unpriced and not cost):
         return "unknown"
-    text = "$0" if cost == 0 else f"${cost:.4f}" if cost < 100 else f"${cost:,.2f}"
+    if cost == 0:
+        text = "$0"
+    elif cost < 0.0001:  # a cheap call is not free: never round it to $0.0000
+        text = f"${cost:.6f}" if cost >= 0.000001 else "<$0.000001"
+    else:
+        text = f"${cost:.4f}" if cost < 100 else f"${cost:,.2f}"
     return f"{text}+?" if unpriced else text
 
 
@@ -62,9 +69,15 @@ def fmt_ms(ms: int | None) -> str:
 
 
 def fmt_duration(run: RunRecord) -> str:
+    from flow_engine.resume import is_stale
+
     if run.execution_time_ms is not None:
         return fmt_ms(run.execution_time_ms)
     if run.started_at is not None and run.status == RunStatus.RUNNING.value:
+        if is_stale(run):  # it died: how long it ran until its last heartbeat, not a growing clock
+            if run.last_heartbeat is None:
+                return "-"
+            return fmt_ms(int((run.last_heartbeat - run.started_at).total_seconds() * 1000))
         elapsed = datetime.now(UTC) - run.started_at
         return fmt_ms(int(elapsed.total_seconds() * 1000)) + "…"
     return "-"
@@ -141,28 +154,89 @@ def _parse_user(value: str | None) -> uuid.UUID | None:
     help="Only runs with this status.",
 )
 @click.option("--user", "user", metavar="ID", help="Only runs of this user id.")
+@click.option(
+    "--stale",
+    is_flag=True,
+    help="Only runs that say running but whose heartbeat stopped (their process died): shown as "
+    "crashed; `flow recover` marks them so.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of run records.")
-def runs(flow_name: str | None, status: str | None, user: str | None, limit: int, as_json: bool) -> None:
+def runs(
+    flow_name: str | None, status: str | None, user: str | None, stale: bool, limit: int, as_json: bool
+) -> None:
     """List recorded runs, newest first.
 
     \b
     Columns: id (a prefix; `flow show ID` accepts it), flow, status,
     progress (done/total steps), tokens, cost ("unknown" or "+?" when a
     model had no known price), duration and start time.
+
+    A run that says running but whose heartbeat is older than
+    FLOW_ENGINE_STALE_AFTER seconds is shown (and filtered) as crashed.
     """
     user_id = _parse_user(user)
-    records = _store().list_runs(
-        flow_name=flow_name, status=status.lower() if status else None, user_id=user_id, limit=limit
-    )
+    if stale and status:
+        raise UsageError(
+            "--stale lists running runs whose heartbeat stopped; it cannot be combined with --status"
+        )
+    records = _query_runs(_store(), flow_name, status.lower() if status else None, user_id, limit, stale)
     if as_json:
-        _dump([r.model_dump(mode="json") for r in records])
+        _dump([run_json(r) for r in records])
         return
     if not records:
+        if stale:
+            click.echo("No stale runs.")
+            return
         filtered = flow_name or status or user
         click.echo("No runs match." if filtered else f"No runs recorded yet in {_where()}.")
         return
     _print_runs(records)
+    if stale:
+        click.echo(
+            "Their processes stopped sending heartbeats. `flow recover` marks them crashed; "
+            "`flow resume ID` resumes one.",
+            err=True,
+        )
+
+
+_ALL = 1_000_000  # running runs are few: read them all to tell live ones from stale ones
+
+
+def _query_runs(
+    store: RunStore,
+    flow_name: str | None,
+    status: str | None,
+    user_id: uuid.UUID | None,
+    limit: int,
+    stale_only: bool,
+) -> list[RunRecord]:
+    """Runs as a person sees them: a stale running run counts as crashed, not running."""
+    from flow_engine.resume import is_stale
+
+    def query(wanted: str | None, count: int) -> list[RunRecord]:
+        return store.list_runs(flow_name=flow_name, status=wanted, user_id=user_id, limit=count)
+
+    if stale_only:
+        return [r for r in query(RunStatus.RUNNING.value, _ALL) if is_stale(r)][:limit]
+    if status == RunStatus.RUNNING.value:
+        return [r for r in query(status, _ALL) if not is_stale(r)][:limit]
+    if status == RunStatus.CRASHED.value:
+        found = query(status, limit) + [r for r in query(RunStatus.RUNNING.value, _ALL) if is_stale(r)]
+        found.sort(key=lambda r: (r.created_at, r.id.hex), reverse=True)  # the store's order: newest first
+        return found[:limit]
+    return query(status, limit)
+
+
+def run_json(run: RunRecord) -> dict[str, Any]:
+    """A run record as JSON, ``status`` as a person is shown it: a running run whose heartbeat stopped
+    is ``crashed`` (``"stale": true`` says the database still says running; `flow recover` marks it)."""
+    from flow_engine.resume import display_status, is_stale
+
+    data = run.model_dump(mode="json")
+    data["status"] = display_status(run)
+    data["stale"] = is_stale(run)
+    return data
 
 
 def _print_runs(records: list[RunRecord]) -> None:
@@ -211,7 +285,7 @@ def _tree_data(store: RunStore, run: RunRecord, depth: int = 0) -> dict[str, Any
     children = store.list_runs(parent_run_id=run.id, limit=10_000)
     children.sort(key=lambda r: r.created_at)
     return {
-        "run": run.model_dump(mode="json"),
+        "run": run_json(run),
         "steps": [s.model_dump(mode="json") for s in store.list_steps(run.id)],
         "llm_requests": [r.model_dump(mode="json") for r in store.list_llm_requests(flow_run_id=run.id)],
         "children": [_tree_data(store, child, depth + 1) for child in children] if depth < 50 else [],
@@ -250,6 +324,28 @@ def show(run_id: str, as_json: bool) -> None:
             _add_child(store, tree, child)
         console.print()
         console.print(tree)
+    hint = resume_hint(store, run)
+    if hint:
+        console.print()
+        console.print(f"[dim]{esc(hint)}[/]")
+
+
+def resume_hint(store: RunStore, run: RunRecord) -> str | None:
+    """How to go on with a run that did not complete: ``flow resume`` of it, or of its root run."""
+    from flow_engine.resume import display_status
+
+    if display_status(run) not in (RunStatus.FAILED, RunStatus.CRASHED, RunStatus.CANCELLED):
+        return None
+    root = run
+    for _ in range(50):
+        parent = store.get_run(root.parent_run_id) if root.parent_run_id is not None else None
+        if parent is None:
+            break
+        root = parent
+    how = f"flow resume {short_id(root.id)}"
+    if root.id != run.id:
+        return f"Resume it through its root run: {how} (completed steps are not run again)"
+    return f"Resume it with: {how} (completed steps are not run again)"
 
 
 def _print_detail(console: Console, run: RunRecord) -> None:

@@ -108,7 +108,7 @@ async def test_resume_refuses_when_the_code_calls_another_step(engine):
         await flow.execute({})
     Three.swap_first = True
     try:
-        with pytest.raises(ResumeMismatch, match="step 1 was 'work'.*now calls 'other'"):
+        with pytest.raises(ResumeMismatch, match=r"step 1 was 'work'.*now calls 'other'"):
             await resume_run(flow.run_id)
     finally:
         Three.swap_first = False
@@ -130,19 +130,23 @@ class DigestFlow(BaseFlow):
         digest = await Digest().execute({"prompt": "Write a digest of: rivers, bridges, parks."})
         assert isinstance(digest.output_content, Digest.Outputs)  # also when replayed
         await Work().execute({"tag": "after"})
-        return {"headline": digest.output_content.headline, "replayed": digest.metadata.get("replayed", False)}
+        return {
+            "headline": digest.output_content.headline,
+            "replayed": digest.metadata.get("replayed", False),
+        }
 
 
-async def test_structured_output_comes_back_as_outputs_model_without_llm_call(engine):
+async def test_structured_output_comes_back_as_outputs_model_without_llm_call(engine, scripted):
+    scripted.respond("digest", Digest.Outputs(headline="Rivers, bridges, parks", points=["rivers"]))
     FAIL_AT.add("after")
     flow = DigestFlow()
     with pytest.raises(RuntimeError):
         await flow.execute({})
-    calls_before = len(engine.store.list_llm_requests(flow_run_id=flow.run_id))
     FAIL_AT.clear()
-    outputs = await resume_run(flow.run_id)
-    assert outputs["replayed"] is True
-    assert len(engine.store.list_llm_requests(flow_run_id=flow.run_id)) == calls_before == 1
+    outputs = await resume_run(flow.run_id)  # the script holds no second answer: asking again would fail
+    assert outputs == {"headline": "Rivers, bridges, parks", "replayed": True}
+    scripted.expect("digest", contains="rivers, bridges, parks", count=1)
+    assert len(engine.store.list_llm_requests(flow_run_id=flow.run_id)) == 1
 
 
 class Child(BaseFlow):
@@ -281,3 +285,99 @@ async def test_stale_running_run_is_crashed_and_can_be_resumed(engine):
     assert await recover_runs() == []  # already marked; a finished run is never marked
     assert await resume_run(record.id) == {"b": "B", "c": "C"}
     assert engine.store.get_run(record.id).status == "completed"
+
+
+class Say(StructuredStep):
+    class Inputs(BaseModel):
+        prompt: str
+
+    class Outputs(BaseModel):
+        text: str
+
+
+class Talker(BaseFlow):
+    flow_name = "talker"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        said = await Say().execute({"prompt": f"talk about {inputs['topic']}"})
+        return {"text": said.output_content.text}
+
+
+class Panel(BaseFlow):
+    flow_name = "panel"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        first = await Talker().execute({"topic": "rivers"})
+        await Work().execute({"tag": "between"})
+        second = await Talker().execute({"topic": "lakes"})
+        return {"first": first["text"], "second": second["text"]}
+
+
+async def test_resume_counts_everything_the_run_tree_spent_once(engine):
+    FAIL_AT.add("between")
+    panel = Panel()
+    with pytest.raises(RuntimeError):
+        await panel.execute({})
+    spent_before = engine.store.get_run(panel.run_id).total_tokens
+    assert spent_before > 0  # the first child's call
+    FAIL_AT.clear()
+    await resume_run(panel.run_id)  # the completed child is replayed, its spending still counts
+    runs = [panel.run_id, *(c.id for c in engine.store.list_runs(parent_run_id=panel.run_id))]
+    requests = [r for run_id in runs for r in engine.store.list_llm_requests(flow_run_id=run_id)]
+    assert len(requests) == 2  # one call per child: the first was not made again
+    assert engine.store.get_run(panel.run_id).total_tokens == sum(r.total_tokens for r in requests)
+
+
+async def test_cancelling_a_parent_stops_its_running_child_at_the_childs_next_step(engine, tmp_path):
+    from flow_engine import configure
+
+    # a heartbeat far away: the child learns of the cancel when its step ends, from its parent's flag
+    engine = configure(database_url=engine.database_url, data_dir=tmp_path / "data", heartbeat_interval=3600)
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    class Gate(BaseStep):
+        async def run(self, inputs: Any) -> str:
+            started.set()
+            await release.wait()
+            return "passed"
+
+    class GatedChild(BaseFlow):
+        flow_name = "gated_child"
+
+        async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            await Gate().execute({})
+            await Work().execute({"tag": "child_after"})
+            return {}
+
+    class GatedParent(BaseFlow):
+        flow_name = "gated_parent"
+
+        async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            await GatedChild().execute({})
+            await Work().execute({"tag": "parent_after"})
+            return {}
+
+    parent = GatedParent()
+    task = asyncio.create_task(parent.execute({}))
+    await asyncio.wait_for(started.wait(), 10)
+    assert (await cancel_run(parent.run_id))[1] == "running"
+    release.set()
+    with pytest.raises(RunCancelled):
+        await asyncio.wait_for(task, 10)
+    [child] = engine.store.list_runs(parent_run_id=parent.run_id)
+    assert (engine.store.get_run(parent.run_id).status, child.status) == ("cancelled", "cancelled")
+    assert [(s.step_key, s.status) for s in engine.store.list_steps(child.id)] == [("gate", "completed")]
+    assert CALLS == {}  # neither the child's next step nor the parent's ran
+
+
+async def test_a_crashed_run_is_cancelled_at_once_and_never_resumed_by_itself(engine):
+    record = RunRecord(flow_name="three", status="running", last_heartbeat=utcnow() - timedelta(hours=1))
+    await engine.store.create_run(record)
+    assert await recover_runs() == [record.id]
+    run, status = await cancel_run(record.id)
+    assert status == "cancelled" and run.status == "crashed"
+    stored = engine.store.get_run(record.id)
+    assert stored.status == "cancelled" and "after its process had died" in stored.error_message
+    _, again = await cancel_run(record.id)
+    assert again == "cancelled"  # unchanged; the CLI says "already cancelled"
