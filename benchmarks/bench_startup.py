@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import PYTHON, header, row, time_command  # noqa: E402
+from benchmarks.common import PYTHON, header, row, time_command
 
 
 def main(repeats: int = 15) -> dict[str, float]:
@@ -22,7 +22,11 @@ def main(repeats: int = 15) -> dict[str, float]:
     help_ = time_command([flow_bin, "--help"], repeats)
     row("python -c pass (baseline)", f"{base * 1000:.0f} ms", "1.0x")
     row("python -c 'import flow_engine'", f"{imp * 1000:.0f} ms", f"{imp / base:.1f}x")
-    row("python -c 'from flow_engine import BaseFlow, StructuredStep'", f"{public * 1000:.0f} ms", f"{public / base:.1f}x")
+    row(
+        "python -c 'from flow_engine import BaseFlow, StructuredStep'",
+        f"{public * 1000:.0f} ms",
+        f"{public / base:.1f}x",
+    )
     row("flow --help", f"{help_ * 1000:.0f} ms", f"{help_ / base:.1f}x", "target < 300 ms")
     return {"python": base, "import": imp, "public": public, "help": help_}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, row  # noqa: E402
+from benchmarks.common import header, row
 
 PROMPT = "Summarize: the quick brown fox jumps over the lazy dog. " * 4
 

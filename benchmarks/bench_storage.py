@@ -33,10 +33,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 import flow_engine
 from flow_engine import BaseFlow, BaseStep
 from flow_engine.engine import reset_engine
-from pydantic import BaseModel
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -195,8 +196,9 @@ def bare_sqlite(path: Path, n_steps: int) -> float:
 
 def bare_postgres(url: str, n_steps: int) -> float:
     import psycopg
-    from flow_engine.plugins.sql.connect import parse_url
     from psycopg.types.json import Jsonb
+
+    from flow_engine.plugins.sql.connect import parse_url
 
     conninfo = parse_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     conn = psycopg.connect(conninfo)
@@ -281,6 +283,7 @@ def postgres_schema(base_url: str) -> tuple[str, Any] | None:
     """A scratch schema on the server (URL pointing into it, cleanup), or None if unreachable."""
     try:
         import psycopg
+
         from flow_engine.plugins.sql.connect import parse_url
 
         conninfo = parse_url(base_url).set(drivername="postgresql").render_as_string(hide_password=False)

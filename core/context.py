@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,14 +24,32 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class RunTotals:
+    """What a run spent: tokens, the cost of its priced calls, and its calls of unknown cost (with the
+    models that had no price), which are never counted as $0."""
+
     tokens: int = 0
     cost: float = 0.0
     unpriced_calls: int = 0
+    unpriced_models: set[str] = field(default_factory=set)
 
-    def add(self, tokens: int, cost: float | None, unpriced_calls: int) -> None:
+    def add(
+        self, tokens: int, cost: float | None, unpriced_calls: int, unpriced_models: Iterable[str] = ()
+    ) -> None:
         self.tokens += tokens
         self.cost += cost or 0.0
         self.unpriced_calls += unpriced_calls
+        self.unpriced_models.update(unpriced_models)
+
+    def add_totals(self, other: RunTotals) -> None:
+        self.add(other.tokens, other.cost, other.unpriced_calls, other.unpriced_models)
+
+    def describe_unpriced(self) -> str:
+        """``2 call(s) of unknown cost (no known price for model 'x')``, or '' when every call was priced."""
+        if not self.unpriced_calls:
+            return ""
+        models = ", ".join(f"'{m}'" for m in sorted(self.unpriced_models))
+        which = f" (no known price for model {models})" if models else ""
+        return f"{self.unpriced_calls} call(s) of unknown cost{which}"
 
 
 @dataclass
@@ -77,17 +96,26 @@ class RunContext:
             if ctx.cancel_requested:
                 raise RunCancelled(f"run {ctx.run_id} was cancelled; it stopped before its next step")
             ctx = ctx.parent
-        unknown = (
-            f" (plus {self.totals.unpriced_calls} call(s) of unknown cost)" if self.totals.unpriced_calls else ""
-        )
-        if self.max_cost is not None and self.totals.cost >= self.max_cost:
+        totals = self.totals
+        unpriced = totals.describe_unpriced()
+        if self.max_cost is not None and totals.cost >= self.max_cost:
+            plus = f" plus {unpriced}" if unpriced else ""
             raise BudgetExceeded(
-                f"budget exceeded: cost ${self.totals.cost:.6f}{unknown} reached max_cost ${self.max_cost:.6f}; "
+                f"budget exceeded: cost ${totals.cost:.6f}{plus} reached max_cost ${self.max_cost:.6f}; "
                 "the run stopped before its next step (resume it with a higher --max-cost)"
             )
-        if self.max_tokens is not None and self.totals.tokens >= self.max_tokens:
+        if self.max_cost is not None and unpriced:
+            # a dollar limit cannot bound calls whose price nobody knows: never count them as free
             raise BudgetExceeded(
-                f"budget exceeded: {self.totals.tokens} tokens reached max_tokens {self.max_tokens}; "
+                f"budget cannot be checked: {unpriced}, so max_cost ${self.max_cost:.6f} cannot bound this "
+                f"run (its priced calls cost ${totals.cost:.6f}); the run stopped before its next step. "
+                "Limit models without a price by tokens instead (flow resume RUN_ID --max-tokens N sets a "
+                "new budget without max_cost), or give the model a price (litellm.register_model)"
+            )
+        if self.max_tokens is not None and totals.tokens >= self.max_tokens:
+            spent = f"; cost ${totals.cost:.6f}" + (f" plus {unpriced}" if unpriced else "")
+            raise BudgetExceeded(
+                f"budget exceeded: {totals.tokens} tokens reached max_tokens {self.max_tokens}{spent}; "
                 "the run stopped before its next step (resume it with a higher --max-tokens)"
             )
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
-from .context import RunContext, current_run
+from .context import RunContext, RunTotals, current_run
 from .engine import get_engine
 from .errors import FlowEngineError, InputValidationError, ResumeMismatch, RunCancelled
 from .jsonable import describe_error, to_jsonable
@@ -28,7 +28,9 @@ def _parse_user_id(user_id: uuid.UUID | str | None) -> uuid.UUID | None:
     try:
         return uuid.UUID(str(user_id))
     except ValueError:
-        raise InputValidationError("user_id", [{"loc": ("user_id",), "msg": f"'{user_id}' is not a UUID"}]) from None
+        raise InputValidationError(
+            "user_id", [{"loc": ("user_id",), "msg": f"'{user_id}' is not a UUID"}]
+        ) from None
 
 
 def flow_reference(cls: type) -> str:
@@ -77,7 +79,9 @@ class BaseFlow:
         if inputs is None:
             inputs = {}
         if not isinstance(inputs, dict):
-            raise InputValidationError(owner, [{"loc": (), "msg": f"expected a dict, got {type(inputs).__name__}"}])
+            raise InputValidationError(
+                owner, [{"loc": (), "msg": f"expected a dict, got {type(inputs).__name__}"}]
+            )
         if cls.Inputs is None:
             return dict(inputs)
         try:
@@ -90,7 +94,8 @@ class BaseFlow:
             outputs = outputs.model_dump()
         if not isinstance(outputs, dict):
             raise FlowEngineError(
-                f"flow '{self.flow_name}' returned {type(outputs).__name__} from _execute_flow_logic; return a dict"
+                f"flow '{self.flow_name}' returned {type(outputs).__name__} from _execute_flow_logic; "
+                "return a dict"
             )
         if self.Outputs is not None:
             try:
@@ -123,6 +128,7 @@ class BaseFlow:
         if parent is not None and run_key in parent.child_runs:  # resuming: this child ran before
             return await self._resume_child(parent, parent.child_runs[run_key], model)
         limits = self._limits(parent, max_cost, max_tokens)
+        options = _run_options(model, max_cost, max_tokens) if parent is None else {}
         now = utcnow()
         record = RunRecord(
             user_id=parsed_user if parsed_user is not None or parent is None else parent.user_id,
@@ -135,7 +141,11 @@ class BaseFlow:
             started_at=now,
             last_heartbeat=now,
             inputs=to_jsonable(validated),
-            flow_metadata={"flow_ref": flow_reference(type(self)), **(to_jsonable(metadata) if metadata else {})},
+            flow_metadata={
+                "flow_ref": flow_reference(type(self)),
+                **(to_jsonable(metadata) if metadata else {}),
+                **options,
+            },
         )
         self.run_id = record.id
         await store.create_run(record)
@@ -152,6 +162,36 @@ class BaseFlow:
             max_tokens=limits[1],
         )
         return await self._run_recorded(ctx, validated)
+
+    async def submit(
+        self,
+        inputs: dict[str, Any] | BaseModel | None = None,
+        *,
+        user_id: uuid.UUID | str | None = None,
+        executor: str | None = None,
+        model: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        max_cost: float | None = None,
+        max_tokens: int | None = None,
+    ) -> uuid.UUID:
+        """Run the flow in the background: validate ``inputs``, store the run as ``pending``, hand it to
+        ``executor`` (default ``FLOW_ENGINE_EXECUTOR``, else ``local``) and return its id at once.
+
+        Follow it with ``flow runs`` / ``flow show``; ``flow_engine.submit.wait_for_run(run_id)`` waits
+        for its end. See docs/background.md.
+        """
+        from .submit import submit
+
+        return await submit(
+            self,
+            inputs,
+            user_id=user_id,
+            executor=executor,
+            model=model,
+            metadata=metadata,
+            max_cost=max_cost,
+            max_tokens=max_tokens,
+        )
 
     def _limits(
         self, parent: RunContext | None, max_cost: float | None, max_tokens: int | None
@@ -177,7 +217,11 @@ class BaseFlow:
     ) -> dict[str, Any]:
         """Run a stored run again in place: completed steps return their stored outputs (no LLM call),
         execution goes on live from the first step without one. ``flow_engine.resume_run(run_id)`` finds
-        the flow class by itself; this method is for a class it cannot import (defined in a function)."""
+        the flow class by itself; this method is for a class it cannot import (defined in a function).
+
+        The run keeps the run-level model and budget it was started with unless ``model`` /
+        ``max_cost`` / ``max_tokens`` are given; a budget given here replaces the run's whole budget
+        (``max_tokens`` alone lifts an earlier ``max_cost``), the class attributes filling the rest."""
         if not isinstance(run, RunRecord):
             from .resume import load_run
 
@@ -193,7 +237,14 @@ class BaseFlow:
         steps = store.list_steps(run.id)
         children = store.list_runs(parent_run_id=run.id, limit=100_000)
         history = list((run.flow_metadata or {}).get("resumed", []))
-        history.append({"at": utcnow().isoformat(), "previous_status": run.status, "error": run.error_message})
+        history.append(
+            {"at": utcnow().isoformat(), "previous_status": run.status, "error": run.error_message}
+        )
+        metadata = {**(run.flow_metadata or {}), "resumed": history}
+        if parent is None:  # a root run keeps its model and budget unless new ones are given
+            model, max_cost, max_tokens = _stored_options(run, model, max_cost, max_tokens)
+            metadata.pop(_RUN_OPTIONS, None)
+            metadata.update(_run_options(model, max_cost, max_tokens))
         now = utcnow()
         await store.prepare_resume(
             run.id,
@@ -202,7 +253,7 @@ class BaseFlow:
                 "completed_at": None,
                 "error_message": None,
                 "last_heartbeat": now,
-                "flow_metadata": {**(run.flow_metadata or {}), "resumed": history},
+                "flow_metadata": metadata,
             },
         )
         self.run_id = run.id
@@ -221,9 +272,9 @@ class BaseFlow:
             replay={s.step_order: s for s in steps if s.status == RunStatus.COMPLETED},
             child_runs={c.run_key: c for c in children if c.run_key},
         )
-        ctx.totals.add(run.total_tokens, run.total_cost, run.unpriced_calls)
-        if parent is not None:  # the parent counted this child's earlier spending already
-            parent.totals.add(-run.total_tokens, -run.total_cost, -run.unpriced_calls)
+        # what its own LLM calls spent so far, from llm_requests: the run row's totals miss a step that
+        # was cut off by a crash (and child runs, which add their own when they end or are replayed)
+        ctx.totals.add_totals(_spent_by(store, run.id))
         return await self._run_recorded(ctx, validated, previous_ms=run.execution_time_ms or 0)
 
     async def _resume_child(self, parent: RunContext, child: RunRecord, model: str | None) -> dict[str, Any]:
@@ -232,8 +283,11 @@ class BaseFlow:
                 f"cannot resume run {parent.run_id}: its child run '{child.run_key}' was flow "
                 f"'{child.flow_name}', but the flow now calls '{self.flow_name}' there"
             )
-        if child.status == RunStatus.COMPLETED:  # its spending is already in the parent's totals
+        if child.status == RunStatus.COMPLETED:  # replayed: its spending counts in the parent's totals
             self.run_id = child.id
+            parent.totals.add(
+                child.total_tokens, child.total_cost, child.unpriced_calls, _unpriced_models(child)
+            )
             return dict(child.outputs or {})
         return await self.resume(child, model=model, parent=parent)
 
@@ -267,7 +321,7 @@ class BaseFlow:
             heartbeat.cancel()
             current_run.reset(token)
             if ctx.parent is not None:  # a parent's totals include what its child runs spent
-                ctx.parent.totals.add(ctx.totals.tokens, ctx.totals.cost, ctx.totals.unpriced_calls)
+                ctx.parent.totals.add_totals(ctx.totals)
         outputs_json = to_jsonable(outputs)
         await ctx.store.update_run(
             ctx.run_id, _end_changes(ctx, started, previous_ms, RunStatus.COMPLETED, outputs=outputs_json)
@@ -275,6 +329,47 @@ class BaseFlow:
         event.outputs = outputs
         await plugins.fire("after_flow", event=event)
         return outputs
+
+
+_RUN_OPTIONS = "run_options"
+
+
+def _run_options(model: str | None, max_cost: float | None, max_tokens: int | None) -> dict[str, Any]:
+    """What a root run was started with from outside its code (``flow run -m/--max-cost/--max-tokens``),
+    kept in ``flow_metadata["run_options"]`` so that resuming it after a crash keeps them."""
+    given = {"model": model, "max_cost": max_cost, "max_tokens": max_tokens}
+    options = {k: v for k, v in given.items() if v is not None}
+    return {_RUN_OPTIONS: options} if options else {}
+
+
+def _stored_options(
+    run: RunRecord, model: str | None, max_cost: float | None, max_tokens: int | None
+) -> tuple[str | None, float | None, int | None]:
+    meta = run.flow_metadata or {}
+    stored = {**(meta.get("background") or {}), **(meta.get(_RUN_OPTIONS) or {})}
+    if max_cost is None and max_tokens is None:  # a budget given to resume replaces the stored one
+        max_cost, max_tokens = stored.get("max_cost"), stored.get("max_tokens")
+    return model or stored.get("model"), max_cost, max_tokens
+
+
+def _spent_by(store: Any, run_id: uuid.UUID) -> RunTotals:
+    """Tokens and cost of every LLM call attributed to the run itself (not its child runs)."""
+    totals = RunTotals()
+    for request in store.list_llm_requests(flow_run_id=run_id):
+        unpriced = request.status == "completed" and request.cost is None
+        totals.add(request.total_tokens, request.cost, int(unpriced), [request.model] if unpriced else [])
+    return totals
+
+
+def _unpriced_models(run: RunRecord, depth: int = 0) -> set[str]:
+    """The models without a price that a run (and its child runs) called: named in budget messages."""
+    if not run.unpriced_calls or depth > 50:
+        return set()
+    store = get_engine().store
+    models = _spent_by(store, run.id).unpriced_models
+    for child in store.list_runs(parent_run_id=run.id, limit=100_000):
+        models |= _unpriced_models(child, depth + 1)
+    return models
 
 
 def _status_for(exc: BaseException) -> RunStatus:
@@ -321,4 +416,3 @@ async def _heartbeat(ctx: RunContext) -> None:
             await asyncio.sleep(interval)
             if await ctx.store.heartbeat(ctx.run_id, utcnow()):
                 ctx.cancel_requested = True
-

@@ -18,7 +18,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
-    from .plugin_types import ModelProviderInfo, NewsSourceInfo, StepTypeInfo
+    from .plugin_types import ExecutorInfo, ModelProviderInfo, NewsSourceInfo, StepTypeInfo
     from .runtime_info import FlowEvent, StepEvent
     from .storage import StorageBackendInfo
 
@@ -47,6 +47,14 @@ def register_news_sources(register: Callable[[NewsSourceInfo], None]) -> None:
     """Register news sources for the ``news_gathering`` step: ``register(NewsSourceInfo(name, factory))``.
 
     Users name a source in the step's ``sources`` input; ``url_schemes`` makes it handle URL entries.
+    """
+
+
+@hookspec
+def register_executors(register: Callable[[ExecutorInfo], None]) -> None:
+    """Register run executors (where submitted runs go): ``register(ExecutorInfo(name, factory))``.
+
+    ``factory(engine)`` returns a ``flow_engine.executors.RunExecutor``; import heavy clients inside it.
     """
 
 

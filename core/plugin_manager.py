@@ -18,7 +18,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import ConfigurationError, PluginConflictError
-from .plugin_types import ModelProviderInfo, NewsSourceInfo, StepTypeInfo
+from .plugin_types import ExecutorInfo, ModelProviderInfo, NewsSourceInfo, StepTypeInfo
 
 if TYPE_CHECKING:  # pragma: no cover - storage pulls in pydantic; `flow --help` imports this module
     from .storage import StorageBackendInfo
@@ -32,6 +32,7 @@ _REGISTRY_HOOKS = (
     "register_storage_backends",
     "register_model_providers",
     "register_news_sources",
+    "register_executors",
 )
 
 
@@ -65,6 +66,7 @@ class PluginRegistry:
         self._step_types: dict[str, StepTypeInfo] | None = None
         self._backends: list[StorageBackendInfo] | None = None
         self._providers: dict[str, ModelProviderInfo] | None = None
+        self._executors: dict[str, ExecutorInfo] | None = None
         self._load_entry_points()
 
     # -- loading ----------------------------------------------------------------------------
@@ -114,7 +116,7 @@ class PluginRegistry:
             registered = self.pm.register(plugin, name=name)
             if registered is None:
                 raise ConfigurationError(f"plugin '{name}' is blocked and cannot be registered")
-            self._step_types = self._backends = self._providers = None
+            self._step_types = self._backends = self._providers = self._executors = None
             self.statuses.append(
                 PluginStatus(registered, getattr(plugin, "__name__", repr(plugin)), None, None, "loaded")
             )
@@ -124,7 +126,7 @@ class PluginRegistry:
         with self._lock:
             self.pm.unregister(name=name)
             self.statuses = [s for s in self.statuses if s.name != name or s.distribution is not None]
-            self._step_types = self._backends = self._providers = None
+            self._step_types = self._backends = self._providers = self._executors = None
 
     # -- registries -------------------------------------------------------------------------
     def _collect(self, hook_name: str, kind: str, key: Any) -> list[Any]:
@@ -201,8 +203,16 @@ class PluginRegistry:
             infos = self._collect("register_news_sources", "news source", lambda i: i.name)
             return {i.name: i for i in infos}
 
+    def executors(self) -> dict[str, ExecutorInfo]:
+        """Run executors by name (``register_executors``): where ``submit()`` sends a run."""
+        with self._lock:
+            if self._executors is None:
+                infos = self._collect("register_executors", "executor", lambda i: i.name)
+                self._executors = {i.name: i for i in infos}
+            return self._executors
+
     def provides(self) -> dict[str, dict[str, list[str]]]:
-        """Per plugin name: what it registers (step types, storage backends, model providers, hooks)."""
+        """Per plugin name: what it registers (step types, storage, model providers, executors, hooks)."""
         result: dict[str, dict[str, list[str]]] = {}
 
         def add(plugin: str, what: str, name: str) -> None:
@@ -217,6 +227,8 @@ class PluginRegistry:
         for source in self.news_sources().values():
             note = f" (unavailable: {source.unavailable})" if source.unavailable else ""
             add(source.plugin, "news sources", source.name + note)
+        for executor in self.executors().values():
+            add(executor.plugin, "executors", executor.name)
         for plugin_name, plugin in self.pm.list_name_plugin():
             for caller in self.pm.get_hookcallers(plugin) or []:
                 if caller.name not in _REGISTRY_HOOKS:

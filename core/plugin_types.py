@@ -51,3 +51,20 @@ class NewsSourceInfo:
     searches: bool = False
     unavailable: str | None = None
     plugin: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class ExecutorInfo:
+    """A run executor: where ``BaseFlow.submit()`` / ``flow run --background`` send a run.
+
+    ``factory(engine)`` returns a ``flow_engine.executors.RunExecutor``; it is called on first use, so
+    a plugin can import its client library (Celery, Dramatiq, ...) inside it and ``flow --help`` stays
+    fast. ``in_process`` executors run the flow inside the submitting process (``local``): the CLI
+    refuses them for ``flow run --background``, because that process exits at once.
+    """
+
+    name: str
+    factory: Callable[[Any], Any]
+    description: str = ""
+    in_process: bool = False
+    plugin: str = field(default="", compare=False)

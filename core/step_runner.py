@@ -139,7 +139,7 @@ async def _finish(
     cancelled: bool = False,
 ) -> None:
     tokens, cost, unpriced, llm_request_id = _usage_of(scope)
-    ctx.totals.add(tokens, cost, unpriced)
+    ctx.totals.add(tokens, cost, unpriced, {call.model for call in scope.calls if call.cost is None})
     now = utcnow()
     step_changes: dict[str, Any] = {
         "tokens_used": tokens,

@@ -69,6 +69,8 @@ class RunRecord(_Record):
     outputs: dict[str, Any] | None = None
     flow_metadata: dict[str, Any] | None = None
     error_message: str | None = None
+    # who executes the run (a worker's id), set by ``RunStore.claim_run``; None for in-process runs
+    claimed_by: str | None = None
 
 
 class StepRecord(_Record):
@@ -162,6 +164,18 @@ class RunStore(ABC):
         """Mark running runs whose heartbeat is older than ``stale_before`` as crashed; return their ids."""
         raise NotImplementedError
 
+    # -- background execution ----------------------------------------------------------------
+    async def claim_run(self, run_id: uuid.UUID, owner: str, stale_before: datetime) -> bool:
+        """Take a submitted run for execution by ``owner``, atomically; True when this caller got it.
+
+        One conditional write: a run that is ``pending``, ``crashed``, or ``running`` with a heartbeat
+        older than ``stale_before`` (its executor died) becomes ``running``, ``claimed_by=owner``, with
+        ``last_heartbeat`` = now (and ``started_at`` = that same instant if it had none: executors tell
+        a first start from a takeover by it). Any other run is left alone and False returned, so of
+        two workers handed the same run only one executes it.
+        """
+        raise NotImplementedError
+
     # -- reads ------------------------------------------------------------------------------
     @abstractmethod
     def get_run(self, run_id: uuid.UUID) -> RunRecord | None: ...
@@ -211,6 +225,14 @@ class RunStore(ABC):
         if len(matches) > 1:
             raise UsageError(f"run id prefix '{text}' is ambiguous; give more characters")
         return matches[0]
+
+
+def claimable(run: RunRecord, stale_before: datetime) -> bool:
+    """What ``claim_run`` may take: pending, crashed, or running with a stale heartbeat."""
+    if run.status in (RunStatus.PENDING, RunStatus.CRASHED):
+        return True
+    stale = run.last_heartbeat is None or run.last_heartbeat < stale_before
+    return run.status == RunStatus.RUNNING and stale
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from flow_engine.storage import (
     RunStore,
     StepRecord,
     StorageBackendInfo,
+    claimable,
     utcnow,
 )
 
@@ -53,17 +54,29 @@ class MemoryStore(RunStore):
         with self._lock:
             self._apply(self._steps[step_id], step_changes)
             self._apply(self._runs[run_id], run_changes)
-            return run_id in self._cancel_requested
+            return self._cancelled(run_id)
+
+    def _cancelled(self, run_id: uuid.UUID | None) -> bool:
+        """Was a cancel requested for this run or a run it is a child of? (Called under the lock.)"""
+        for _ in range(100):
+            if run_id is None or run_id not in self._runs:
+                return False
+            if run_id in self._cancel_requested:
+                return True
+            run_id = self._runs[run_id].parent_run_id
+        return False
 
     async def heartbeat(self, run_id: uuid.UUID, at: datetime) -> bool:
         with self._lock:
             self._runs[run_id].last_heartbeat = at
-            return run_id in self._cancel_requested
+            return self._cancelled(run_id)
 
     async def prepare_resume(self, run_id: uuid.UUID, run_changes: dict[str, Any]) -> None:
         with self._lock:
             self._steps = {
-                k: s for k, s in self._steps.items() if s.flow_run_id != run_id or s.status == RunStatus.COMPLETED
+                k: s
+                for k, s in self._steps.items()
+                if s.flow_run_id != run_id or s.status == RunStatus.COMPLETED
             }
             self._cancel_requested.discard(run_id)
             self._apply(self._runs[run_id], run_changes)
@@ -71,8 +84,12 @@ class MemoryStore(RunStore):
     async def request_cancel(self, run_id: uuid.UUID) -> str:
         with self._lock:
             run = self._runs[run_id]
-            if run.status == RunStatus.PENDING:
+            if run.status in (RunStatus.PENDING, RunStatus.CRASHED):
+                when = (
+                    "before it started" if run.status == RunStatus.PENDING else "after its process had died"
+                )
                 run.status, run.completed_at = RunStatus.CANCELLED.value, utcnow()
+                run.error_message = f"cancelled (flow cancel) {when}"
             elif run.status == RunStatus.RUNNING:
                 self._cancel_requested.add(run_id)
             return run.status
@@ -87,6 +104,16 @@ class MemoryStore(RunStore):
                     run.error_message = f"no heartbeat since {run.last_heartbeat}; its process probably died"
                     marked.append(run.id)
         return marked
+
+    async def claim_run(self, run_id: uuid.UUID, owner: str, stale_before: datetime) -> bool:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or not claimable(run, stale_before):
+                return False
+            now = utcnow()
+            run.status, run.claimed_by, run.last_heartbeat = RunStatus.RUNNING.value, owner, now
+            run.started_at = run.started_at or now
+            return True
 
     async def record_llm_request(self, request: LLMRequestRecord) -> None:
         with self._lock:

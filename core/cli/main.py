@@ -25,6 +25,8 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "resume": "flow_engine.cli.durable_cmd:resume",
     "cancel": "flow_engine.cli.durable_cmd:cancel",
     "recover": "flow_engine.cli.durable_cmd:recover",
+    "wait": "flow_engine.cli.wait_cmd:wait",
+    "worker": "flow_engine.cli.worker_cmd:worker",
 }
 SHORT_HELP: dict[str, str] = {
     "run": "Run a flow and print its outputs.",
@@ -36,6 +38,8 @@ SHORT_HELP: dict[str, str] = {
     "resume": "Resume a failed, crashed or cancelled run in place.",
     "cancel": "Cancel a run at its next step boundary.",
     "recover": "Mark runs whose heartbeat stopped as crashed.",
+    "wait": "Wait until a run ends and print its result like `flow run`.",
+    "worker": "Start a worker that executes submitted runs (Celery).",
 }
 
 

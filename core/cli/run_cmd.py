@@ -288,9 +288,15 @@ class _Report:
             if payload.get("unpriced_calls"):
                 parts.append(f"cost unknown ({payload['unpriced_calls']} unpriced call(s))")
             elif payload.get("total_cost") is not None:
-                parts.append(f"${payload['total_cost']:.4f}")
+                from .history_cmd import fmt_cost  # a tiny cost is not shown as $0.0000
+
+                parts.append(fmt_cost(payload["total_cost"]))
         click.echo(" · ".join(parts), err=True)
         click.echo(f"See it again with: flow show {run_id}", err=True)
+        if payload["status"] in ("failed", "cancelled", "crashed"):
+            click.echo(
+                f"Resume it with: flow resume {run_id} (its completed steps are not run again)", err=True
+            )
 
 
 def _print_outputs(outputs: Any) -> None:
@@ -349,6 +355,23 @@ def _err_console() -> Any | None:
     "--json", "as_json", is_flag=True, help="Print one JSON object: run_id, status, outputs, error."
 )
 @click.option("--traceback", "show_traceback", is_flag=True, help="On failure, also print the traceback.")
+@click.option(
+    "--record",
+    "record_to",
+    metavar="CASSETTE",
+    help="Save every LLM response of the run to this JSON file, to replay it later (no keys are saved).",
+)
+@click.option(
+    "--replay",
+    "replay_from",
+    metavar="CASSETTE",
+    help="Answer every LLM request from this file (made by --record): no network, no key; "
+    "a request it does not hold fails the run (exit 2).",
+)
+@click.option(
+    "--background", is_flag=True, help="Submit the run to workers and print its id at once (see `flow wait`)."
+)
+@click.option("--executor", metavar="NAME", help="With --background: the executor (default celery).")
 def run(
     target: str,
     pairs: tuple[str, ...],
@@ -358,6 +381,10 @@ def run(
     max_tokens: int | None,
     as_json: bool,
     show_traceback: bool,
+    record_to: str | None,
+    replay_from: str | None,
+    background: bool,
+    executor: str | None,
 ) -> None:
     """Run FLOW and print its outputs.
 
@@ -375,8 +402,16 @@ def run(
         report.refuse(exc, EXIT_USAGE)
     except FlowEngineError as exc:
         report.refuse(exc, EXIT_FAILED)
+    tape = _open_cassette(record_to, replay_from, background, report)
     budget = {"max_cost": max_cost, "max_tokens": max_tokens}
-    _execute(flow_cls, inputs, model, budget, report, show_traceback)
+    if background or executor:
+        if not background:
+            report.refuse(UsageError("--executor goes with --background"), EXIT_USAGE)
+        from .wait_cmd import submit_in_background
+
+        submit_in_background(flow_cls, inputs, model, budget, executor, report)
+    with _using_cassette(tape):
+        _execute(flow_cls, inputs, model, budget, report, show_traceback)
 
 
 def _prepare(
@@ -406,6 +441,44 @@ def _prepare(
         url = redact_url(engine.database_url)  # never print a password
         raise FlowEngineError(f"cannot open the database {url}: {redact_text(describe_error(exc))}") from exc
     return flow_cls, inputs
+
+
+def _open_cassette(record_to: str | None, replay_from: str | None, background: bool, report: _Report) -> Any:
+    """The cassette of ``--record`` / ``--replay``, opened (a replayed file read) before any run exists."""
+    if record_to is None and replay_from is None:
+        return None
+    from flow_engine.llm.cassette import Cassette
+
+    if record_to is not None and replay_from is not None:
+        report.refuse(UsageError("--record and --replay do not go together"), EXIT_USAGE)
+    if background:
+        report.refuse(UsageError("--record/--replay need the run in this process, not --background"))
+    try:
+        if replay_from is not None:
+            return Cassette(replay_from, "replay")
+        return Cassette(str(record_to), "record")
+    except UsageError as exc:
+        report.refuse(exc, EXIT_USAGE)
+
+
+@contextlib.contextmanager
+def _using_cassette(tape: Any) -> Any:
+    """Record to / replay from ``tape`` around the run; say on stderr what it did, however the run ends."""
+    if tape is None:
+        yield
+        return
+    from flow_engine.llm.intercept import using_cassette
+
+    try:
+        with using_cassette(tape):
+            yield
+    finally:
+        if tape.replaying:
+            used, held = len(tape.interactions) - len(tape.unplayed), len(tape.interactions)
+            click.echo(f"Replayed {used} of {held} LLM response(s) from {tape.path}", err=True)
+        else:
+            tape.save()  # also when nothing was recorded: the file says so
+            click.echo(f"Recorded {len(tape.interactions)} LLM response(s) to {tape.path}", err=True)
 
 
 def _execute(

@@ -12,23 +12,37 @@ import uuid
 from datetime import datetime
 from typing import Any, cast
 
+from sqlalchemy import and_, bindparam, case, delete, or_, select, update
+
 from flow_engine.errors import NotFoundError
 from flow_engine.storage import RunStatus
-from sqlalchemy import bindparam, delete, or_, select
 
 from .models import flow_runs, flow_step_runs
 
 
 def cancel_flag(cursor: Any, dml: Any, run_id: uuid.UUID) -> bool:
-    """Was ``flow cancel`` asked for this run (by any process)? Read after each step and heartbeat."""
-    sql, params = dml.statement(
-        "cancel_flag",
-        lambda: select(flow_runs.c.cancel_requested).where(flow_runs.c.id == bindparam("run_id")),
-        {"run_id": run_id},
-    )
-    cursor.execute(sql, params)
-    row = cursor.fetchone()
-    return bool(row and row[0])
+    """Was ``flow cancel`` asked for this run or a run it is a child of (by any process)? Read after
+    each step and heartbeat, so a cancelled root run stops its running child at the child's next step."""
+    to_id = flow_runs.c.parent_run_id.type.dialect_impl(dml.dialect).result_processor(dml.dialect, None)
+    current: uuid.UUID | None = run_id
+    for _ in range(100):  # a parent chain, never a cycle; bounded anyway
+        if current is None:
+            return False
+        sql, params = dml.statement(
+            "cancel_flag_chain",
+            lambda: select(flow_runs.c.cancel_requested, flow_runs.c.parent_run_id).where(
+                flow_runs.c.id == bindparam("run_id")
+            ),
+            {"run_id": current},
+        )
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+        if row is None:
+            return False
+        if row[0]:
+            return True
+        current = to_id(row[1]) if to_id and row[1] is not None else row[1]
+    return False
 
 
 def delete_unfinished_steps(cursor: Any, dml: Any, run_id: uuid.UUID) -> None:
@@ -43,23 +57,89 @@ def delete_unfinished_steps(cursor: Any, dml: Any, run_id: uuid.UUID) -> None:
     cursor.execute(sql, params)
 
 
+_CANCELLED_AT_ONCE = {
+    RunStatus.PENDING.value: "cancelled (flow cancel) before it started",
+    RunStatus.CRASHED.value: "cancelled (flow cancel) after its process had died",
+}
+
+
 def request_cancel(cursor: Any, dml: Any, run_id: uuid.UUID, now: datetime) -> str:
-    sql, params = dml.statement(
-        "run_status",
-        lambda: select(flow_runs.c.status).where(flow_runs.c.id == bindparam("run_id")),
-        {"run_id": run_id},
-    )
+    """A running run gets the flag its process reads at the next step boundary; a pending or crashed
+    run (nobody executes it) is cancelled at once - conditionally, so a worker that claims it at the
+    same moment wins or loses cleanly. Returns the status after the request."""
+    c = flow_runs.c
+    for _ in range(3):  # the status may change under us (a worker claims the run): read it again
+        sql, params = dml.statement(
+            "run_status", lambda: select(c.status).where(c.id == bindparam("run_id")), {"run_id": run_id}
+        )
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+        if row is None:
+            raise NotFoundError(f"no run with id {run_id}")
+        status = str(row[0])
+        if status == RunStatus.RUNNING.value:
+            cursor.execute(*dml.update(flow_runs, run_id, {"cancel_requested": True}))
+            return status
+        if status not in _CANCELLED_AT_ONCE:  # completed, failed or cancelled already
+            return status
+        sql, params = dml.statement(
+            "cancel_at_once",
+            lambda: (
+                update(flow_runs)
+                .where(c.id == bindparam("p_run_id"), c.status == bindparam("p_status"))
+                .values(
+                    status=RunStatus.CANCELLED.value,
+                    completed_at=bindparam("p_now", type_=c.completed_at.type),
+                    error_message=bindparam("p_message", type_=c.error_message.type),
+                )
+            ),
+            {"p_run_id": run_id, "p_status": status, "p_now": now, "p_message": _CANCELLED_AT_ONCE[status]},
+        )
+        cursor.execute(sql, params)
+        if cursor.rowcount == 1:
+            return RunStatus.CANCELLED.value
+    return status
+
+
+def claim_run(
+    cursor: Any, dml: Any, run_id: uuid.UUID, owner: str, stale_before: datetime, now: datetime
+) -> bool:
+    """The atomic claim of a submitted run: ONE conditional UPDATE, so of two workers that try at once
+    exactly one matches the row (SQLite: the writer's ``BEGIN IMMEDIATE`` serializes them; PostgreSQL:
+    the second UPDATE waits for the first's row lock, then re-checks the WHERE clause and finds the run
+    running with a fresh heartbeat)."""
+    c = flow_runs.c
+
+    def build() -> Any:
+        return (
+            update(flow_runs)
+            .where(
+                c.id == bindparam("p_run_id"),
+                or_(
+                    c.status == RunStatus.PENDING.value,
+                    c.status == RunStatus.CRASHED.value,
+                    and_(
+                        c.status == RunStatus.RUNNING.value,
+                        or_(c.last_heartbeat.is_(None), c.last_heartbeat < bindparam("p_stale_before")),
+                    ),
+                ),
+            )
+            .values(
+                status=RunStatus.RUNNING.value,
+                claimed_by=bindparam("p_owner", type_=c.claimed_by.type),
+                last_heartbeat=bindparam("p_now", type_=c.last_heartbeat.type),
+                started_at=case(
+                    (c.started_at.is_(None), bindparam("p_started", type_=c.started_at.type)),
+                    else_=c.started_at,
+                ),
+            )
+        )
+
+    values = {"p_run_id": run_id, "p_owner": owner, "p_stale_before": stale_before, "p_now": now}
+    values["p_started"] = now
+    sql, params = dml.statement("claim_run", build, values)
     cursor.execute(sql, params)
-    row = cursor.fetchone()
-    if row is None:
-        raise NotFoundError(f"no run with id {run_id}")
-    status = row[0]
-    if status == RunStatus.PENDING.value:
-        status = RunStatus.CANCELLED.value
-        cursor.execute(*dml.update(flow_runs, run_id, {"status": status, "completed_at": now}))
-    elif status == RunStatus.RUNNING.value:
-        cursor.execute(*dml.update(flow_runs, run_id, {"cancel_requested": True}))
-    return str(status)
+    return bool(cursor.rowcount == 1)
 
 
 def mark_crashed(cursor: Any, dml: Any, stale_before: datetime, run_id: uuid.UUID | None) -> list[uuid.UUID]:

@@ -9,6 +9,8 @@ Additions to the seed, and why:
   mistaken for the full cost.
 - ``flow_runs.cancel_requested``: set by ``flow cancel`` (any process), read by the running flow at
   its next step boundary or heartbeat. Not part of ``RunRecord``: only the store reads it.
+- ``flow_runs.claimed_by``: the worker executing a submitted (background) run, set by the atomic
+  ``claim_run`` so that two workers handed the same run never both execute it (revision 0002).
 - ``flow_step_runs.step_key`` (unique per run) and ``step_type``: the stable key of a step (name +
   occurrence) that a resumed run matches saved outputs by.
 - ``flow_step_runs.cost_estimate`` is nullable: NULL means "unknown price", never 0.
@@ -117,6 +119,9 @@ class FlowRunModel(Base):
 
     # Error information
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    # Background execution: the worker that claimed the run (revision 0002)
+    claimed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
     # Relationships
     steps: Mapped[list[FlowStepRunModel]] = relationship(

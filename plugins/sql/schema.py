@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from .connect import display_url
 
-HEAD = "0001_initial"
+HEAD = "0002_claimed_by"
 
 
 def stored_revisions(engine: Engine) -> set[str]:

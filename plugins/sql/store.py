@@ -19,13 +19,14 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from flow_engine.errors import ConfigurationError
-from flow_engine.storage import LLMRequestRecord, RunRecord, RunStore, StepRecord, utcnow
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from flow_engine.errors import ConfigurationError
+from flow_engine.storage import LLMRequestRecord, RunRecord, RunStore, StepRecord, utcnow
+
 from .connect import create_sql_engine, display_url, sqlite_path
-from .durable import cancel_flag, delete_unfinished_steps, mark_crashed, request_cancel
+from .durable import cancel_flag, claim_run, delete_unfinished_steps, mark_crashed, request_cancel
 from .models import flow_runs, flow_step_runs, llm_requests
 from .repo import FlowRunRepo, FlowStepRunRepo, LLMRequestRepo
 from .schema import ensure_schema
@@ -44,6 +45,38 @@ def _check(columns: frozenset[str], changes: dict[str, Any], what: str) -> dict[
     if isinstance(status, enum.Enum):  # drivers may store an enum's name; we store its value
         changes = {**changes, "status": status.value}
     return changes
+
+
+def cancel_flags(cursor: Any, dml: Any, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, bool]:
+    """``durable.cancel_flag`` of many runs at once, for a batch of writes: was a cancel requested for
+    each run or a run it is a child of? One query per level of parent runs."""
+    known: dict[uuid.UUID, tuple[bool, uuid.UUID | None]] = {}
+    wanted = list(dict.fromkeys(run_ids))
+    for _ in range(100):  # a parent chain, never a cycle; bounded anyway
+        if not wanted:
+            break
+        found = dml.rows_by_id(cursor, _RUNS, ("cancel_requested", "parent_run_id"), wanted)
+        for run_id in wanted:
+            flag, parent = found.get(run_id, (False, None))
+            known[run_id] = (bool(flag), parent)
+        wanted = [
+            parent
+            for flag, parent in list(known.values())
+            if not flag and parent is not None and parent not in known
+        ]
+        wanted = list(dict.fromkeys(wanted))
+    flags: dict[uuid.UUID, bool] = {}
+    for run_id in run_ids:
+        current: uuid.UUID | None = run_id
+        flag = False
+        for _ in range(100):
+            if current is None or current not in known:
+                break
+            flag, current = known[current]
+            if flag:
+                break
+        flags[run_id] = flag
+    return flags
 
 
 def _values(record: Any) -> dict[str, Any]:
@@ -104,7 +137,7 @@ class SqlStore(RunStore):
             actions.append(("update", _STEPS, step_id, _check(_STEP_COLUMNS, step_changes, "a step")))
         if run_changes:
             actions.append(("update", _RUNS, run_id, _check(_RUN_COLUMNS, run_changes, "a run")))
-        actions.append(("call", cancel_flag, run_id))
+        actions.append(("lookup", cancel_flag, cancel_flags, run_id))
         return bool(await self._writer.submit(Operation(("step {} of run {}", step_id, run_id), actions)))
 
     async def record_llm_request(self, request: LLMRequestRecord) -> None:
@@ -113,7 +146,10 @@ class SqlStore(RunStore):
 
     # -- durable execution -------------------------------------------------------------------
     async def heartbeat(self, run_id: uuid.UUID, at: datetime) -> bool:
-        actions = [("update", _RUNS, run_id, {"last_heartbeat": at}), ("call", cancel_flag, run_id)]
+        actions = [
+            ("update", _RUNS, run_id, {"last_heartbeat": at}),
+            ("lookup", cancel_flag, cancel_flags, run_id),
+        ]
         return bool(await self._writer.submit(Operation(("heartbeat of run {}", run_id), actions)))
 
     async def prepare_resume(self, run_id: uuid.UUID, run_changes: dict[str, Any]) -> None:
@@ -130,6 +166,11 @@ class SqlStore(RunStore):
     async def mark_crashed(self, stale_before: datetime, run_id: uuid.UUID | None = None) -> list[uuid.UUID]:
         operation = Operation("crashed runs", [("call", mark_crashed, stale_before, run_id)])
         return list(await self._writer.submit(operation))
+
+    async def claim_run(self, run_id: uuid.UUID, owner: str, stale_before: datetime) -> bool:
+        action = ("call", claim_run, run_id, owner, stale_before, utcnow())
+        operation = Operation(("claim of run {} by {}", run_id, owner), [action])
+        return bool(await self._writer.submit(operation))
 
     # -- reads ------------------------------------------------------------------------------
     @contextlib.contextmanager

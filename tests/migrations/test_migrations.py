@@ -113,13 +113,13 @@ def test_autogenerate_against_a_database_at_head_writes_an_empty_revision(tmp_pa
                 config,
                 message="nothing",
                 autogenerate=True,
-                rev_id="0002_nothing",
+                rev_id="9999_nothing",
                 version_path=str(versions),
             )
     finally:
         engine.dispose()
     source = Path(script.path).read_text()  # type: ignore[union-attr]
-    assert "down_revision: str | Sequence[str] | None = '0001_initial'" in source
-    assert Path(script.path).name == "0002_nothing.py"  # type: ignore[union-attr]
+    assert f"down_revision: str | Sequence[str] | None = '{schema.HEAD}'" in source
+    assert Path(script.path).name == "9999_nothing.py"  # type: ignore[union-attr]
     upgrade = source.split("def upgrade() -> None:", 1)[1].split("def downgrade", 1)[0]
     assert "pass" in upgrade and "op." not in source  # the models and the migrations agree

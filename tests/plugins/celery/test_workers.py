@@ -1,0 +1,180 @@
+"""Real Celery workers (``flow worker`` subprocesses) against Redis, PostgreSQL and the fake OpenAI
+server in its own process: scale-out, the command line, a flow missing on the worker, a run whose
+message comes back while its worker lives, and a worker killed with SIGKILL in the middle of a flow.
+
+The tests share one deployment and two workers (module scope: a worker takes seconds to start); the
+SIGKILL test comes last because it kills one of them.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from tests.plugins.celery.services import Deployment, Worker
+from tests.plugins.celery.worker_flows import answer_of, prompt_of
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+FLOW = "tests.plugins.celery.worker_flows:Questions"
+
+
+@pytest.fixture(scope="module")
+def workers(cluster: Deployment) -> list[Worker]:
+    return cluster.start_workers(2, concurrency=50)
+
+
+@pytest.fixture
+def latency(cluster: Deployment) -> Iterator[object]:
+    """Set the fake server's latency (ms) for one test; the default comes back afterwards."""
+
+    def set_latency(ms: float) -> None:
+        cluster.fake.configure(latency_ms=ms)
+
+    yield set_latency
+    cluster.fake.configure(latency_ms=50)
+
+
+def prompt_counts(cluster: Deployment) -> Counter[str]:
+    return Counter(r.messages[-1]["content"] for r in cluster.fake.chat_requests)
+
+
+def test_200_flows_submitted_from_another_process_all_complete_on_two_workers(cluster, workers):
+    done = cluster.python("-m", "tests.plugins.celery.submit_many", "200", "scale", "2")
+    assert done.returncode == 0, done.stderr
+    ids = {uuid.UUID(i) for i in json.loads(done.stdout)}
+    assert len(ids) == 200
+
+    def finished() -> list[object] | None:
+        runs = [r for r in cluster.store.list_runs(flow_name="celery_questions", limit=10_000) if r.id in ids]
+        return runs if len(runs) == 200 and all(r.status in ("completed", "failed") for r in runs) else None
+
+    runs = cluster.wait_until(finished, timeout=120, what="200 runs to finish")
+    assert Counter(r.status for r in runs) == {"completed": 200}
+    for run in runs:
+        topic = run.inputs["topic"]
+        assert run.outputs == {"topic": topic, "answers": [answer_of(topic, 1), answer_of(topic, 2)]}
+        assert run.execution_mode == "background" and run.step_progress == 2
+    # both workers took part, and every LLM call was made exactly once: no run was executed twice
+    assert {cluster.worker_of(r.claimed_by).name for r in runs} == {"w1", "w2"}
+    counts = prompt_counts(cluster)
+    expected = {prompt_of(f"scale-{i}", n) for i in range(200) for n in (1, 2)}
+    assert set(counts) == expected and set(counts.values()) == {1}
+
+
+def test_flow_run_background_prints_the_id_and_flow_wait_prints_the_result(cluster, workers):
+    submitted = cluster.flow("run", FLOW, "-i", "topic=cli", "-i", "count=2", "--background")
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.strip()
+    assert str(uuid.UUID(run_id)) == run_id
+    assert f"flow wait {run_id}" in submitted.stderr
+
+    waited = cluster.flow("wait", run_id[:8], "--timeout", "60", "--json")
+    assert waited.returncode == 0, waited.stderr
+    result = json.loads(waited.stdout)
+    assert result["status"] == "completed" and result["run_id"] == run_id
+    assert result["outputs"] == {"topic": "cli", "answers": [answer_of("cli", 1), answer_of("cli", 2)]}
+    assert result["total_tokens"] > 0
+
+    shown = json.loads(cluster.flow("show", run_id, "--json").stdout)["run"]
+    assert shown["execution_mode"] == "background" and shown["claimed_by"].startswith("celery:")
+    assert shown["flow_metadata"]["background"]["executor"] == "celery"
+
+
+def test_a_flow_not_installed_on_the_worker_fails_the_run_with_a_clear_message(cluster, workers):
+    folder = cluster.tmp / "submitter_only"
+    folder.mkdir()
+    (folder / "only_here.py").write_text(
+        textwrap.dedent(
+            """
+            from flow_engine import BaseFlow
+
+            class OnlyHere(BaseFlow):
+                flow_name = "only_on_the_submitter"
+
+                async def _execute_flow_logic(self, inputs):
+                    return {"never": "run"}
+            """
+        )
+    )
+    submitted = cluster.flow("run", "only_here:OnlyHere", "--background", pythonpath=[folder])
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.strip()
+
+    waited = cluster.flow("wait", run_id, "--timeout", "60", pythonpath=[folder])
+    assert waited.returncode == 1
+    assert "Traceback" not in waited.stderr
+    run = cluster.store.get_run(uuid.UUID(run_id))
+    assert run.status == "failed"
+    assert "cannot run flow 'only_on_the_submitter'" in run.error_message
+    assert "only_here" in run.error_message  # names the module it could not import
+    assert "cannot run flow 'only_on_the_submitter'" in waited.stderr
+
+
+def test_a_run_delivered_again_while_its_worker_lives_is_not_executed_twice(cluster, workers, latency):
+    # 3 steps of 1.5 s: longer than Redis's visibility timeout (3 s), so the message is delivered a
+    # second time while the first worker is still executing the run
+    latency(1500)
+    done = cluster.python("-m", "tests.plugins.celery.submit_many", "1", "slow", "3")
+    assert done.returncode == 0, done.stderr
+    run_id = uuid.UUID(json.loads(done.stdout)[0])
+    first_owner = cluster.wait_until(lambda: cluster.store.get_run(run_id).claimed_by, 30, "the claim")
+
+    run = cluster.wait_until(
+        lambda: (r := cluster.store.get_run(run_id)).status == "completed" and r, 60, "the run to complete"
+    )
+    assert run.claimed_by == first_owner
+    assert run.outputs["answers"] == [answer_of("slow-0", n) for n in (1, 2, 3)]
+    assert prompt_counts(cluster) == {prompt_of("slow-0", n): 1 for n in (1, 2, 3)}
+    # the second delivery happened, found the run owned by a live worker, and only watched it
+    logs = "".join(w.log() for w in cluster.workers)
+    assert f"run {run_id} is being executed by {first_owner}; watching it" in logs
+    assert "resumed" not in (run.flow_metadata or {})
+
+
+def test_a_worker_killed_mid_flow_is_replaced_and_completed_steps_are_not_paid_again(
+    cluster, workers, latency
+):
+    latency(700)
+    done = cluster.python("-m", "tests.plugins.celery.submit_many", "1", "kill", "4")
+    assert done.returncode == 0, done.stderr
+    run_id = uuid.UUID(json.loads(done.stdout)[0])
+    cluster.wait_until(lambda: cluster.store.get_run(run_id).step_progress >= 2, 30, "two completed steps")
+
+    victim = cluster.worker_of(cluster.store.get_run(run_id).claimed_by)
+    victim.kill()  # SIGKILL: no shutdown, no acknowledgement, the heartbeat just stops
+    completed_before = {s.step_key for s in cluster.store.list_steps(run_id) if s.status == "completed"}
+    assert len(completed_before) >= 2
+
+    run = cluster.wait_until(
+        lambda: (r := cluster.store.get_run(run_id)).status == "completed" and r, 90, "the takeover"
+    )
+    survivor = next(w for w in cluster.workers if w is not victim)
+    assert cluster.worker_of(run.claimed_by) is survivor
+    assert run.outputs["answers"] == [answer_of("kill-0", n) for n in (1, 2, 3, 4)]
+    assert [s.step_key for s in cluster.store.list_steps(run_id)] == ["ask", "ask#2", "ask#3", "ask#4"]
+    assert run.flow_metadata["resumed"][0]["previous_status"] == "running"
+
+    counts = prompt_counts(cluster)
+    for number, key in enumerate(["ask", "ask#2", "ask#3", "ask#4"], start=1):
+        prompt = prompt_of("kill-0", number)
+        if key in completed_before:
+            assert counts[prompt] == 1, f"completed step {key} called the LLM again"
+        else:  # the step in flight when the worker died is asked again; the later ones once
+            assert 1 <= counts[prompt] <= 2
+    assert sum(counts.values()) <= 5
+    assert f"run {run_id} (celery_questions) resumed by" in survivor.log()
+
+
+def test_a_worker_stops_cleanly_on_sigterm(cluster, workers):
+    import signal
+
+    [survivor] = [w for w in cluster.workers if w.alive()]
+    survivor.process.send_signal(signal.SIGTERM)  # warm shutdown: running flows would finish first
+    assert survivor.process.wait(30) == 0
+    assert "Traceback" not in survivor.log()
