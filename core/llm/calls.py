@@ -4,9 +4,9 @@ Retries of transient failures (429, 5xx, timeouts, connection errors) live here 
 openai SDK's own retries are switched off (``max_retries=0``, ``num_retries=0``) so every attempt is
 counted, backed off (exponential with jitter, honouring ``Retry-After``), logged and stored.
 
-The retry loop is a plain loop rather than tenacity's ``AsyncRetrying``: tenacity's per-call machinery
+Retries use tenacity, but only after a first attempt failed transiently: tenacity's per-call machinery
 (wrapping every hook as a coroutine, inspecting callables) cost more than the rest of the engine's
-per-step overhead together, on every call, including the vast majority that succeed first time.
+per-step overhead together, and the vast majority of calls succeed first time.
 Re-asking after an answer that does not validate is a different thing (``structured.py``).
 """
 
@@ -18,9 +18,12 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from ..context import current_step
 from ..engine import get_engine
@@ -208,6 +211,35 @@ def _first_line(text: str) -> str:
     return lines[0][:500] if lines else ""
 
 
+async def _retry_transient(
+    attempt: Callable[[], Awaitable[LLMCall]],
+    first_error: BaseException,
+    settings: Any,
+    in_process: bool,
+    log_retry: Callable[[BaseException, float], None],
+) -> LLMCall:
+    """The attempts after a transient failure, through tenacity: backoff (or the server's
+    ``Retry-After``) before each, up to ``max_retries`` more, transient failures only."""
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        return retry_delay(exc or first_error, state.attempt_number + 1, settings)
+
+    first_delay = retry_delay(first_error, 1, settings)
+    log_retry(first_error, first_delay)
+    await asyncio.sleep(first_delay)
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(settings.max_retries),
+        wait=wait,
+        retry=retry_if_exception(lambda exc: is_transient(exc, in_process=in_process)),
+        before_sleep=lambda state: log_retry(
+            (state.outcome.exception() if state.outcome else None) or first_error, state.upcoming_sleep
+        ),
+        reraise=True,
+    )
+    return await retrying(attempt)
+
+
 async def _call_with_retries(
     kind: str,
     model: str,
@@ -336,27 +368,26 @@ async def _call_with_retries(
             attempts=attempt_no,
         )
 
+    def log_retry(exc: BaseException, delay: float) -> None:
+        status = getattr(exc, "status_code", None)
+        log.warning(
+            "%s with model '%s' failed (%s%s); retry %d/%d in %.2fs",
+            kind,
+            model,
+            type(exc).__name__,
+            f", HTTP {status}" if isinstance(status, int) else "",
+            attempt_no,
+            settings.max_retries,
+            delay,
+        )
+
     try:
-        while True:
-            try:
-                call = await one_attempt()
-                break
-            except Exception as exc:
-                if attempt_no > settings.max_retries or not is_transient(exc, in_process=in_process):
-                    raise
-                delay = retry_delay(exc, attempt_no, settings)
-                status = getattr(exc, "status_code", None)
-                log.warning(
-                    "%s with model '%s' failed (%s%s); retry %d/%d in %.2fs",
-                    kind,
-                    model,
-                    type(exc).__name__,
-                    f", HTTP {status}" if isinstance(status, int) else "",
-                    attempt_no,
-                    settings.max_retries,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+        try:  # the first attempt pays nothing for the retry machinery: most calls succeed first time
+            call = await one_attempt()
+        except Exception as first_error:
+            if settings.max_retries < 1 or not is_transient(first_error, in_process=in_process):
+                raise
+            call = await _retry_transient(one_attempt, first_error, settings, in_process, log_retry)
     except Exception as exc:
         own = _own_error(exc, in_process)
         if own is not None:
