@@ -148,7 +148,20 @@ class Series:
         return statistics.median(s.stall_p99_ms for s in self.samples)
 
 
+async def settle(limit: float = 10.0) -> None:
+    """Wait until this process is idle: litellm finishes its logging and cost callbacks in background
+    threads after a call has returned, and that work must not be billed to the next side measured."""
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        cpu = time.process_time()
+        await asyncio.sleep(0.2)
+        if time.process_time() - cpu < 0.01:  # under 5% of one core
+            return
+
+
 async def timed(work: Callable[[], Awaitable[Any]]) -> Sample:
+    await settle()
+    gc.collect()  # each side starts with a clean heap, not the previous side's garbage
     with StallMonitor() as monitor:
         await asyncio.sleep(0)  # let the monitor start
         cpu = time.process_time()

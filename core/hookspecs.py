@@ -39,7 +39,8 @@ def register_storage_backends(register: Callable[[StorageBackendInfo], None]) ->
 
 @hookspec
 def register_model_providers(register: Callable[[ModelProviderInfo], None]) -> None:
-    """Register in-process litellm custom providers: ``register(ModelProviderInfo(name, handler_factory))``."""
+    """Register in-process litellm custom providers:
+    ``register(ModelProviderInfo(name, handler_factory))``."""
 
 
 @hookspec

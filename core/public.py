@@ -1,4 +1,4 @@
-'''
+"""
 Flow Engine Public Interface
 
 Everything needed to create and execute AI-powered workflows. Both flows and steps use consistent
@@ -29,12 +29,15 @@ class ArticleProcessingFlow(BaseFlow):
         return {
             "summary": summary_result.output_content.model_dump(),
             "metadata": {
-                "total_tokens": extract_result.metadata["tokens_used"] + summary_result.metadata["tokens_used"]
+                "total_tokens": extract_result.metadata["tokens_used"]
+                + summary_result.metadata["tokens_used"]
             },
         }
 
 # Execute the flow - same pattern as steps!
-result = await ArticleProcessingFlow().execute({"article_text": "Long article content...", "style": "technical"})
+result = await ArticleProcessingFlow().execute(
+    {"article_text": "Long article content...", "style": "technical"}
+)
 ```
 
 ### Creating Steps
@@ -167,12 +170,14 @@ user data folder): see ``flow runs`` / ``flow show RUN_ID``. ``configure(...)`` 
 - **Automatic Context**: no boilerplate - runs, steps and child runs are tracked via contextvars
 - **Composable**: flows can call other flows using the same interface
 - **Pluggable**: step types, storage backends and model providers are pluggy plugins
-'''
+"""
+
+from flow_engine.plugins.image import ImageStep
+from flow_engine.plugins.news import NewsItem, NewsStep
+from flow_engine.plugins.structured import StructuredStep
+from flow_engine.plugins.unstructured import UnstructuredStep
 
 from .context import current_run_id
-from .resume import cancel as cancel_run
-from .resume import recover as recover_runs
-from .resume import resume as resume_run
 from .engine import configure
 from .errors import (
     BudgetExceeded,
@@ -187,22 +192,16 @@ from .errors import (
 )
 from .flows import BaseFlow
 from .hookspecs import hookimpl
+from .resume import cancel as cancel_run
+from .resume import recover as recover_runs
+from .resume import resume as resume_run
 from .steps import BaseStep, StepResult, StepType
 from .storage import RunStatus
-from flow_engine.plugins.image import ImageStep
-from flow_engine.plugins.news import NewsItem, NewsStep
-from flow_engine.plugins.structured import StructuredStep
-from flow_engine.plugins.unstructured import UnstructuredStep
 
 __all__ = [
     "BaseFlow",
     "BaseStep",
     "BudgetExceeded",
-    "ResumeMismatch",
-    "RunCancelled",
-    "cancel_run",
-    "recover_runs",
-    "resume_run",
     "FlowEngineError",
     "ImageStep",
     "InputValidationError",
@@ -210,6 +209,8 @@ __all__ = [
     "NewsItem",
     "NewsStep",
     "PromptError",
+    "ResumeMismatch",
+    "RunCancelled",
     "RunStatus",
     "StepResult",
     "StepType",
@@ -217,7 +218,10 @@ __all__ = [
     "StructuredStep",
     "UnstructuredStep",
     "UsageError",
+    "cancel_run",
     "configure",
     "current_run_id",
     "hookimpl",
+    "recover_runs",
+    "resume_run",
 ]

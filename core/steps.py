@@ -69,7 +69,9 @@ class BaseStep:
         if "step_name" not in cls.__dict__:
             cls.step_name = _snake(cls.__name__.removesuffix("Step") or cls.__name__)
 
-    async def execute(self, inputs: dict[str, Any] | BaseModel | None = None, *, model: str | None = None) -> StepResult:
+    async def execute(
+        self, inputs: dict[str, Any] | BaseModel | None = None, *, model: str | None = None
+    ) -> StepResult:
         """Validate ``inputs``, run the step, record it in the current run, return a ``StepResult``."""
         from .step_runner import run_step
 
@@ -100,7 +102,9 @@ class BaseStep:
             if isinstance(inputs, BaseModel):
                 return inputs.model_dump()
             if not isinstance(inputs, dict):
-                raise InputValidationError(owner, [{"loc": (), "msg": f"expected a dict, got {type(inputs).__name__}"}])
+                raise InputValidationError(
+                    owner, [{"loc": (), "msg": f"expected a dict, got {type(inputs).__name__}"}]
+                )
             return dict(inputs)
         if isinstance(inputs, cls.Inputs):
             return inputs

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from alembic import context
+
 from flow_engine.plugins.sql.models import Base
 
 config = context.config

@@ -9,6 +9,7 @@ database (PostgreSQL) is only ever migrated by ``flow db upgrade``.
 from __future__ import annotations
 
 import click
+
 from flow_engine.errors import UsageError
 
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres")

@@ -97,7 +97,9 @@ def list_flows(as_json: bool) -> None:
             flows.append(_flow_json(entry))
     if as_json:
         for problem in failed:  # the JSON has them too; a person watching the terminal should notice
-            click.echo(f"Warning: flow '{problem['name']}' ({problem['target']}): {problem['error']}", err=True)
+            click.echo(
+                f"Warning: flow '{problem['name']}' ({problem['target']}): {problem['error']}", err=True
+            )
         click.echo(json.dumps({"flows": flows, "failed": failed}, ensure_ascii=False, indent=2, default=str))
     else:
         _print_text(flows, failed)

@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 import click
+
 from flow_engine.errors import FlowEngineError, UsageError
 
 # name -> "module:attribute"; imported only when the command runs (or its help is shown)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
+
 from flow_engine.errors import FlowEngineError, InputValidationError, UsageError
 from flow_engine.hookspecs import hookimpl
 

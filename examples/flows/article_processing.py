@@ -56,7 +56,9 @@ class ArticleProcessingFlow(BaseFlow):
             "extracted_content": extract_result.output_content,
             "summary": summary_result.output_content.model_dump(),
             "metadata": {
-                "total_tokens": extract_result.metadata["tokens_used"] + summary_result.metadata["tokens_used"],
-                "total_cost": extract_result.metadata["cost_estimate"] + summary_result.metadata["cost_estimate"],
+                "total_tokens": extract_result.metadata["tokens_used"]
+                + summary_result.metadata["tokens_used"],
+                "total_cost": extract_result.metadata["cost_estimate"]
+                + summary_result.metadata["cost_estimate"],
             },
         }

@@ -22,11 +22,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+from pydantic import AfterValidator, BaseModel, Field, field_validator
+
 from flow_engine import BaseFlow, ImageStep, StructuredStep
 from flow_engine.plugins.news import NewsItem, NewsStep
 from flow_engine.plugins.news.models import check_since
 from flow_engine.plugins.news.sources import check_entries
-from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 SAMPLE_FEED = Path(__file__).resolve().with_name("sample_news.xml")
 

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from flow_engine.plugins.sql import types
 from sqlalchemy.dialects import postgresql
+
+from flow_engine.plugins.sql import types
 
 revision: str = "0001_initial"
 down_revision: str | Sequence[str] | None = None

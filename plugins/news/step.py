@@ -12,10 +12,11 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from pydantic import ValidationError
+
 from flow_engine.jsonable import describe_error
 from flow_engine.plugin_types import NewsSourceInfo
 from flow_engine.steps import BaseStep, StepOutput, StepType
-from pydantic import ValidationError
 
 from .filtering import select
 from .models import NewsInputs, NewsItem

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+
 from flow_engine.plugins.sql import schema
 
 HEAD = schema.HEAD

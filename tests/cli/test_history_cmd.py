@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
+
 from flow_engine import BaseFlow, BaseStep, UnstructuredStep
 from flow_engine.hookspecs import hookimpl
 from flow_engine.plugin_types import ModelProviderInfo

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from flow_engine.engine import get_engine
 from flow_engine.plugin_manager import PluginRegistry
 

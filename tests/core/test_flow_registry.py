@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from flow_engine import BaseFlow
 from flow_engine.errors import UsageError
 from flow_engine.examples.article_processing import ArticleProcessingFlow
@@ -19,7 +20,6 @@ from flow_engine.flow_registry import (
     resolve_flow,
     type_name,
 )
-
 from tests.cli.conftest import Distributions
 
 FLOWS = """

@@ -306,5 +306,5 @@ async def test_plain_step_without_run_is_a_clear_error(engine):
 
 async def test_step_type_from_disabled_plugin_is_refused(tmp_path):
     configure(database_url="memory://", data_dir=tmp_path, disable_plugins="python_step")
-    with pytest.raises(Exception, match="step type 'python'.*no loaded plugin registers"):
+    with pytest.raises(Exception, match=r"step type 'python'.*no loaded plugin registers"):
         await Double().execute({"x": 1})

@@ -6,10 +6,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+
 from flow_engine.errors import ConfigurationError, PluginConflictError
 from flow_engine.hookspecs import hookimpl
 from flow_engine.plugin_manager import PluginRegistry
-
 from tests.cli.conftest import Distributions
 
 STEP_TYPE_PLUGIN = """

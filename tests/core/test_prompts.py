@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
+
 from flow_engine import UnstructuredStep, configure
 from flow_engine.errors import PromptError, UsageError
 from flow_engine.prompts import builtin_prompts_dir, render_prompt, search_path
-from pydantic import BaseModel
 
 pytestmark = pytest.mark.usefixtures("no_network")  # 127.0.0.1 only
 

@@ -23,7 +23,11 @@ def hookspec_names() -> list[str]:
 
 def test_every_setting_is_documented_as_an_environment_variable():
     text = (DOCS / "configuration.md").read_text()
-    missing = [f"FLOW_ENGINE_{name.upper()}" for name in Settings.model_fields if f"`FLOW_ENGINE_{name.upper()}`" not in text]
+    missing = [
+        f"FLOW_ENGINE_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`FLOW_ENGINE_{name.upper()}`" not in text
+    ]
     assert not missing, f"docs/configuration.md does not document: {missing}"
 
 

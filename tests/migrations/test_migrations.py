@@ -11,11 +11,11 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
 from flow_engine.plugins.sql import migrate, schema
 from flow_engine.plugins.sql.connect import create_sql_engine
 from flow_engine.plugins.sql.models import Base
-from sqlalchemy import inspect
-
 from tests.plugins.sql.databases import BACKENDS, empty_database
 
 TABLES = {"flow_runs", "flow_step_runs", "llm_requests"}

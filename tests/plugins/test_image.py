@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
+
 from flow_engine import BaseFlow, ImageStep, configure
 from flow_engine.engine import get_engine
 from flow_engine.plugins.image import image_dimensions, sniff
-from pydantic import BaseModel
-
 from tests.fake_openai_server import Fault, ImageReply, tiny_png, use_fake_openai
 
 pytestmark = pytest.mark.usefixtures("no_network")  # 127.0.0.1 only

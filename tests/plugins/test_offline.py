@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel, Field
+
 from flow_engine import BaseFlow, StructuredStep, UnstructuredStep, configure
 from flow_engine.engine import get_engine
 from flow_engine.llm import complete
 from flow_engine.plugins.offline import estimate_tokens
-from pydantic import BaseModel, Field
 
 pytestmark = pytest.mark.usefixtures("no_network")  # 127.0.0.1 only
 

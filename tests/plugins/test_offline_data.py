@@ -13,6 +13,8 @@ from ipaddress import IPv4Address
 from typing import Annotated, Any, Literal
 
 import pytest
+from pydantic import AnyUrl, BaseModel, Field, conint, constr
+
 from flow_engine.plugins.offline_data import (
     SchemaFaker,
     offline_text,
@@ -20,7 +22,6 @@ from flow_engine.plugins.offline_data import (
     sample_pattern,
     schema_from_prompt,
 )
-from pydantic import AnyUrl, BaseModel, Field, conint, constr
 
 
 class Mood(enum.Enum):

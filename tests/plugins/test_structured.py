@@ -6,13 +6,13 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, Field
+
 from flow_engine import BaseFlow, StructuredStep
 from flow_engine.engine import get_engine
 from flow_engine.errors import StructuredOutputError
 from flow_engine.llm.calls import LLMRequestError
 from flow_engine.storage import RunStatus
-from pydantic import BaseModel, Field
-
 from tests.fake_openai_server import Reply, use_fake_openai
 
 pytestmark = pytest.mark.usefixtures("no_network")  # 127.0.0.1 only

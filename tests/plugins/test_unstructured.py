@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
+
 from flow_engine import BaseFlow, UnstructuredStep
 from flow_engine.engine import get_engine
 from flow_engine.errors import PromptError, UsageError
-from pydantic import BaseModel
-
 from tests.fake_openai_server import Reply, use_fake_openai
 
 pytestmark = pytest.mark.usefixtures("no_network")  # 127.0.0.1 only

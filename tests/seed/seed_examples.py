@@ -4,8 +4,9 @@ which the seed uses without importing. ``CreateThumbnailStep`` comes from the se
 
 from typing import Any
 
-from flow_engine.public import BaseFlow, ImageStep, StructuredStep, UnstructuredStep
 from pydantic import BaseModel, Field
+
+from flow_engine.public import BaseFlow, ImageStep, StructuredStep, UnstructuredStep
 
 
 # Image generation (from the seed's public.py "Creating Steps")

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flow_engine import configure
 from webpage_site import Site
+
+from flow_engine import configure
 
 pytestmark = pytest.mark.slow  # each test starts `flow` processes
 

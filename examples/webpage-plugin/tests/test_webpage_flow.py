@@ -6,12 +6,13 @@ from pathlib import Path
 
 import flow_engine_webpage
 import pytest
-from flow_engine import BaseFlow, InputValidationError, RunStatus
-from flow_engine.engine import get_engine
-from flow_engine.flow_registry import describe_inputs, load_registered
 from flow_engine_webpage import WebPage, WebPageError, WebPageStep
 from flow_engine_webpage.flows import PageSummaryFlow, SummarizePageStep
 from webpage_site import Site
+
+from flow_engine import BaseFlow, InputValidationError, RunStatus
+from flow_engine.engine import get_engine
+from flow_engine.flow_registry import describe_inputs, load_registered
 
 
 def test_the_flow_is_registered_by_name() -> None:

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from flow_engine import InputValidationError
-from flow_engine.engine import get_engine
 from flow_engine_webpage import WebPage, WebPageError, WebPageStep
 from flow_engine_webpage.plugin import register_step_types
 from webpage_site import HUGE_BYTES, SLOW_SECONDS, Site
+
+from flow_engine import InputValidationError
+from flow_engine.engine import get_engine
 
 PAGES = Path(__file__).parent / "pages"
 

@@ -8,13 +8,13 @@ import time
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
+
 from flow_engine import BaseFlow, UnstructuredStep
 from flow_engine.engine import get_engine
 from flow_engine.llm import complete, generate_image
 from flow_engine.llm.calls import LLMRequestError, is_transient, retry_after_seconds
 from flow_engine.storage import RunStatus
-from pydantic import BaseModel
-
 from tests.fake_openai_server import Fault, Reply, use_fake_openai
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from flow_engine import BaseFlow, UnstructuredStep, configure
 from pydantic import BaseModel
+
+from flow_engine import BaseFlow, UnstructuredStep, configure
 
 
 class Plain(UnstructuredStep):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel, ValidationError
+
 from flow_engine.llm.calls import LLMRequestError
 from flow_engine.llm.structured import (
     _is_rejection,
@@ -11,7 +13,6 @@ from flow_engine.llm.structured import (
     parse_answer,
     schema_instruction,
 )
-from pydantic import BaseModel, ValidationError
 
 
 class Point(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from flow_engine.plugins.news import NewsItem
 from flow_engine.plugins.news.filtering import Query, deduplicate, normalize_url, select
 from flow_engine.plugins.news.text import html_to_text, normalize_title

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
+from pydantic import ValidationError
+
 from flow_engine.plugins.news import NewsInputs, NewsItem, parse_since
 from flow_engine.plugins.news.models import parse_duration
-from pydantic import ValidationError
 
 NOW = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from flow_engine import InputValidationError
 from flow_engine.engine import get_engine
 from flow_engine.examples.news_digest import SAMPLE_FEED, DigestLine, NewsDigestFlow, digest_items, why_empty

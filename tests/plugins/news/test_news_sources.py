@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from flow_engine.engine import get_engine
 from flow_engine.errors import PluginConflictError
 from flow_engine.hookspecs import hookimpl

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from flow_engine import BaseFlow, InputValidationError
 from flow_engine.engine import get_engine
 from flow_engine.plugins.news import NewsGatheringError, NewsItem, NewsStep

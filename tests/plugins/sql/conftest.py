@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from flow_engine.engine import Engine, configure, reset_engine
 
 from .databases import BACKENDS, empty_database

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from flow_engine.plugins.sql.store import SqlStore
 
 WORKER = Path(__file__).with_name("concurrent_worker.py")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from flow_engine import configure
 from flow_engine.errors import ConfigurationError
 from flow_engine.plugins.sql.connect import display_url, parse_url, sqlite_path

@@ -7,9 +7,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.orm import Session
+
 from flow_engine.plugins.sql.models import FlowRunModel, FlowStepRunModel, LLMRequestModel
 from flow_engine.plugins.sql.repo import FlowRunRepo, FlowStepRunRepo, LLMRequestRepo
-from sqlalchemy.orm import Session
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 

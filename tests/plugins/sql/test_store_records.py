@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
+from sqlalchemy import text
+
 from flow_engine import BaseFlow, BaseStep, UnstructuredStep, configure
 from flow_engine.hookspecs import hookimpl
 from flow_engine.plugin_types import ModelProviderInfo
 from flow_engine.storage import RunStatus
-from pydantic import BaseModel
-from sqlalchemy import text
-
 from tests.fake_openai_server import Fault, Reply
 
 SECRET = "sk-test-secret-123456"

@@ -10,13 +10,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+
 from flow_engine import BaseFlow, BaseStep
 from flow_engine.errors import NotFoundError, UsageError
 from flow_engine.plugins.sql import writer as writer_module
 from flow_engine.plugins.sql.store import SqlStore
 from flow_engine.plugins.sql.writer import StorageError
 from flow_engine.storage import RunRecord, RunStatus, StepRecord, utcnow
-from sqlalchemy import text
 
 
 class Tick(BaseStep):
@@ -278,6 +279,7 @@ async def test_prepare_resume_drops_unfinished_steps_and_the_cancel_request(stor
 @pytest.mark.postgres
 async def test_a_lost_server_connection_is_replaced_without_losing_the_write(tmp_path):
     import psycopg
+
     from flow_engine.plugins.sql import migrate
 
     from .databases import _conninfo, pg_base_url, pg_schema

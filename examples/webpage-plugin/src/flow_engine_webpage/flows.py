@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flow_engine import BaseFlow, StructuredStep
 from pydantic import BaseModel, Field
+
+from flow_engine import BaseFlow, StructuredStep
 
 from .models import PageUrl, WebPage
 from .step import WebPageStep

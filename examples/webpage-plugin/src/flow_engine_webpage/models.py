@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from flow_engine.errors import FlowEngineError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from flow_engine.errors import FlowEngineError
 
 SCHEMES = ("http", "https", "file")
 
