@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flow_engine.errors import ConfigurationError
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
+
+from flow_engine.errors import ConfigurationError
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 BEGIN_OPTION = "flow_engine_sqlite_begin"  # execution option: "IMMEDIATE" for SA-managed write transactions

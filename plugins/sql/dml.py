@@ -8,19 +8,20 @@ directly on the cursor. Statements still come from the models' tables; only the 
 skipped.
 
 The writer also applies a whole batch with a handful of statements (``writer.py``): many rows of one
-shape in ONE statement on SQLite (a multi-row ``INSERT``, an ``UPDATE ... FROM (VALUES ...)``) and
-``rows_by_id`` for one ``SELECT ... WHERE id IN (...)``. Each statement the writer thread runs lets go
-of the GIL and must then wait to get it back from a busy event loop; fewer statements per batch is
-what keeps the writer's latency down when the event loop is CPU-bound.
+shape in ONE statement on SQLite and PostgreSQL (a multi-row ``INSERT``, an ``UPDATE ... FROM
+(VALUES ...)``) and ``rows_by_id`` for one ``SELECT ... WHERE id IN (...)``. Each statement the
+writer thread runs lets go of the GIL and must then wait to get it back from a busy event loop; fewer
+statements per batch is what keeps the writer's latency down when the event loop is CPU-bound.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import Boolean, Float, Integer, String, Table, bindparam, insert, update
 from sqlalchemy.engine import Dialect
 
 ID_PARAM = "_row_id"
@@ -55,11 +56,16 @@ class CompiledDml:
             for name in self.names
         )
 
-    def params(self, values: dict[str, Any]) -> Any:
+    def values(self, values: dict[str, Any]) -> list[Any]:
+        """The driver's values, in ``names`` order."""
         converted = []
         for name, processor, default in self.plan:
             value = values[name] if name in values else default
             converted.append(value if processor is None else processor(value))
+        return converted
+
+    def params(self, values: dict[str, Any]) -> Any:
+        converted = self.values(values)
         if self.positional:
             return converted
         return dict(zip(self.names, converted, strict=True))
@@ -72,15 +78,20 @@ class DmlCache:
         self.dialect = dialect
         self._cache: dict[Any, CompiledDml] = {}
         self._multi: dict[Any, str] = {}
-        # what the multi-row forms need: positional "?" parameters (SQLite), UPDATE ... FROM (3.33+)
-        self.multi_row = dialect.name == "sqlite" and dialect.paramstyle == "qmark"
-        self.update_from = self.multi_row and sqlite3.sqlite_version_info >= (3, 33, 0)
+        self._types: dict[tuple[str, str], str] = {}
+        # the multi-row forms: SQLite, rows of "?" in VALUES (UPDATE ... FROM since 3.33); PostgreSQL,
+        # one array per column through unnest(), so a shape is one statement text whatever the row count
+        self.sqlite = dialect.name == "sqlite" and dialect.paramstyle == "qmark"
+        self.postgres = dialect.name == "postgresql" and dialect.paramstyle in ("format", "pyformat")
+        self.multi_row = self.sqlite or self.postgres
+        self.update_from = self.postgres or (self.sqlite and sqlite3.sqlite_version_info >= (3, 33, 0))
         self.max_params = 999  # SQLite's smallest limit of parameters per statement; see set_max_params
+        self._coerce: dict[tuple[str, str], Callable[[Any], Any] | None] = {}
 
     def set_max_params(self, driver_connection: Any) -> None:
         """Learn the connection's real limit of parameters per statement (SQLite: usually 32766)."""
         getlimit = getattr(driver_connection, "getlimit", None)  # Python 3.11+ sqlite3
-        if self.multi_row and getlimit is not None:
+        if self.sqlite and getlimit is not None:
             try:
                 self.max_params = max(999, int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)))
             except Exception:  # pragma: no cover - keep the safe default
@@ -110,45 +121,107 @@ class DmlCache:
         compiled = self._update(table, changes)
         return compiled.sql, compiled.params({**changes, ID_PARAM: row_id})
 
-    def rows_per_statement(self, columns: int) -> int:
-        return max(1, self.max_params // max(1, columns))
+    def chunks(self, rows: int, columns: int) -> Iterator[tuple[int, int]]:
+        """``(start, end)`` slices of ``rows`` rows, one multi-row statement each. SQLite: sizes that are
+        powers of two (37 rows: 32 + 4 + 1) within its limit of parameters, so that a shape has a few
+        statement texts for sqlite3's statement cache rather than one per batch size. PostgreSQL: one
+        slice (its statements take one array per column, whatever the number of rows)."""
+        if not self.sqlite:
+            yield 0, rows
+            return
+        most = max(1, self.max_params // max(1, columns))
+        limit = 1 << (most.bit_length() - 1)
+        start = 0
+        while start < rows:
+            size = min(limit, 1 << ((rows - start).bit_length() - 1))
+            yield start, start + size
+            start += size
+
+    def _array_type(self, table: Table, name: str) -> str:
+        """PostgreSQL: the array type of a column, for ``%b::TYPE[]`` (without a length: casting to
+        VARCHAR(n) would truncate silently, where assigning to the column refuses a longer value)."""
+        key = (table.name, name)
+        kind = self._types.get(key)
+        if kind is None:
+            column = table.c[name if name != ID_PARAM else "id"]
+            kind = self._types[key] = re.sub(r"\(\d+\)$", "", column.type.compile(dialect=self.dialect))
+        return f"{kind}[]"
+
+    def _rows_source(self, table: Table, names: Sequence[str], count: int) -> str:
+        """What the rows are selected from: ``(VALUES (?, ?), (?, ?))`` on SQLite (columns ``column1``,
+        ``column2``...), ``unnest(%b::T1[], %b::T2[])`` on PostgreSQL (``%b``: psycopg dumps arrays in
+        binary much faster than as text, which escapes every element)."""
+        if self.sqlite:
+            row = "(" + ", ".join("?" * len(names)) + ")"
+            return f"(VALUES {', '.join([row] * count)})"
+        return "unnest(" + ", ".join(f"%b::{self._array_type(table, name)}" for name in names) + ")"
+
+    def _coercion(self, table: Table, name: str) -> Callable[[Any], Any] | None:
+        """PostgreSQL: what makes a column's values one Python type (psycopg refuses to dump a list of
+        mixed types, such as a cost of ``0`` among floats)."""
+        key = (table.name, name)
+        if key not in self._coerce:
+            kind = table.c[name if name != ID_PARAM else "id"].type.dialect_impl(self.dialect)
+            fn: Callable[[Any], Any] | None = None
+            if isinstance(kind, Float):
+                fn = float
+            elif isinstance(kind, Boolean):
+                fn = bool
+            elif isinstance(kind, Integer):
+                fn = int
+            elif isinstance(kind, String):  # an str subclass (a StrEnum) is a type of its own to psycopg
+                fn = str
+            self._coerce[key] = fn
+        return self._coerce[key]
+
+    def _params(self, table: Table, compiled: CompiledDml, rows: list[dict[str, Any]]) -> list[Any]:
+        """SQLite: the values row after row; PostgreSQL: one list per column."""
+        values = [compiled.values(row) for row in rows]
+        if self.sqlite:
+            return [value for row in values for value in row]
+        columns = []
+        for name, column in zip(compiled.names, zip(*values, strict=True), strict=True):
+            fn = self._coercion(table, name)
+            columns.append([v if v is None or fn is None or type(v) is fn else fn(v) for v in column])
+        return columns
 
     def insert_rows(self, table: Table, rows: Sequence[dict[str, Any]]) -> tuple[str, list[Any]]:
-        """ONE ``INSERT`` of several rows with the same columns (``multi_row`` dialects only; at most
-        ``rows_per_statement(len(columns))`` rows)."""
+        """ONE ``INSERT`` of several rows with the same columns (``multi_row`` dialects only; a slice
+        given by ``chunks``)."""
         compiled = self._insert(table, rows[0])
-        key = (table.name, "insert", tuple(rows[0]), len(rows))
+        key = (table.name, "insert", tuple(rows[0]), len(rows) if self.sqlite else 0)
         sql = self._multi.get(key)
         if sql is None:
-            head, _, row = compiled.sql.rpartition(" VALUES ")
-            if not head or row != "(" + ", ".join("?" * len(compiled.names)) + ")":
-                raise ValueError(f"cannot make a multi-row INSERT of: {compiled.sql}")
-            sql = self._multi[key] = f"{head} VALUES {', '.join([row] * len(rows))}"
-        params = [value for values in rows for value in compiled.params(values)]
-        return sql, params
+            quote = self.dialect.identifier_preparer.quote
+            columns = ", ".join(quote(table.c[name].name) for name in compiled.names)
+            source = self._rows_source(table, compiled.names, len(rows))
+            select = source[1:-1] if self.sqlite else f"SELECT * FROM {source}"
+            sql = self._multi[key] = f"INSERT INTO {quote(table.name)} ({columns}) {select}"
+        return sql, self._params(table, compiled, list(rows))
 
     def update_rows(self, table: Table, rows: Sequence[tuple[Any, dict[str, Any]]]) -> tuple[str, list[Any]]:
-        """ONE ``UPDATE table SET ... FROM (VALUES (...), ...) WHERE id = ...`` of several rows, each
-        ``(row_id, changes)`` with the same columns changed and no row twice (``update_from`` only).
-        Its rowcount is the number of rows found."""
+        """ONE ``UPDATE table SET ... FROM <rows> AS v WHERE table.id = v.id`` of several rows, each
+        ``(row_id, changes)`` with the same columns changed and no row twice (``update_from`` only; a
+        slice given by ``chunks``). Its rowcount is the number of rows found."""
         compiled = self._update(table, rows[0][1])
-        key = (table.name, "update", tuple(rows[0][1]), len(rows))
+        key = (table.name, "update", tuple(rows[0][1]), len(rows) if self.sqlite else 0)
         sql = self._multi.get(key)
         if sql is None:
             quote = self.dialect.identifier_preparer.quote
             names = compiled.names
+            alias = [f"column{i}" if self.sqlite else f"c{i}" for i in range(1, len(names) + 1)]
             sets = ", ".join(
-                f"{quote(table.c[name].name)} = v.column{i}"
-                for i, name in enumerate(names, start=1)
+                f"{quote(table.c[name].name)} = v.{column}"
+                for name, column in zip(names, alias, strict=True)
                 if name != ID_PARAM
             )
-            row = "(" + ", ".join("?" * len(names)) + ")"
+            source = self._rows_source(table, names, len(rows))
+            as_v = "v" if self.sqlite else f"v({', '.join(alias)})"
             sql = self._multi[key] = (
-                f"UPDATE {quote(table.name)} SET {sets} FROM (VALUES {', '.join([row] * len(rows))}) AS v "
-                f"WHERE {quote(table.name)}.{quote(table.c.id.name)} = v.column{names.index(ID_PARAM) + 1}"
+                f"UPDATE {quote(table.name)} SET {sets} FROM {source} AS {as_v} "
+                f"WHERE {quote(table.name)}.{quote(table.c.id.name)} = v.{alias[names.index(ID_PARAM)]}"
             )
-        params = [v for row_id, changes in rows for v in compiled.params({**changes, ID_PARAM: row_id})]
-        return sql, params
+        return sql, self._params(table, compiled, [{**changes, ID_PARAM: row_id} for row_id, changes in rows])
 
     def update_params(
         self, table: Table, rows: Sequence[tuple[Any, dict[str, Any]]]
@@ -166,29 +239,25 @@ class DmlCache:
     def rows_by_id(
         self, cursor: Any, table: Table, columns: Sequence[str], ids: Sequence[Any]
     ) -> dict[Any, tuple[Any, ...]]:
-        """``SELECT id, <columns> FROM table WHERE id IN (<ids>)``, values converted back to Python
-        (UUIDs, booleans, ...), keyed by id. Ids that are not found are missing from the result."""
-        if self.dialect.paramstyle == "qmark":
-            mark = "?"
-        elif self.dialect.paramstyle in ("format", "pyformat"):
-            mark = "%s"
-        else:  # pragma: no cover - SQLite and psycopg are the backends
-            raise NotImplementedError(f"paramstyle {self.dialect.paramstyle}")
+        """``SELECT id, <columns> FROM table WHERE id IN (<ids>)`` (PostgreSQL: ``id = ANY(%s)``), values
+        converted back to Python (UUIDs, booleans, ...), keyed by id. Ids not found are left out."""
+        if not self.multi_row:  # pragma: no cover - SQLite and psycopg are the backends
+            raise NotImplementedError(f"rows_by_id on {self.dialect.name}")
         quote = self.dialect.identifier_preparer.quote
         id_column = table.c.id
         to_db = id_column.type.dialect_impl(self.dialect).bind_processor(self.dialect)
         selected = [id_column, *(table.c[name] for name in columns)]
         to_python = [c.type.dialect_impl(self.dialect).result_processor(self.dialect, None) for c in selected]
         names = ", ".join(quote(c.name) for c in selected)
-        head = f"SELECT {names} FROM {quote(table.name)} WHERE {quote(id_column.name)} IN "
+        head = f"SELECT {names} FROM {quote(table.name)} WHERE {quote(id_column.name)}"
+        values = [to_db(i) if to_db else i for i in ids]
         found: dict[Any, tuple[Any, ...]] = {}
-        chunk = max(1, min(1000, self.max_params))
-        for start in range(0, len(ids), chunk):
-            part = ids[start : start + chunk]
-            cursor.execute(
-                head + "(" + ", ".join([mark] * len(part)) + ")",
-                [to_db(i) if to_db else i for i in part],
-            )
+        for start, end in self.chunks(len(values), 1):
+            part = values[start:end]
+            if self.sqlite:
+                cursor.execute(f"{head} IN ({', '.join('?' * len(part))})", part)
+            else:
+                cursor.execute(f"{head} = ANY(%b::{self._array_type(table, 'id')})", [part])
             for raw in cursor.fetchall():
                 row = tuple(f(v) if f and v is not None else v for f, v in zip(to_python, raw, strict=True))
                 found[row[0]] = row[1:]

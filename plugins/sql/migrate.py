@@ -21,10 +21,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from flow_engine.errors import ConfigurationError, UsageError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+
+from flow_engine.errors import ConfigurationError, UsageError
 
 from .connect import BEGIN_OPTION, create_sql_engine, display_url
 

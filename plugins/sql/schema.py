@@ -9,10 +9,11 @@ database is a decision for its owner, not a side effect of running a flow.
 
 from __future__ import annotations
 
-from flow_engine.errors import ConfigurationError
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
+
+from flow_engine.errors import ConfigurationError
 
 from .connect import display_url
 

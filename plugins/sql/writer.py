@@ -8,9 +8,9 @@ them. Futures are resolved on their own loop (``call_soon_threadsafe``, once per
 
 A batch is applied with a handful of statements rather than a few per operation: its rows are
 grouped by table and shape (all inserts first, parents before children; then the updates, each row's
-in submission order) and each group is one statement on SQLite (multi-row ``INSERT``, ``UPDATE ...
-FROM (VALUES ...)``) or one pipelined ``executemany`` on PostgreSQL; "lookup" actions (the cancel
-flag) are answered after the writes with one query for the whole batch. Every statement the thread
+in submission order) and each group is one statement (a multi-row ``INSERT``, an ``UPDATE ... FROM
+(VALUES ...)``; other dialects: one ``executemany``); "lookup" actions (the cancel flag) are answered
+after the writes with one query for the whole batch. Every statement the thread
 runs releases the GIL and then waits to get it back from a busy event loop (about a millisecond under
 load), so this is what keeps the writer keeping up with hundreds of concurrent flows. A batch with a
 "call" action, or one that fails, is applied one statement at a time instead.
@@ -310,17 +310,15 @@ class Writer:
                 inserts.items(), key=lambda kv: order.get(kv[0][0], 99)
             ):
                 if dml.multi_row:
-                    size = dml.rows_per_statement(len(columns))
-                    for start in range(0, len(rows), size):
-                        cursor.execute(*dml.insert_rows(table, rows[start : start + size]))
+                    for start, end in dml.chunks(len(rows), len(columns)):
+                        cursor.execute(*dml.insert_rows(table, rows[start:end]))
                 else:
                     cursor.executemany(*dml.insert_params(table, rows))
         for _, table, items in groups:
             if dml.update_from:
-                size = dml.rows_per_statement(len(items[0][1]) + 1)
                 found = 0
-                for start in range(0, len(items), size):
-                    cursor.execute(*dml.update_rows(table, items[start : start + size]))
+                for start, end in dml.chunks(len(items), len(items[0][1]) + 1):
+                    cursor.execute(*dml.update_rows(table, items[start:end]))
                     found += cursor.rowcount
             else:
                 cursor.executemany(*dml.update_params(table, items))
