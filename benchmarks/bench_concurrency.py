@@ -47,6 +47,7 @@ from benchmarks.common import header  # noqa: E402
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 FLOW_NAME = "bench_concurrency"
+MEMORY = "memory://"
 MONITOR_INTERVAL = 0.005
 STALL_TARGET_MS = 50.0
 RATIO_TARGET = 1.2
@@ -364,6 +365,7 @@ async def measure(args: argparse.Namespace, base_url: str, databases: list[Datab
     series = {"direct": Series("litellm direct (baseline)")}
     for db in databases:
         series[db.label] = Series(f"flow-engine, {db.label}")
+    series[MEMORY] = Series("flow-engine, memory:// (no database)")
     series["bare_sleep"] = Series("asyncio.sleep chains, no engine (baseline)")
     series["engine_sleep"] = Series(f"flow-engine, no LLM, {databases[0].label}")
 
@@ -380,12 +382,15 @@ async def measure(args: argparse.Namespace, base_url: str, databases: list[Datab
     expected = (args.flows, args.flows * args.steps, args.flows * args.steps)
     for rep in range(args.repeat):
         # alternate the order, so drift (other work on the machine) hits every side alike
-        order: list[str] = ["direct", *[db.label for db in databases]]
+        order: list[str] = ["direct", *[db.label for db in databases], MEMORY]
         if rep % 2:
             order.reverse()
         for name in order:
             if name == "direct":
                 series[name].samples.append(await timed(lambda: direct.run(args.flows, args.steps)))
+            elif name == MEMORY:
+                configure("memory://", base_url, args.model)
+                series[name].samples.append(await timed(engine_llm))
             else:
                 db = next(d for d in databases if d.label == name)
                 configure(db.url, base_url, args.model)
@@ -458,6 +463,8 @@ def report(
         results[f"{db.label}_paired_ratio"] = paired
         results[f"{db.label}_cpu_ratio"] = s.cpu_seconds / base.cpu_seconds
         results[f"{db.label}_stall_max_ms"] = s.stall_max_ms
+    print("  diagnostic: the same flows, nothing stored (the runner and the LLM call path alone)")
+    line(series[MEMORY], base)
     print("  diagnostic, without litellm: steps sleep for the latency instead of calling a model")
     bare, ours = series["bare_sleep"], series["engine_sleep"]
     line(bare, bare)
