@@ -289,6 +289,11 @@ async def test_a_delivery_of_a_run_owned_by_a_live_worker_does_not_run_it(inline
 async def test_a_watching_delivery_returns_when_the_owner_finishes(engine):
     configure(database_url="memory://", heartbeat_interval=0.02, stale_after=5)
     run_id = await Twice().submit({"n": 1}, executor="local")  # the owner runs it in this process
+    for _ in range(500):  # let the owner's task claim it first (task start order differs by Python)
+        if _store().get_run(run_id).claimed_by:
+            break
+        await asyncio.sleep(0.001)
+    assert _store().get_run(run_id).claimed_by.startswith("local:")
     assert await asyncio.wait_for(execute_submitted(run_id, "watcher"), 5) == "completed"
     assert _store().get_run(run_id).claimed_by.startswith("local:")
     assert CALLS == {"bump 1": 1, "bump 2": 1}  # executed once, by the owner
