@@ -134,7 +134,12 @@ class RunStore(ABC):
 
     @abstractmethod
     async def start_step(self, step: StepRecord, run_changes: dict[str, Any]) -> None:
-        """Insert the step row and apply ``run_changes`` to its run, in one transaction."""
+        """Insert the step row and apply ``run_changes`` to its run, in one transaction.
+
+        For a running step a backend may return before the row is committed, if it commits it no
+        later than the step's ``finish_step`` (or as soon as the step awaits anything) and raises a
+        failure to store it from that ``finish_step``: the SQL backend does, so that a quick step
+        costs one commit rather than two."""
 
     @abstractmethod
     async def finish_step(

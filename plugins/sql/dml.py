@@ -87,6 +87,8 @@ class DmlCache:
         self.update_from = self.postgres or (self.sqlite and sqlite3.sqlite_version_info >= (3, 33, 0))
         self.max_params = 999  # SQLite's smallest limit of parameters per statement; see set_max_params
         self._coerce: dict[tuple[str, str], Callable[[Any], Any] | None] = {}
+        self._order: dict[Any, dict[str, int]] = {}
+        self._selects: dict[tuple[str, tuple[str, ...]], tuple[str, Any, list[Any]]] = {}
 
     def set_max_params(self, driver_connection: Any) -> None:
         """Learn the connection's real limit of parameters per statement (SQLite: usually 32766)."""
@@ -236,6 +238,33 @@ class DmlCache:
         compiled = self._insert(table, rows[0])
         return compiled.sql, [compiled.params(values) for values in rows]
 
+    def table_order(self, table: Table) -> dict[str, int]:
+        """Position of each table of ``table``'s metadata, parents before children (foreign keys).
+        Sorting the metadata's tables costs more than a small batch's SQL: done once."""
+        order = self._order.get(table.metadata)
+        if order is None:
+            tables = table.metadata.sorted_tables
+            order = self._order[table.metadata] = {t.name: i for i, t in enumerate(tables)}
+        return order
+
+    def _select_by_id(self, table: Table, columns: Sequence[str]) -> tuple[str, Any, list[Any]]:
+        """What ``rows_by_id`` needs for one table and column list, built once: the statement's head,
+        the id's bind processor and each selected column's result processor."""
+        key = (table.name, tuple(columns))
+        found = self._selects.get(key)
+        if found is None:
+            quote = self.dialect.identifier_preparer.quote
+            id_column = table.c.id
+            to_db = id_column.type.dialect_impl(self.dialect).bind_processor(self.dialect)
+            selected = [id_column, *(table.c[name] for name in columns)]
+            to_python = [
+                c.type.dialect_impl(self.dialect).result_processor(self.dialect, None) for c in selected
+            ]
+            names = ", ".join(quote(c.name) for c in selected)
+            head = f"SELECT {names} FROM {quote(table.name)} WHERE {quote(id_column.name)}"
+            found = self._selects[key] = (head, to_db, to_python)
+        return found
+
     def rows_by_id(
         self, cursor: Any, table: Table, columns: Sequence[str], ids: Sequence[Any]
     ) -> dict[Any, tuple[Any, ...]]:
@@ -243,13 +272,7 @@ class DmlCache:
         converted back to Python (UUIDs, booleans, ...), keyed by id. Ids not found are left out."""
         if not self.multi_row:  # pragma: no cover - SQLite and psycopg are the backends
             raise NotImplementedError(f"rows_by_id on {self.dialect.name}")
-        quote = self.dialect.identifier_preparer.quote
-        id_column = table.c.id
-        to_db = id_column.type.dialect_impl(self.dialect).bind_processor(self.dialect)
-        selected = [id_column, *(table.c[name] for name in columns)]
-        to_python = [c.type.dialect_impl(self.dialect).result_processor(self.dialect, None) for c in selected]
-        names = ", ".join(quote(c.name) for c in selected)
-        head = f"SELECT {names} FROM {quote(table.name)} WHERE {quote(id_column.name)}"
+        head, to_db, to_python = self._select_by_id(table, columns)
         values = [to_db(i) if to_db else i for i in ids]
         found: dict[Any, tuple[Any, ...]] = {}
         for start, end in self.chunks(len(values), 1):

@@ -11,6 +11,7 @@ needed, a server database behind the current revision is refused with a message 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import threading
@@ -23,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from flow_engine.errors import ConfigurationError
-from flow_engine.storage import LLMRequestRecord, RunRecord, RunStore, StepRecord, utcnow
+from flow_engine.storage import LLMRequestRecord, RunRecord, RunStatus, RunStore, StepRecord, utcnow
 
 from .connect import create_sql_engine, display_url, sqlite_path
 from .durable import cancel_flag, claim_run, delete_unfinished_steps, mark_crashed, request_cancel
@@ -79,6 +80,16 @@ def cancel_flags(cursor: Any, dml: Any, run_ids: list[uuid.UUID]) -> dict[uuid.U
     return flags
 
 
+def _raise_failed_start(started: asyncio.Future[Any] | None) -> None:
+    """The deferred start of a step was queued before its finish, so it has its outcome by the time
+    the finish has one; its failure is the one to report (the finish then failed too, or wrote
+    nothing, for want of the step's row)."""
+    if started is not None and started.done() and not started.cancelled():
+        error = started.exception()
+        if error is not None:
+            raise error
+
+
 def _values(record: Any) -> dict[str, Any]:
     values = dict(record.__dict__)
     status = values.get("status")
@@ -104,7 +115,11 @@ class SqlStore(RunStore):
         in_memory = self.engine.dialect.name == "sqlite" and sqlite_path(self.engine.url) is None
         # an in-memory SQLite database is one connection: reads and writes take turns on it
         self._lock: Any = threading.RLock() if in_memory else contextlib.nullcontext()
-        self._writer = Writer(self.engine, self._lock)
+        # a SQLite file: writes that need not wait are done by their caller (see Writer)
+        sqlite_file = self.engine.dialect.name == "sqlite" and not in_memory
+        self._writer = Writer(self.engine, self._lock, inline=sqlite_file)
+        # deferred writes of running steps' starts, by step id, until their finish_step looks at them
+        self._starts: dict[uuid.UUID, asyncio.Future[Any]] = {}
 
     def __repr__(self) -> str:
         return f"SqlStore({display_url(self.url)!r})"
@@ -121,12 +136,17 @@ class SqlStore(RunStore):
         await self._writer.submit(Operation(("run {}", run_id), [("update", _RUNS, run_id, changes)]))
 
     async def start_step(self, step: StepRecord, run_changes: dict[str, Any]) -> None:
+        """A running step's row is deferred (``Writer.defer``): committed while the step awaits
+        anything, or together with its finish; a failure to store it is raised by ``finish_step``.
+        A step stored already finished (rejected inputs) is written and awaited here."""
         actions: list[tuple[Any, ...]] = [("insert", _STEPS, _values(step))]
         if run_changes:
             actions.append(("update", _RUNS, step.flow_run_id, _check(_RUN_COLUMNS, run_changes, "a run")))
-        await self._writer.submit(
-            Operation(("step '{}' of run {}", step.step_key, step.flow_run_id), actions)
-        )
+        operation = Operation(("step '{}' of run {}", step.step_key, step.flow_run_id), actions)
+        if step.status != RunStatus.RUNNING.value:
+            await self._writer.submit(operation)
+            return
+        self._starts[step.id] = self._writer.defer(operation)
 
     async def finish_step(
         self, step_id: uuid.UUID, step_changes: dict[str, Any], run_id: uuid.UUID, run_changes: dict[str, Any]
@@ -138,7 +158,14 @@ class SqlStore(RunStore):
         if run_changes:
             actions.append(("update", _RUNS, run_id, _check(_RUN_COLUMNS, run_changes, "a run")))
         actions.append(("lookup", cancel_flag, cancel_flags, run_id))
-        return bool(await self._writer.submit(Operation(("step {} of run {}", step_id, run_id), actions)))
+        started = self._starts.pop(step_id, None)
+        try:
+            cancel = await self._writer.submit(Operation(("step {} of run {}", step_id, run_id), actions))
+        except Exception:
+            _raise_failed_start(started)
+            raise
+        _raise_failed_start(started)
+        return bool(cancel)
 
     async def record_llm_request(self, request: LLMRequestRecord) -> None:
         what = ("LLM request {} ({})", request.id, request.model)

@@ -70,6 +70,7 @@ async def test_a_batch_is_applied_grouped_with_the_same_results(store, monkeypat
     ]
     for step in steps.values():
         await store.start_step(step, {"current_step": "s"})
+    await store.heartbeat(other.id, utcnow())  # a write waited for: the deferred starts are in too
     sizes.clear()
     results = await in_one_batch(
         store,
@@ -92,10 +93,20 @@ async def test_a_batch_is_applied_grouped_with_the_same_results(store, monkeypat
     assert [s.status for s in store.list_steps(grandchild.id)] == ["completed"]
     stored = store.list_llm_requests(flow_run_id=new_runs[7].id)
     assert [q.id for q in stored] == [requests[7].id] and stored[0].response == {"text": "é"}
-    # steps whose runs were created in the same batch (inserts go parents first)
-    results = await in_one_batch(store, *(store.start_step(s, {"current_step": "s"}) for s in new_steps))
-    assert results == [None] * 30
+
+    # steps whose runs were created in the same batch (inserts go parents first); a step's deferred
+    # start goes to the writer with its finish
+    async def start_and_finish(step: StepRecord) -> bool | None:
+        await store.start_step(step, {"current_step": "s"})
+        changes = {"step_progress": 1}
+        return await store.finish_step(step.id, {"status": "completed"}, step.flow_run_id, changes)
+
+    sizes.clear()
+    results = await in_one_batch(store, *(start_and_finish(s) for s in new_steps))
+    assert results == [False] * 30 and sizes == [60]
     assert all(store.get_run(r.id).current_step == "s" for r in new_runs)
+    assert all(store.get_run(r.id).step_progress == 1 for r in new_runs)
+    assert all([s.status for s in store.list_steps(r.id)] == ["completed"] for r in new_runs)
 
 
 async def test_a_failing_operation_in_a_grouped_batch_fails_alone(store, monkeypatch):
