@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     retry_max_delay: float = Field(default=30.0, ge=0, description="Cap of one backoff delay, seconds.")
     request_timeout: float = Field(default=120.0, gt=0, description="Timeout of one LLM request, seconds.")
     structured_max_reasks: int = Field(default=2, ge=0, description="Re-asks after invalid output.")
+    gc_freeze: bool = Field(
+        default=True, description="gc.freeze() litellm's import-time objects (shorter GC pauses)."
+    )
     heartbeat_interval: float = Field(default=10.0, gt=0, description="Seconds between heartbeats.")
     stale_after: float = Field(
         default=60.0, gt=0, description="A running run whose heartbeat is older than this is crashed."

@@ -3,10 +3,18 @@
 litellm fetches a price map from the internet at import unless told to use its bundled copy, prints
 "Give Feedback" banners on errors, and takes seconds to import; so nothing imports it but this module,
 and only when a model is actually called.
+
+Its import also leaves ~400,000 objects that live as long as the process (modules, the price map),
+and every full garbage collection walks them all: about 0.3 s here, during which the event loop is
+frozen, and with many calls in flight a full collection happens every few hundred calls. Unless
+``FLOW_ENGINE_GC_FREEZE`` is off, the loader collects once and then ``gc.freeze()``s what is alive
+right after the import, so that later collections skip those objects (docs/performance.md measures
+it). What is frozen is never collected by the cycle collector; reference counting still frees it.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from typing import Any
@@ -41,8 +49,17 @@ def load_litellm() -> Any:
 
             litellm.suppress_debug_info = True
             litellm.telemetry = False
+            if _gc_freeze_wanted():
+                gc.collect()
+                gc.freeze()
             _litellm = litellm
     return _litellm
+
+
+def _gc_freeze_wanted() -> bool:
+    from ..engine import get_engine
+
+    return bool(get_engine().settings.gc_freeze)
 
 
 def ensure_providers(providers: dict[str, Any]) -> Any:

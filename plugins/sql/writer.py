@@ -52,6 +52,7 @@ MAX_BATCH = 500  # operations per transaction: keeps each transaction (and its l
 SQLITE_LOCK_WAIT_S = 30.0
 CHECKPOINT_EVERY = 256
 _CHECKPOINT = "checkpoint"  # a queue entry: checkpoint the WAL
+RESOLVE_PER_TURN = 32  # waiting tasks woken per event-loop iteration (see _resolve)
 
 # one step of an operation: ("insert", table, values), ("update", table, row_id, changes) - which fails
 # if the row does not exist - ("call", fn, *args) with fn(cursor, dml, *args) -> result for the rest,
@@ -108,6 +109,12 @@ Outcome = tuple[Any, BaseException | None]  # (result, error)
 
 
 def _resolve(items: list[tuple[asyncio.Future[Any], Outcome]]) -> None:
+    """Give waiting callers their outcomes, on their loop: at most RESOLVE_PER_TURN per loop iteration,
+    the rest in the next ones. A batch of 500 commits would otherwise wake 500 tasks in one iteration,
+    and everything else on the loop (timers, I/O) would wait for all of them to run."""
+    if len(items) > RESOLVE_PER_TURN:
+        asyncio.get_running_loop().call_soon(_resolve, items[RESOLVE_PER_TURN:])
+        items = items[:RESOLVE_PER_TURN]
     for future, (result, error) in items:
         if future.done():  # the caller was cancelled; the write happened anyway
             continue

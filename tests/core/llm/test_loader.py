@@ -122,3 +122,27 @@ def test_prepare_environment_respects_user_choices(monkeypatch):
     assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
     assert os.environ["LITELLM_OFFLINE_MODE"] == "false"  # the user's own setting is left alone
     assert "LITELLM_LOG" not in os.environ  # set but empty, it would crash litellm's import
+
+
+@pytest.mark.parametrize("setting", ["true", "false"])
+def test_litellm_import_time_objects_are_frozen_out_of_the_garbage_collector(tmp_path, setting):
+    result = run_python(
+        """
+        import gc, json
+        from flow_engine import configure
+        from flow_engine.llm.loader import load_litellm
+        configure(database_url="memory://")
+        before = gc.get_freeze_count()
+        load_litellm()
+        print(json.dumps([before, gc.get_freeze_count(), len(gc.get_objects())]))
+        """,
+        FLOW_ENGINE_DATA_DIR=str(tmp_path),
+        FLOW_ENGINE_GC_FREEZE=setting,
+    )
+    assert result.returncode == 0, result.stderr
+    before, frozen, tracked = json.loads(result.stdout)
+    assert before == 0
+    if setting == "true":  # litellm's modules and price map: out of every later collection's way
+        assert frozen > 100_000 and tracked < frozen / 10
+    else:
+        assert frozen == 0 and tracked > 100_000
