@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sys
 import time
 import uuid
@@ -18,6 +19,7 @@ from .context import RunContext, RunTotals, current_run
 from .engine import get_engine
 from .errors import FlowEngineError, InputValidationError, ResumeMismatch, RunCancelled
 from .jsonable import describe_error, to_jsonable
+from .pacing import start_turn
 from .runtime_info import FlowEvent
 from .storage import RunRecord, RunStatus, utcnow
 
@@ -39,8 +41,15 @@ def flow_reference(cls: type) -> str:
     if cls.__module__ == "__main__" or cls.__module__.startswith("flow_engine_user_flows."):
         path = getattr(module, "__file__", None)
         if path:
-            return f"{Path(path).resolve()}:{cls.__qualname__}"
+            return f"{_resolved(path)}:{cls.__qualname__}"
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(path: str) -> Path:
+    """A script's absolute path, once per script (every run of its flows records it; each resolve is
+    an ``lstat`` per path component)."""
+    return Path(path).resolve()
 
 
 class BaseFlow:
@@ -121,6 +130,7 @@ class BaseFlow:
         """
         validated = self.validate_inputs(inputs)
         parsed_user = _parse_user_id(user_id)
+        await start_turn()  # many flows started at once take turns (pacing.py)
         engine = get_engine()
         store = engine.store
         parent = current_run.get()

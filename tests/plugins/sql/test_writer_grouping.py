@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections import Counter
 from typing import Any
 
 from flow_engine.plugins.sql import writer as writer_module
@@ -173,3 +174,22 @@ async def test_a_too_long_value_is_refused_not_truncated(store, backend):
     else:
         assert store.get_run(records[4].id).current_step == long_key
     assert all(store.get_run(r.id).current_step == "ok" for r in records[:4])
+
+
+async def test_callers_of_a_big_batch_are_woken_a_few_per_loop_iteration(store, monkeypatch):
+    from tests.core.test_pacing import IterationCounter
+
+    monkeypatch.setattr(writer_module, "RESOLVE_PER_TURN", 16)
+    records = [run_record() for _ in range(200)]
+    iterations = IterationCounter()
+    woken: list[int] = []
+
+    async def create(record: RunRecord) -> None:
+        await store.create_run(record)
+        woken.append(iterations.count)
+
+    results = await in_one_batch(store, *(create(r) for r in records))
+    iterations.stop()
+    assert results == [None] * 200 and len(store.list_runs(limit=500)) == 200
+    per_iteration = Counter(woken)
+    assert max(per_iteration.values()) <= 16 and len(per_iteration) >= 200 // 16
