@@ -19,6 +19,8 @@ from flow_engine.storage import (
     utcnow,
 )
 
+_FIELDS = {cls: frozenset(cls.model_fields) for cls in (RunRecord, StepRecord, LLMRequestRecord)}
+
 
 class MemoryStore(RunStore):
     def __init__(self, url: str = "memory://"):
@@ -34,10 +36,12 @@ class MemoryStore(RunStore):
             self._runs[run.id] = run.model_copy()
 
     def _apply(self, record: Any, changes: dict[str, Any]) -> None:
-        for key, value in changes.items():
-            if key not in type(record).model_fields:
+        fields = _FIELDS[type(record)]
+        for key in changes:
+            if key not in fields:
                 raise KeyError(f"{type(record).__name__} has no field '{key}'")
-            setattr(record, key, value)
+        # records are not validated on assignment: setting the attributes is all pydantic would do
+        record.__dict__.update(changes)
 
     async def update_run(self, run_id: uuid.UUID, changes: dict[str, Any]) -> None:
         with self._lock:

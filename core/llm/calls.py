@@ -28,9 +28,9 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from ..context import current_step
 from ..engine import get_engine
 from ..errors import FlowEngineError, LLMError
-from ..storage import LLMRequestRecord
+from ..storage import LLMRequestRecord, utcnow
 from . import intercept
-from .loader import ensure_providers, provider_of
+from .loader import ensure_providers, provider_guesses, provider_of
 from .redact import known_secrets, redact_params, redact_text, redact_url
 
 log = logging.getLogger("flow_engine.llm")
@@ -182,10 +182,17 @@ def _response_json(response: Any) -> dict[str, Any] | None:
 
 
 def _provider_guess(litellm: Any, model: str, api_base: str | None) -> str:
+    """litellm's provider name for ``model`` (its lookup walks provider lists: remembered)."""
+    known = provider_guesses.get((model, api_base))
+    if known is not None:
+        return known
     try:
-        return str(litellm.get_llm_provider(model, api_base=api_base)[1])
+        guess = str(litellm.get_llm_provider(model, api_base=api_base)[1])
     except Exception:
-        return provider_of(model)
+        guess = provider_of(model)
+    if len(provider_guesses) < 1024:
+        provider_guesses[(model, api_base)] = guess
+    return guess
 
 
 def _own_error(exc: BaseException, in_process: bool) -> FlowEngineError | None:
@@ -290,26 +297,30 @@ async def _call_with_retries(
         }
     attempt_no = 0
     last_request_id: uuid.UUID | None = None
+    request_id = call_id
+    created_at = utcnow()
 
-    def new_record() -> LLMRequestRecord:
+    def new_record(**outcome: Any) -> LLMRequestRecord:
+        """The attempt's row, built once its outcome is known (one validation, no assignments)."""
         return LLMRequestRecord(
+            id=request_id,
             flow_run_id=scope.run_id if scope else None,
             step_run_id=scope.step_id if scope else None,
             call_id=call_id,
             kind=kind,
             model=model,
-            provider=provider,
             api_base=redact_url(api_base),
             request_messages=messages,
-            request_params=stored_params,
             attempt=attempt_no,
+            created_at=created_at,
+            **{"provider": provider, "request_params": stored_params, **outcome},
         )
 
     async def one_attempt() -> LLMCall:
-        nonlocal attempt_no, last_request_id
+        nonlocal attempt_no, last_request_id, request_id, created_at
         attempt_no += 1
-        record = new_record()
-        last_request_id = record.id
+        request_id = last_request_id = uuid.uuid4()
+        created_at = utcnow()
         started = time.perf_counter()
         try:
             fn = litellm.acompletion if kind == "completion" else litellm.aimage_generation
@@ -321,34 +332,42 @@ async def _call_with_retries(
             else:
                 response = await fn(**call_kwargs)
         except BaseException as exc:
-            record.latency_ms = int((time.perf_counter() - started) * 1000)
             cancelled = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
-            record.status = "cancelled" if cancelled else "failed"
             status = getattr(exc, "status_code", None)
             prefix = f"HTTP {status} " if isinstance(status, int) and not cancelled else ""
-            record.error_message = redact(f"{prefix}{type(exc).__name__}: {exc}")[:4000]
+            error_message = redact(f"{prefix}{type(exc).__name__}: {exc}")[:4000]
+            record = new_record(
+                latency_ms=int((time.perf_counter() - started) * 1000),
+                status="cancelled" if cancelled else "failed",
+                error_message=error_message,
+            )
             try:
                 await store.record_llm_request(record)
             except Exception:  # pragma: no cover - never hide the call's own error behind the log's
                 log.exception("could not record a failed LLM request")
             if tape is not None and not tape.replaying and isinstance(status, int):
                 if 400 <= status < 500 and not is_transient(exc):  # a refusal the engine acts on
-                    tape.record_error(kind, model, request, status, record.error_message, _step_name(scope))
+                    tape.record_error(kind, model, request, status, error_message, _step_name(scope))
             raise
         latency = int((time.perf_counter() - started) * 1000)
         prompt, completion, total = _usage(response)
         hidden = getattr(response, "_hidden_params", None) or {}
-        record.provider = hidden.get("custom_llm_provider") or provider
-        record.prompt_tokens, record.completion_tokens, record.total_tokens = prompt, completion, total
-        record.latency_ms = latency
-        record.response = _response_json(response)
+        outcome: dict[str, Any] = {
+            "provider": hidden.get("custom_llm_provider") or provider,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": total,
+            "latency_ms": latency,
+            "response": _response_json(response),
+        }
         if tape is not None and tape.replaying:  # nothing spent; the row says where the answer came from
-            record.cost = 0.0
-            record.request_params = {**stored_params, "replayed_from": tape.name}
+            outcome["cost"] = 0.0
+            outcome["request_params"] = {**stored_params, "replayed_from": tape.name}
         else:
-            record.cost = _cost(litellm, response, provider_info, kind, model, request)
+            outcome["cost"] = _cost(litellm, response, provider_info, kind, model, request)
             if tape is not None:
                 tape.record(kind, model, request, response, _step_name(scope))
+        record = new_record(**outcome)
         await store.record_llm_request(record)
         text = None
         if kind == "completion":

@@ -24,6 +24,8 @@ _litellm: Any = None
 # what this module put in litellm.custom_provider_map: provider name -> (its ModelProviderInfo, handler)
 _registered: dict[str, tuple[Any, Any]] = {}
 _ever_registered: set[str] = set()
+# the providers dict last found current (its identity): checking it again on every call is not free
+_checked: list[Any] = [None]
 
 
 def prepare_environment() -> None:
@@ -70,7 +72,8 @@ def ensure_providers(providers: dict[str, Any]) -> Any:
     providers registered with litellm directly by someone else are left alone.
     """
     litellm = load_litellm()
-    if _current(providers):
+    if providers is _checked[0] or _current(providers):
+        _checked[0] = providers  # the engine keeps its dict: the same object is the same providers
         return litellm
     with _lock:
         if not _current(providers):
@@ -93,6 +96,8 @@ def ensure_providers(providers: dict[str, Any]) -> Any:
             from litellm.utils import custom_llm_setup
 
             custom_llm_setup()
+            _checked[0] = providers
+            provider_guesses.clear()
     return litellm
 
 
@@ -100,6 +105,10 @@ def _current(providers: dict[str, Any]) -> bool:
     return len(providers) == len(_registered) and all(
         name in _registered and _registered[name][0] == info for name, info in providers.items()
     )
+
+
+# (model, api_base) -> litellm's provider name for it; valid while the custom providers stay the same
+provider_guesses: dict[tuple[str, str | None], str] = {}
 
 
 def provider_of(model: str) -> str:

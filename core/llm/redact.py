@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from typing import Any
@@ -40,8 +41,10 @@ def redact_params(params: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+@functools.lru_cache(maxsize=64)
 def redact_url(url: str | None) -> str | None:
-    """Strip user:password and the query string (where tokens often hide) from a URL."""
+    """Strip user:password and the query string (where tokens often hide) from a URL. Every LLM call
+    stores its api_base, and it is nearly always one of a few: remembered."""
     if not url:
         return url
     parts = urlsplit(url)
