@@ -52,7 +52,8 @@ MAX_BATCH = 500  # operations per transaction: keeps each transaction (and its l
 SQLITE_LOCK_WAIT_S = 30.0
 CHECKPOINT_EVERY = 256
 _CHECKPOINT = "checkpoint"  # a queue entry: checkpoint the WAL
-RESOLVE_PER_TURN = 32  # waiting tasks woken per event-loop iteration (see _resolve)
+RESOLVE_PER_TURN = 100  # waiting tasks woken per event-loop iteration (see _resolve)
+INLINE_AFTER_QUIET_S = 0.05  # inline writes only after this long without a hand-over to the thread
 
 # one step of an operation: ("insert", table, values), ("update", table, row_id, changes) - which fails
 # if the row does not exist - ("call", fn, *args) with fn(cursor, dml, *args) -> result for the rest,
@@ -135,7 +136,8 @@ class Writer:
     transaction on a local file (about 0.2 ms, no fsync: WAL with ``synchronous=NORMAL``) costs
     less than the two thread wake-ups of a hand-off. Anything that would wait goes to the thread:
     another process holding the lock, writes already queued (which keeps the order), a second write
-    in the same loop iteration (so 500 concurrent flows still share commits in the thread), and
+    in the same loop iteration, any write within ``INLINE_AFTER_QUIET_S`` of the last hand-over (so
+    that concurrent flows share commits in the thread rather than each committing on the loop), and
     WAL checkpoints (which fsync; automatic checkpoints are off on this connection, the thread runs
     one every ``CHECKPOINT_EVERY`` commits).
     """
@@ -148,6 +150,7 @@ class Writer:
         self._conn_lock = threading.Lock()  # whoever uses the connection: the thread or an inline write
         self._in_thread = 0  # operations handed to the thread and not applied yet
         self._turn_taken = False  # an inline write was done in this event-loop iteration
+        self._last_hand_over = 0.0  # when writes last went to the thread (time.monotonic())
         self._commits = 0
         self._dml = DmlCache(engine.dialect)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -201,6 +204,7 @@ class Writer:
             items, self._deferred = self._deferred, []
         if items:
             self._in_thread += len(items)
+            self._last_hand_over = time.monotonic()
             self._queue.put(items)
 
     def _flush_deferred(self) -> None:
@@ -220,6 +224,7 @@ class Writer:
             not self._inline
             or self._in_thread
             or self._turn_taken
+            or time.monotonic() - self._last_hand_over < INLINE_AFTER_QUIET_S
             or not all(a[0] in _GROUPABLE for op, _, _ in self._deferred for a in op.actions)
         ):
             return None
