@@ -140,9 +140,8 @@ def test_litellm_import_time_objects_are_frozen_out_of_the_garbage_collector(tmp
         FLOW_ENGINE_GC_FREEZE=setting,
     )
     assert result.returncode == 0, result.stderr
-    before, frozen, tracked = json.loads(result.stdout)
-    assert before == 0
+    before, frozen, tracked = json.loads(result.stdout)  # (3.12 starts with a few hundred frozen)
     if setting == "true":  # litellm's modules and price map: out of every later collection's way
-        assert frozen > 100_000 and tracked < frozen / 10
+        assert frozen - before > 100_000 and tracked < frozen / 10
     else:
-        assert frozen == 0 and tracked > 100_000
+        assert frozen == before and tracked > 100_000
