@@ -212,7 +212,8 @@ async def test_the_event_loop_keeps_running_while_the_database_is_busy(store, ba
     await asyncio.wait_for(write, 10)
     ticking.cancel()
     assert store.get_run(run.id).current_step == "waiting"
-    assert len(gaps) > 30 and max(gaps) < 0.1
+    # the 0.5 s wait for the lock never held the loop (a loaded 2-core CI machine may pause it briefly)
+    assert len(gaps) > 30 and max(gaps) < 0.25
 
 
 async def test_close_writes_what_is_queued_then_refuses(store, db_url):
