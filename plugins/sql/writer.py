@@ -197,14 +197,16 @@ class Writer:
         if self._closed or not self._thread.is_alive():
             raise _closed_error(operation)
 
-    def _hand_over(self, items: list[Item] | None = None) -> None:
+    def _hand_over(self, items: list[Item] | None = None, *, busy: bool = True) -> None:
         """Put ``items`` (default: the deferred operations) on the queue as one entry (the thread takes
-        them together). Called under the submit lock."""
+        them together). ``busy``: handed over because writes are coming in fast, which keeps later
+        ones off the inline path for a while. Called under the submit lock."""
         if items is None:
             items, self._deferred = self._deferred, []
         if items:
             self._in_thread += len(items)
-            self._last_hand_over = time.monotonic()
+            if busy:
+                self._last_hand_over = time.monotonic()
             self._queue.put(items)
 
     def _flush_deferred(self) -> None:
@@ -253,8 +255,8 @@ class Writer:
             with self._submit_lock:
                 if self._closed:  # closed meanwhile, by another thread: the thread takes no more
                     done += [(item, (None, _closed_error(item[0]))) for item in left]
-                else:
-                    self._hand_over(left)
+                else:  # the connection was busy (a checkpoint) or SQLite's lock taken: not load
+                    self._hand_over(left, busy=False)
         for other, results in _by_loop(done).items():
             if other is loop:
                 _resolve(results)
