@@ -29,7 +29,7 @@ from ..context import current_step
 from ..engine import get_engine
 from ..errors import FlowEngineError, LLMError
 from ..storage import LLMRequestRecord, utcnow
-from . import intercept
+from . import intercept, processes
 from .loader import ensure_providers, provider_guesses, provider_of
 from .redact import known_secrets, redact_params, redact_text, redact_url
 
@@ -89,6 +89,7 @@ def is_transient(exc: BaseException, *, in_process: bool = False) -> bool:
     ``APIConnectionError``; for those providers that is not a network failure and is not retried.
     """
     names = {cls.__name__ for cls in type(exc).__mro__}
+    names.update(getattr(exc, "remote_types", ()))  # a failure in an LLM worker process (processes.py)
     if in_process and type(exc).__name__ == "APIConnectionError":
         return False
     status = getattr(exc, "status_code", None)
@@ -209,6 +210,22 @@ def _own_error(exc: BaseException, in_process: bool) -> FlowEngineError | None:
     return None
 
 
+class _InFlight:
+    """Calls to network providers in flight in this process (``auto`` worker processes count them)."""
+
+    count = 0
+
+
+_in_flight = _InFlight()
+
+
+def _worker_count(setting: int | str) -> int:
+    """How many worker processes this call goes to (0: made here), per FLOW_ENGINE_LLM_PROCESSES."""
+    if setting == "auto":
+        return processes.auto_count() if processes.use_auto(_in_flight.count) else 0
+    return int(setting)
+
+
 def _step_name(scope: Any) -> str | None:
     return scope.step_name if scope is not None else None
 
@@ -262,11 +279,13 @@ async def _call_with_retries(
     if route is not None:
         model = route(model)
     providers = engine.plugins.model_providers()
-    litellm = ensure_providers(providers)
     if "/" not in model and model in providers:  # "offline" means "offline/default"
         model = f"{model}/default"
     provider_info = providers.get(provider_of(model)) if "/" in model else None
     in_process = provider_info is not None
+    if isinstance(settings.llm_processes, int) and settings.llm_processes and not in_process:
+        processes.start(settings.llm_processes)  # they import litellm while this process does
+    litellm = ensure_providers(providers)
     if in_process:
         api_base = None  # an in-process provider has no server; FLOW_ENGINE_API_BASE is not for it
     provider = provider_of(model) if in_process else _provider_guess(litellm, model, api_base)
@@ -330,7 +349,15 @@ async def _call_with_retries(
                 async with asyncio.timeout(settings.request_timeout):
                     response = await fn(**call_kwargs)
             else:
-                response = await fn(**call_kwargs)
+                _in_flight.count += 1
+                try:
+                    workers = _worker_count(settings.llm_processes)
+                    if workers:
+                        response = await processes.call(litellm, kind, call_kwargs, workers)
+                    else:
+                        response = await fn(**call_kwargs)
+                finally:
+                    _in_flight.count -= 1
         except BaseException as exc:
             cancelled = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
             status = getattr(exc, "status_code", None)
