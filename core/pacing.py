@@ -2,8 +2,9 @@
 
 ``asyncio.gather(*(Flow().execute(...) for _ in range(500)))`` makes 500 tasks that are all ready in
 the same iteration, and each runs its start-up bookkeeping (validation, the run record, its first
-write: about 0.1 ms) before it first awaits. Run back to back that is 50 ms in which nothing else on
-the loop (a timer, a web request, a heartbeat) gets a turn. Past the first ``STARTS_PER_TURN`` in an
+write) and often its first step up to the LLM request (0.3-1 ms in all) before it first awaits. Run
+back to back that is a quarter of a second in which nothing else on the loop (a timer, a web request,
+a heartbeat, the answers waiting in the sockets) gets a turn. Past the first ``STARTS_PER_TURN`` in an
 iteration, a flow waits for a later one, ``STARTS_PER_TURN`` at a time; the SQL writer wakes the
 flows waiting for a batch of commits the same way (``plugins/sql/writer.py``). Throughput does not
 change: the same work runs, in more iterations.
@@ -15,7 +16,7 @@ import asyncio
 import collections
 import weakref
 
-STARTS_PER_TURN = 100  # about 10 ms of start-up work per iteration
+STARTS_PER_TURN = 20  # a flow's start-up and first step until it awaits: 0.3-1 ms each
 
 
 class _Turns:
