@@ -16,7 +16,7 @@ import asyncio
 import collections
 import weakref
 
-STARTS_PER_TURN = 20  # a flow's start-up and first step until it awaits: 0.3-1 ms each
+STARTS_PER_TURN = 10  # a flow's start-up and first step until it awaits: 0.3-1 ms each
 
 
 class _Turns:

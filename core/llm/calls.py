@@ -219,10 +219,10 @@ class _InFlight:
 _in_flight = _InFlight()
 
 
-def _worker_count(setting: int | str) -> int:
+def _worker_count(setting: int | str, litellm: Any) -> int:
     """How many worker processes this call goes to (0: made here), per FLOW_ENGINE_LLM_PROCESSES."""
     if setting == "auto":
-        return processes.auto_count() if processes.use_auto(_in_flight.count) else 0
+        return processes.auto_count() if processes.use_auto(_in_flight.count, litellm) else 0
     return int(setting)
 
 
@@ -351,7 +351,7 @@ async def _call_with_retries(
             else:
                 _in_flight.count += 1
                 try:
-                    workers = _worker_count(settings.llm_processes)
+                    workers = _worker_count(settings.llm_processes, litellm)
                     if workers:
                         response = await processes.call(litellm, kind, call_kwargs, workers)
                     else:

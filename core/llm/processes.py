@@ -38,7 +38,7 @@ log = logging.getLogger("flow_engine.llm")
 
 AUTO_START_AT = 16  # "auto": network calls in flight at once that make the workers start
 START_TIMEOUT_S = 300.0  # importing litellm takes 1-5 s; far longer on a machine under load
-RESULTS_PER_TURN = 10  # answers handed to callers per event-loop iteration (each runs on 0.3-1 ms)
+RESULTS_PER_TURN = 5  # answers handed to callers per event-loop iteration (each runs on 0.3-1 ms)
 
 
 class RemoteLLMError(Exception):
@@ -100,6 +100,8 @@ class _Workers:
         for process in self.processes:
             assert process.stdout is not None
             line = process.stdout.readline().strip()
+            while line and line != "READY":  # something printed while importing litellm
+                line = process.stdout.readline().strip()
             if line != "READY":
                 if not line and process.poll() is None:
                     process.wait(5)  # its output ended: it is exiting; wait for its exit code
@@ -261,14 +263,26 @@ def auto_count() -> int:
 _auto_failed = False
 
 
-def use_auto(in_flight: int) -> bool:
+_CALLBACK_LISTS = ("callbacks", "success_callback", "failure_callback", "input_callback")
+_CALLBACK_LISTS += ("_async_success_callback", "_async_failure_callback", "service_callback")
+
+
+def has_callbacks(litellm: Any) -> bool:
+    """Has this process's code given litellm callbacks (Langfuse, a custom logger...)? They would not
+    run in a worker process."""
+    return any(getattr(litellm, name, None) for name in _CALLBACK_LISTS)
+
+
+def use_auto(in_flight: int, litellm: Any) -> bool:
     """``FLOW_ENGINE_LLM_PROCESSES=auto``: should this call go to the workers?
 
     Not while few calls are in flight (a lone ``flow run`` never pays for the workers' start). Once
     ``AUTO_START_AT`` are in flight at once the workers start, in the background; the calls go on
     being made here until they are ready, and to them from then on. If they cannot start, calls stay
-    here (with one warning)."""
+    here (with one warning). Never if litellm has callbacks set in this process."""
     global _auto_failed
+    if has_callbacks(litellm):
+        return False
     workers = _workers
     if workers is not None and workers.count == auto_count():
         if workers.started and workers.alive():
@@ -281,7 +295,11 @@ def use_auto(in_flight: int) -> bool:
         _auto_failed = True
         log.warning("%s; LLM calls stay in this process", workers.error)
         return False
-    start(auto_count(), replace=True)
+    try:
+        start(auto_count(), replace=True)
+    except Exception as exc:  # e.g. no process can be started here
+        _auto_failed = True
+        log.warning("could not start LLM worker processes (%s); LLM calls stay in this process", exc)
     return False
 
 

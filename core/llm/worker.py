@@ -11,6 +11,7 @@ process's event loop for seconds (docs/performance.md). Here they hold only this
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -64,6 +65,7 @@ async def serve(socket_path: str) -> None:
     stdin = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     print("READY", flush=True)
+    os.dup2(2, 1)  # from now on anything printed goes to stderr: nobody reads the stdout pipe any more
 
     async def watch_parent() -> None:
         await stdin.read()  # returns at EOF: the engine's process has exited
@@ -81,8 +83,11 @@ NICENESS = 10  # the flows' process, not its workers, gets a core first when bot
 
 
 def main() -> None:
-    import os
+    import signal
 
+    # Ctrl-C in a terminal reaches the whole process group: the engine's process handles it, and this
+    # one exits when that one does, without a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.nice(NICENESS)
     except (AttributeError, OSError):  # pragma: no cover - not on this platform, or not allowed

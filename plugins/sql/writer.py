@@ -52,7 +52,7 @@ MAX_BATCH = 500  # operations per transaction: keeps each transaction (and its l
 SQLITE_LOCK_WAIT_S = 30.0
 CHECKPOINT_EVERY = 256
 _CHECKPOINT = "checkpoint"  # a queue entry: checkpoint the WAL
-RESOLVE_PER_TURN = 20  # waiting tasks woken per event-loop iteration (see _resolve): a woken flow
+RESOLVE_PER_TURN = 10  # waiting tasks woken per event-loop iteration (see _resolve): a woken flow
 # runs on to its next await, often through its next step's start and LLM request (0.3-1 ms)
 INLINE_AFTER_QUIET_S = 0.05  # inline writes only after this long without a hand-over to the thread
 

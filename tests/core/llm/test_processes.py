@@ -180,6 +180,18 @@ async def test_arguments_that_cannot_be_pickled_are_sent_from_this_process(engin
     assert result == ("made here", 42)
 
 
+async def test_ctrl_c_in_the_terminal_leaves_the_workers_to_their_parent(online):
+    online.script(Reply("up"))
+    await complete(MESSAGES, model="openai/gpt-4o-mini")
+    workers = processes._workers
+    assert workers is not None
+    workers.processes[0].send_signal(signal.SIGINT)  # what Ctrl-C sends to the whole process group
+    await asyncio.sleep(0.5)
+    assert workers.alive()
+    online.script(Reply("still up"))
+    assert (await complete(MESSAGES, model="openai/gpt-4o-mini")).text == "still up"
+
+
 def test_a_failure_in_a_worker_keeps_its_name_status_and_retry_hint():
     class RateLimitError(Exception):
         status_code = 429
@@ -286,6 +298,21 @@ async def test_auto_stays_here_if_the_workers_cannot_start(auto, monkeypatch, ca
     assert processes._auto_failed
     assert any("did not start" in r.getMessage() for r in caplog.records)
     processes.shutdown()
+
+
+async def test_auto_stays_here_when_litellm_has_callbacks_in_this_process(auto, monkeypatch):
+    from flow_engine.llm.loader import load_litellm
+
+    seen: list[str] = []
+
+    def on_success(kwargs: Any, response: Any, start: Any, end: Any) -> None:
+        seen.append(response.choices[0].message.content)
+
+    litellm = load_litellm()
+    monkeypatch.setattr(litellm, "success_callback", [on_success])
+    auto.latency_ms = 200
+    await asyncio.gather(*(complete(MESSAGES, model="openai/gpt-4o-mini") for _ in range(5)))
+    assert processes._workers is None  # a user's callback would not run in a worker
 
 
 class _BrokenWorkers:
