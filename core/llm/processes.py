@@ -263,8 +263,15 @@ def auto_count() -> int:
 _auto_failed = False
 
 
-_CALLBACK_LISTS = ("callbacks", "success_callback", "failure_callback", "input_callback")
-_CALLBACK_LISTS += ("_async_success_callback", "_async_failure_callback", "service_callback")
+_CALLBACK_LISTS = (
+    "callbacks",
+    "success_callback",
+    "failure_callback",
+    "input_callback",
+    "_async_success_callback",
+    "_async_failure_callback",
+    "service_callback",
+)
 
 
 def has_callbacks(litellm: Any) -> bool:
