@@ -117,6 +117,7 @@ async def test_the_wal_is_checkpointed_by_the_writer_thread(store, db_url, monke
     # is inline again (a checkpoint is not load)
     on_loop = sum(1 for name, _ in seen if name == threading.current_thread().name)
     assert on_loop >= 0.8 * len(seen)
-    # without checkpoints (automatic ones are off on the writer's connection) 300 commits of a few
-    # pages each would grow the WAL by megabytes; a checkpointed WAL is reused from its start
-    assert wal.stat().st_size < 1_000_000  # noqa: ASYNC240 - a stat, after the writes
+    # without checkpoints (automatic ones are off on the writer's connection) these 300 commits grow
+    # the WAL to ~11 MB; a checkpointed WAL is reused from its start (0.9-1.1 MB seen: a checkpoint
+    # that meets a write in progress cannot rewind it, so its high-water mark varies)
+    assert wal.stat().st_size < 3_000_000  # noqa: ASYNC240 - a stat, after the writes
