@@ -201,13 +201,18 @@ class _LoopPool:
         self._turn = itertools.cycle(range(len(connections)))
         self._ids = itertools.count(1)
 
-    def usable(self, workers: _Workers | None) -> bool:
-        return workers is self.workers and not any(c.closed for c in self.connections)
+    def usable(self, count: int) -> bool:
+        """Still connected to the current workers, and as many as wanted."""
+        workers = self.workers
+        return workers is _workers and workers.count == count and not any(c.closed for c in self.connections)
 
-    async def call(self, kind: str, kwargs: dict[str, Any]) -> tuple[Any, ...]:
-        connection = self.connections[next(self._turn)]
+    def request(self, kind: str, kwargs: dict[str, Any]) -> tuple[int, bytes]:
+        """A new request id and the call's message; raises if ``kwargs`` cannot be pickled."""
         request_id = next(self._ids)
-        data = wire.encode((wire.CALL, request_id, kind, kwargs))  # may raise: not picklable
+        return request_id, wire.encode((wire.CALL, request_id, kind, kwargs))
+
+    async def call(self, request_id: int, data: bytes) -> tuple[Any, ...]:
+        connection = self.connections[next(self._turn)]
         future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
         connection.pending[request_id] = future
         connection.writer.write(data)
@@ -226,31 +231,24 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = weakre
 _opening: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
-def start(count: int, *, replace: bool = False) -> None:
-    """Start the workers now if they are not running (without waiting): the first call then does
-    not pay for their start-up after this process's own import of litellm, but alongside it.
-    ``replace``: also if the running ones are another number of them, or dead."""
+def start(count: int) -> _Workers:
+    """``count`` workers, started now if need be (another number of them running, one dead, a failed
+    start), without waiting for them: the first call then pays for their start-up alongside this
+    process's own import of litellm, not after it."""
     global _workers
     with _lock:
-        if _workers is not None and replace:
-            if _workers.count == count and _workers.alive() and _workers.error is None:
-                return
-            _workers.close()
-            _workers = None
-        if _workers is None:
-            _workers = _Workers(count)
+        workers = _workers
+        if workers is not None and (workers.count != count or workers.error or not workers.alive()):
+            workers.close()
+            workers = _workers = None
+        if workers is None:
+            workers = _workers = _Workers(count)
+        return workers
 
 
 def _current_workers(count: int) -> _Workers:
-    """The running workers, started (or restarted: a different count, a dead worker) if need be."""
-    global _workers
-    with _lock:
-        if _workers is not None and (_workers.count != count or not _workers.alive() or _workers.error):
-            _workers.close()
-            _workers = None
-        if _workers is None:
-            _workers = _Workers(count)
-        workers = _workers
+    """The running workers, started if need be, once ready (blocks: run in a thread)."""
+    workers = start(count)
     workers.wait_started()
     return workers
 
@@ -303,7 +301,7 @@ def use_auto(in_flight: int, litellm: Any) -> bool:
         log.warning("%s; LLM calls stay in this process", workers.error)
         return False
     try:
-        start(auto_count(), replace=True)
+        start(auto_count())
     except Exception as exc:  # e.g. no process can be started here
         _auto_failed = True
         log.warning("could not start LLM worker processes (%s); LLM calls stay in this process", exc)
@@ -313,14 +311,14 @@ def use_auto(in_flight: int, litellm: Any) -> bool:
 async def _pool(count: int) -> _LoopPool:
     loop = asyncio.get_running_loop()
     pool = _pools.get(loop)
-    if pool is not None and pool.usable(_workers) and pool.workers.count == count:
+    if pool is not None and pool.usable(count):
         return pool
     opening = _opening.get(loop)
     if opening is None:
         opening = _opening[loop] = asyncio.Lock()
     async with opening:
         pool = _pools.get(loop)
-        if pool is not None and pool.usable(_workers) and pool.workers.count == count:
+        if pool is not None and pool.usable(count):
             return pool
         workers = await loop.run_in_executor(None, _current_workers, count)
         connections = []
@@ -356,14 +354,14 @@ async def call(litellm: Any, kind: str, kwargs: dict[str, Any], count: int) -> A
     Arguments that cannot be sent to another process (a callable, an object of a local class) make
     the call here instead, as without worker processes."""
     pool = await _pool(count)
+    portable = _portable(kwargs, litellm)
     try:
-        message = await pool.call(kind, _portable(kwargs, litellm))
-    except (pickle.PicklingError, TypeError, AttributeError) as exc:
-        if not isinstance(exc, pickle.PicklingError) and "pickle" not in str(exc).lower():
-            raise
+        request_id, data = pool.request(kind, portable)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:  # what pickle raises
         log.debug("%s arguments cannot go to a worker process (%s); calling litellm here", kind, exc)
         fn = litellm.acompletion if kind == "completion" else litellm.aimage_generation
         return await fn(**kwargs)
+    message = await pool.call(request_id, data)
     if message[1] == wire.OK:
         return _rebuild(litellm, kind, message[2], message[3])
     raise remote_error(message[2])

@@ -259,13 +259,20 @@ async def test_a_failed_step_and_run_say_why(online):
     assert step.tokens_used == 0
 
 
-async def test_a_cancelled_call_is_recorded_as_cancelled(online):
-    online.fail_next(Fault.hang(10))
-    task = asyncio.ensure_future(complete(MESSAGES, model="openai/gpt-4o-mini", api_base=online.base_url))
-    for _ in range(200):
+async def hanging_call(server: Any) -> asyncio.Task[Any]:
+    """A call the server holds (it hangs for 10 s), returned once the server has received it."""
+    before = len(server.chat_requests)
+    server.fail_next(Fault.hang(10))
+    task = asyncio.ensure_future(complete(MESSAGES, model="openai/gpt-4o-mini", api_base=server.base_url))
+    for _ in range(1000):
         await asyncio.sleep(0.01)
-        if online.chat_requests:
+        if len(server.chat_requests) > before:
             break
+    return task
+
+
+async def test_a_cancelled_call_is_recorded_as_cancelled(online):
+    task = await hanging_call(online)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

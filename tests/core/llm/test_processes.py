@@ -25,6 +25,7 @@ from flow_engine.engine import get_engine
 from flow_engine.llm import complete, processes, wire
 from tests.core.llm.test_calls import (  # noqa: F401  (collected again here, with worker processes)
     MESSAGES,
+    hanging_call,
     test_a_call_inside_a_flow_is_linked_to_its_run_and_step,
     test_a_call_sends_the_request_and_records_tokens_and_cost,
     test_a_cancelled_call_is_recorded_as_cancelled,
@@ -40,7 +41,7 @@ from tests.core.llm.test_calls import (  # noqa: F401  (collected again here, wi
     test_retry_after_is_honoured,
     test_the_api_key_is_sent_but_never_stored_or_logged,
 )
-from tests.fake_openai_server import Fault, Reply, use_fake_openai
+from tests.fake_openai_server import Reply, use_fake_openai
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -129,12 +130,7 @@ async def test_cancelling_the_caller_cancels_the_call_in_the_worker(online, monk
         return encode(message)
 
     monkeypatch.setattr(wire, "encode", spy)
-    online.fail_next(Fault.hang(10))
-    task = asyncio.ensure_future(complete(MESSAGES, model="openai/gpt-4o-mini", api_base=online.base_url))
-    for _ in range(1000):
-        await asyncio.sleep(0.01)
-        if online.chat_requests:
-            break
+    task = await hanging_call(online)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -153,13 +149,8 @@ async def test_a_worker_that_dies_mid_call_is_replaced_and_the_call_retried(fake
     await complete(MESSAGES, model="openai/gpt-4o-mini", api_base=fake_openai.base_url)  # workers up
     old = processes._workers
     assert old is not None
-    fake_openai.fail_next(Fault.hang(10)).script(Reply("after the crash"))
-    base = fake_openai.base_url
-    task = asyncio.ensure_future(complete(MESSAGES, model="openai/gpt-4o-mini", api_base=base))
-    for _ in range(1000):
-        await asyncio.sleep(0.01)
-        if len(fake_openai.chat_requests) >= 2:
-            break
+    task = await hanging_call(fake_openai)
+    fake_openai.script(Reply("after the crash"))
     old.processes[0].send_signal(signal.SIGKILL)
     call = await asyncio.wait_for(task, 120)
     assert call.text == "after the crash" and call.attempts == 2
