@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ConfigurationError, NotFoundError, UsageError
+from .ids import new_id
 
 
 def utcnow() -> datetime:
@@ -46,7 +47,7 @@ class _Record(BaseModel):
 class RunRecord(_Record):
     """One row of ``flow_runs``: the seed's fields plus ``parent_run_id`` and ``run_key``."""
 
-    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    id: uuid.UUID = Field(default_factory=new_id)
     user_id: uuid.UUID | None = None
     flow_name: str
     parent_run_id: uuid.UUID | None = None
@@ -76,7 +77,7 @@ class RunRecord(_Record):
 class StepRecord(_Record):
     """One row of ``flow_step_runs``. ``step_key`` is step name + occurrence in the run (``summarize#2``)."""
 
-    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    id: uuid.UUID = Field(default_factory=new_id)
     flow_run_id: uuid.UUID
     llm_request_id: uuid.UUID | None = None
     step_name: str
@@ -98,10 +99,10 @@ class StepRecord(_Record):
 class LLMRequestRecord(_Record):
     """One row of ``llm_requests``: one attempt of one LLM call. Never holds keys or auth headers."""
 
-    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    id: uuid.UUID = Field(default_factory=new_id)
     flow_run_id: uuid.UUID | None = None
     step_run_id: uuid.UUID | None = None
-    call_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    call_id: uuid.UUID = Field(default_factory=new_id)
     kind: str = "completion"
     model: str
     provider: str | None = None
@@ -121,7 +122,12 @@ class LLMRequestRecord(_Record):
 
 
 class RunStore(ABC):
-    """What a storage backend implements. Writes are ``async`` and awaited by the runner."""
+    """What a storage backend implements. Writes are ``async`` and awaited by the runner.
+
+    A step or request record passed to ``start_step`` / ``record_llm_request`` belongs to the store
+    from then on (the engine never changes it afterwards), so a store may keep it as it is; the run
+    record of ``create_run`` is still used by the caller. Reads hand out records the caller may change.
+    """
 
     url: str
 

@@ -28,8 +28,10 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from ..context import current_step
 from ..engine import get_engine
 from ..errors import FlowEngineError, LLMError
+from ..ids import new_id
 from ..storage import LLMRequestRecord, utcnow
 from . import intercept, processes
+from .deadline import Deadline
 from .loader import ensure_providers, provider_guesses, provider_of
 from .redact import known_secrets, redact_params, redact_text, redact_url
 
@@ -291,7 +293,7 @@ async def _call_with_retries(
     provider = provider_of(model) if in_process else _provider_guess(litellm, model, api_base)
     scope = current_step.get()
     store = engine.store
-    call_id = uuid.uuid4()
+    call_id = new_id()
     tape = intercept.cassette  # None unless recording or replaying (`flow run --record/--replay`)
 
     def redact(text: str) -> str:  # only failures need it: scanning the environment is not free
@@ -338,7 +340,7 @@ async def _call_with_retries(
     async def one_attempt() -> LLMCall:
         nonlocal attempt_no, last_request_id, request_id, created_at
         attempt_no += 1
-        request_id = last_request_id = uuid.uuid4()
+        request_id = last_request_id = new_id()
         created_at = utcnow()
         started = time.perf_counter()
         try:
@@ -346,7 +348,7 @@ async def _call_with_retries(
             if tape is not None and tape.replaying:
                 response = tape.replay(kind, model, request, _step_name(scope))
             elif in_process:
-                async with asyncio.timeout(settings.request_timeout):
+                async with Deadline(settings.request_timeout):
                     response = await fn(**call_kwargs)
             else:
                 _in_flight.count += 1
