@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .context import RunContext, StepScope, current_run, current_step
 from .engine import get_engine
 from .errors import InputValidationError, ResumeMismatch, UsageError
+from .ids import new_id
 from .jsonable import describe_error, to_jsonable
 from .runtime_info import StepEvent
 from .steps import StepOutput, StepResult
@@ -23,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .steps import BaseStep
 
 
-def _check_step_type(step: BaseStep) -> None:
+def _unknown_step_type(step: BaseStep) -> None:
     registry = get_engine().plugins.step_types()
     if step.step_type not in registry:
         known = ", ".join(sorted(registry)) or "none"
@@ -44,16 +45,19 @@ def _usage_of(scope: StepScope) -> tuple[int, float | None, int, Any]:
 
 async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | None) -> StepResult:
     engine = get_engine()
-    _check_step_type(step)
+    plugins = engine.plugins
+    if step.step_type not in plugins.step_types():
+        _unknown_step_type(step)
     ctx = current_run.get()
     name = step.step_name
+    slot = None
     if ctx is not None:
         ctx.check_boundary()
-    slot = ctx.next_step_slot(name) if ctx else None
-    if ctx is not None and slot is not None and ctx.replay:
-        replayed = _replayed_result(ctx, step, slot)
-        if replayed is not None:
-            return replayed
+        slot = ctx.next_step_slot(name)
+        if ctx.replay:
+            replayed = _replayed_result(ctx, step, slot)
+            if replayed is not None:
+                return replayed
     try:
         inputs = step.validate_inputs(raw_inputs)
     except InputValidationError as exc:
@@ -63,7 +67,10 @@ async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | Non
     inputs_json = to_jsonable(inputs)
     step_id = None
     if ctx is not None and slot is not None:
+        now = utcnow()
+        step_id = new_id()
         record = StepRecord(
+            id=step_id,
             flow_run_id=ctx.run_id,
             step_name=name,
             step_key=slot[1],
@@ -71,40 +78,48 @@ async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | Non
             step_order=slot[0],
             status=RunStatus.RUNNING.value,
             inputs=inputs_json,
+            created_at=now,
         )
-        step_id = record.id
-        await ctx.store.start_step(record, {"current_step": slot[1], "last_heartbeat": record.created_at})
-    event = StepEvent(
-        run_id=ctx.run_id if ctx else None,
-        step_id=step_id,
-        step_name=name,
-        step_key=slot[1] if slot else None,
-        step_type=step.step_type,
-        step_order=slot[0] if slot else None,
-        total_steps=ctx.total_steps if ctx else None,
-        inputs=inputs_json,
+        await ctx.store.start_step(record, {"current_step": slot[1], "last_heartbeat": now})
+    # the event is built only for plugins that listen (the CLI's progress display does)
+    hooked = any(plugins.has_impls(hook) for hook in ("before_step", "after_step", "on_step_error"))
+    event = None
+    if hooked:
+        event = StepEvent(
+            run_id=ctx.run_id if ctx else None,
+            step_id=step_id,
+            step_name=name,
+            step_key=slot[1] if slot else None,
+            step_type=step.step_type,
+            step_order=slot[0] if slot else None,
+            total_steps=ctx.total_steps if ctx else None,
+            inputs=inputs_json,
+        )
+    scope = StepScope(
+        run_id=ctx.run_id if ctx else None, step_id=step_id, step_name=name, model_override=model_override
     )
-    plugins = engine.plugins
-    scope = StepScope(run_id=event.run_id, step_id=step_id, step_name=name, model_override=model_override)
     token = current_step.set(scope)
     started = time.perf_counter()
     try:
-        await plugins.fire("before_step", event=event)
+        if event is not None:
+            await plugins.fire("before_step", event=event)
         raw_output = await step.run(inputs)
     except BaseException as exc:
         elapsed_ms = int((time.perf_counter() - started) * 1000)
         cancelled = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
         if ctx is not None and step_id is not None:
-            await _finish(ctx, scope, step_id, elapsed_ms, error=exc, cancelled=cancelled)
-        event.error = exc
-        if not cancelled:
-            await plugins.fire("on_step_error", event=event)
+            await _finish(ctx, scope, step_id, elapsed_ms, _usage_of(scope), error=exc, cancelled=cancelled)
+        if event is not None:
+            event.error = exc
+            if not cancelled:
+                await plugins.fire("on_step_error", event=event)
         raise
     finally:
         current_step.reset(token)
     elapsed_ms = int((time.perf_counter() - started) * 1000)
     output = raw_output if isinstance(raw_output, StepOutput) else StepOutput(content=raw_output)
-    tokens, cost, unpriced, llm_request_id = _usage_of(scope)
+    usage = _usage_of(scope)
+    tokens, cost, unpriced, llm_request_id = usage
     metadata: dict[str, Any] = {
         "tokens_used": tokens,
         "cost_estimate": cost,
@@ -122,9 +137,10 @@ async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | Non
         metadata["llm_request_id"] = str(llm_request_id)
     result = StepResult(step_name=name, output_content=output.content, metadata=metadata)
     if ctx is not None and step_id is not None:
-        await _finish(ctx, scope, step_id, elapsed_ms, result=result)
-    event.result = result
-    await plugins.fire("after_step", event=event)
+        await _finish(ctx, scope, step_id, elapsed_ms, usage, result=result)
+    if event is not None:
+        event.result = result
+        await plugins.fire("after_step", event=event)
     return result
 
 
@@ -133,12 +149,13 @@ async def _finish(
     scope: StepScope,
     step_id: Any,
     elapsed_ms: int,
+    usage: tuple[int, float | None, int, Any],
     *,
     result: StepResult | None = None,
     error: BaseException | None = None,
     cancelled: bool = False,
 ) -> None:
-    tokens, cost, unpriced, llm_request_id = _usage_of(scope)
+    tokens, cost, unpriced, llm_request_id = usage
     ctx.totals.add(tokens, cost, unpriced, {call.model for call in scope.calls if call.cost is None})
     now = utcnow()
     step_changes: dict[str, Any] = {

@@ -33,7 +33,7 @@ class MemoryStore(RunStore):
 
     async def create_run(self, run: RunRecord) -> None:
         with self._lock:
-            self._runs[run.id] = run.model_copy()
+            self._runs[run.id] = run.model_copy()  # a submitted run's record also goes to its executor
 
     def _apply(self, record: Any, changes: dict[str, Any]) -> None:
         fields = _FIELDS[type(record)]
@@ -49,7 +49,7 @@ class MemoryStore(RunStore):
 
     async def start_step(self, step: StepRecord, run_changes: dict[str, Any]) -> None:
         with self._lock:
-            self._steps[step.id] = step.model_copy()
+            self._steps[step.id] = step
             self._apply(self._runs[step.flow_run_id], run_changes)
 
     async def finish_step(
@@ -121,7 +121,7 @@ class MemoryStore(RunStore):
 
     async def record_llm_request(self, request: LLMRequestRecord) -> None:
         with self._lock:
-            self._requests.append(request.model_copy())
+            self._requests.append(request)
 
     def get_run(self, run_id: uuid.UUID) -> RunRecord | None:
         run = self._runs.get(run_id)
