@@ -24,14 +24,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .steps import BaseStep
 
 
-def _unknown_step_type(step: BaseStep) -> None:
-    registry = get_engine().plugins.step_types()
-    if step.step_type not in registry:
-        known = ", ".join(sorted(registry)) or "none"
-        raise UsageError(
-            f"step '{step.step_name}' has step type '{step.step_type}', which no loaded plugin registers "
-            f"(registered: {known}); is its plugin installed, or disabled by FLOW_ENGINE_DISABLE_PLUGINS?"
-        )
+def _unknown_step_type(step: BaseStep, registry: dict[str, Any]) -> UsageError:
+    known = ", ".join(sorted(registry)) or "none"
+    return UsageError(
+        f"step '{step.step_name}' has step type '{step.step_type}', which no loaded plugin registers "
+        f"(registered: {known}); is its plugin installed, or disabled by FLOW_ENGINE_DISABLE_PLUGINS?"
+    )
 
 
 def _usage_of(scope: StepScope) -> tuple[int, float | None, int, Any]:
@@ -46,8 +44,9 @@ def _usage_of(scope: StepScope) -> tuple[int, float | None, int, Any]:
 async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | None) -> StepResult:
     engine = get_engine()
     plugins = engine.plugins
-    if step.step_type not in plugins.step_types():
-        _unknown_step_type(step)
+    step_types = plugins.step_types()
+    if step.step_type not in step_types:
+        raise _unknown_step_type(step, step_types)
     ctx = current_run.get()
     name = step.step_name
     slot = None

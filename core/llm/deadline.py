@@ -48,13 +48,14 @@ class _LoopTimers:
 
 
 _timers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopTimers] = weakref.WeakKeyDictionary()
-_last: list[Any] = [None]  # the last loop's timers: nearly every call is on the same loop as the last
+# the last loop's timers: nearly every call is on the same loop as the last
+_last: list[_LoopTimers | None] = [None]
 
 
 def _timers_of(loop: asyncio.AbstractEventLoop) -> _LoopTimers | None:
     last = _last[0]
     if last is not None and last.loop is loop:
-        return last  # type: ignore[no-any-return]
+        return last
     try:
         timers = _timers.get(loop)
         if timers is None:
