@@ -96,6 +96,8 @@ class RunContext:
             if ctx.cancel_requested:
                 raise RunCancelled(f"run {ctx.run_id} was cancelled; it stopped before its next step")
             ctx = ctx.parent
+        if self.max_cost is None and self.max_tokens is None:
+            return
         totals = self.totals
         unpriced = totals.describe_unpriced()
         if self.max_cost is not None and totals.cost >= self.max_cost:

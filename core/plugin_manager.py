@@ -67,6 +67,7 @@ class PluginRegistry:
         self._backends: list[StorageBackendInfo] | None = None
         self._providers: dict[str, ModelProviderInfo] | None = None
         self._executors: dict[str, ExecutorInfo] | None = None
+        self._step_hooks: bool | None = None
         self._load_entry_points()
 
     # -- loading ----------------------------------------------------------------------------
@@ -116,7 +117,7 @@ class PluginRegistry:
             registered = self.pm.register(plugin, name=name)
             if registered is None:
                 raise ConfigurationError(f"plugin '{name}' is blocked and cannot be registered")
-            self._step_types = self._backends = self._providers = self._executors = None
+            self._forget_registries()
             self.statuses.append(
                 PluginStatus(registered, getattr(plugin, "__name__", repr(plugin)), None, None, "loaded")
             )
@@ -126,7 +127,12 @@ class PluginRegistry:
         with self._lock:
             self.pm.unregister(name=name)
             self.statuses = [s for s in self.statuses if s.name != name or s.distribution is not None]
-            self._step_types = self._backends = self._providers = self._executors = None
+            self._forget_registries()
+
+    def _forget_registries(self) -> None:
+        """After a plugin came or went: what was collected from the hooks is asked for again."""
+        self._step_types = self._backends = self._providers = self._executors = None
+        self._step_hooks = None
 
     # -- registries -------------------------------------------------------------------------
     def _collect(self, hook_name: str, kind: str, key: Any) -> list[Any]:
@@ -163,6 +169,9 @@ class PluginRegistry:
         log.warning("flow-engine plugin '%s': %s", plugin_name, error)
 
     def step_types(self) -> dict[str, StepTypeInfo]:
+        known = self._step_types  # asked by every step: no lock once collected
+        if known is not None:
+            return known
         with self._lock:
             if self._step_types is None:
                 infos = self._collect("register_step_types", "step type", lambda i: i.name)
@@ -191,6 +200,9 @@ class PluginRegistry:
                 owners[scheme] = info
 
     def model_providers(self) -> dict[str, ModelProviderInfo]:
+        known = self._providers  # asked by every LLM call: no lock once collected
+        if known is not None:
+            return known
         with self._lock:
             if self._providers is None:
                 infos = self._collect("register_model_providers", "model provider", lambda i: i.name)
@@ -238,6 +250,16 @@ class PluginRegistry:
     # -- lifecycle events -------------------------------------------------------------------
     def has_impls(self, hook_name: str) -> bool:
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
+
+    def step_hooks_listened(self) -> bool:
+        """Does any plugin implement ``before_step``, ``after_step`` or ``on_step_error``? Asked by
+        every step, so remembered until a plugin is registered or unregistered."""
+        listened = self._step_hooks
+        if listened is None:
+            listened = self._step_hooks = any(
+                self.has_impls(hook) for hook in ("before_step", "after_step", "on_step_error")
+            )
+        return listened
 
     async def fire(self, hook_name: str, **kwargs: Any) -> None:
         """Call a lifecycle hook and await every implementation that is ``async def``."""

@@ -34,11 +34,15 @@ def _unknown_step_type(step: BaseStep, registry: dict[str, Any]) -> UsageError:
 
 def _usage_of(scope: StepScope) -> tuple[int, float | None, int, Any]:
     """Tokens, cost (None when any call was unpriced), unpriced call count, last LLM request id."""
-    tokens = sum(call.total_tokens for call in scope.calls)
-    unpriced = sum(1 for call in scope.calls if call.cost is None)
-    cost = None if unpriced else sum(call.cost for call in scope.calls)
-    last_id = scope.calls[-1].request_id if scope.calls else None
-    return tokens, cost, unpriced, last_id
+    tokens, cost, unpriced, last_id = 0, 0.0, 0, None
+    for call in scope.calls:
+        tokens += call.total_tokens
+        if call.cost is None:
+            unpriced += 1
+        else:
+            cost += call.cost
+        last_id = call.request_id
+    return tokens, (None if unpriced else cost), unpriced, last_id
 
 
 async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | None) -> StepResult:
@@ -81,9 +85,8 @@ async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | Non
         )
         await ctx.store.start_step(record, {"current_step": slot[1], "last_heartbeat": now})
     # the event is built only for plugins that listen (the CLI's progress display does)
-    hooked = any(plugins.has_impls(hook) for hook in ("before_step", "after_step", "on_step_error"))
     event = None
-    if hooked:
+    if plugins.step_hooks_listened():
         event = StepEvent(
             run_id=ctx.run_id if ctx else None,
             step_id=step_id,
@@ -136,7 +139,7 @@ async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | Non
         metadata["llm_request_id"] = str(llm_request_id)
     result = StepResult(step_name=name, output_content=output.content, metadata=metadata)
     if ctx is not None and step_id is not None:
-        await _finish(ctx, scope, step_id, elapsed_ms, usage, result=result)
+        await _finish(ctx, scope, step_id, elapsed_ms, usage, result=result, native_metadata=not output.extra)
     if event is not None:
         event.result = result
         await plugins.fire("after_step", event=event)
@@ -151,11 +154,13 @@ async def _finish(
     usage: tuple[int, float | None, int, Any],
     *,
     result: StepResult | None = None,
+    native_metadata: bool = False,
     error: BaseException | None = None,
     cancelled: bool = False,
 ) -> None:
     tokens, cost, unpriced, llm_request_id = usage
-    ctx.totals.add(tokens, cost, unpriced, {call.model for call in scope.calls if call.cost is None})
+    unpriced_models = {call.model for call in scope.calls if call.cost is None} if unpriced else ()
+    ctx.totals.add(tokens, cost, unpriced, unpriced_models)
     now = utcnow()
     step_changes: dict[str, Any] = {
         "tokens_used": tokens,
@@ -168,7 +173,9 @@ async def _finish(
         ctx.completed_steps += 1
         step_changes["status"] = RunStatus.COMPLETED.value
         step_changes["outputs"] = {"output_content": to_jsonable(result.output_content)}
-        step_changes["step_metadata"] = to_jsonable(result.metadata)
+        # the runner's own metadata is JSON already (a copy will do); a step type's extras may not be
+        metadata = result.metadata
+        step_changes["step_metadata"] = dict(metadata) if native_metadata else to_jsonable(metadata)
     else:
         step_changes["status"] = (RunStatus.CANCELLED if cancelled else RunStatus.FAILED).value
         step_changes["error_message"] = describe_error(error) if error is not None else None

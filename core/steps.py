@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
+from .context import current_run
+from .engine import get_engine
 from .errors import InputValidationError, UsageError
 
 
@@ -23,8 +25,6 @@ class StepType:
     @staticmethod
     def registered() -> list[str]:
         """Every step type name registered by the loaded plugins."""
-        from .engine import get_engine
-
         return sorted(get_engine().plugins.step_types())
 
 
@@ -73,9 +73,7 @@ class BaseStep:
         self, inputs: dict[str, Any] | BaseModel | None = None, *, model: str | None = None
     ) -> StepResult:
         """Validate ``inputs``, run the step, record it in the current run, return a ``StepResult``."""
-        from .step_runner import run_step
-
-        return await run_step(self, inputs, model_override=model)
+        return await step_runner.run_step(self, inputs, model_override=model)
 
     async def run(self, inputs: Any) -> Any:
         """Do the step's work. Plain Python steps override this; LLM step types implement it."""
@@ -95,16 +93,14 @@ class BaseStep:
     # -- helpers shared by step types -------------------------------------------------------
     @classmethod
     def validate_inputs(cls, inputs: dict[str, Any] | BaseModel | None) -> Any:
-        owner = f"step '{cls.step_name}'"
         if cls.Inputs is None:
             if inputs is None:
                 return {}
             if isinstance(inputs, BaseModel):
                 return inputs.model_dump()
             if not isinstance(inputs, dict):
-                raise InputValidationError(
-                    owner, [{"loc": (), "msg": f"expected a dict, got {type(inputs).__name__}"}]
-                )
+                problem = {"loc": (), "msg": f"expected a dict, got {type(inputs).__name__}"}
+                raise InputValidationError(f"step '{cls.step_name}'", [problem])
             return dict(inputs)
         if isinstance(inputs, cls.Inputs):
             return inputs
@@ -113,13 +109,10 @@ class BaseStep:
         try:
             return cls.Inputs.model_validate(inputs if inputs is not None else {})
         except ValidationError as exc:
-            raise InputValidationError.from_pydantic(owner, exc) from None
+            raise InputValidationError.from_pydantic(f"step '{cls.step_name}'", exc) from None
 
     def resolve_model(self, override: str | None) -> str:
         """per-call override > step class ``model`` > run-level model > FLOW_ENGINE_MODEL > offline."""
-        from .context import current_run
-        from .engine import get_engine
-
         if override:
             return override
         if self.model:
@@ -131,6 +124,8 @@ class BaseStep:
         return get_engine().default_model()
 
     def resolve_api_base(self) -> str | None:
-        from .engine import get_engine
-
         return self.api_base or get_engine().settings.api_base
+
+
+# last: the runner imports this module's classes, so each module may be imported first
+from . import step_runner  # noqa: E402

@@ -156,14 +156,21 @@ def _usage(response: Any) -> tuple[int, int, int]:
     return prompt, completion, total
 
 
+def _hidden_params(response: Any) -> dict[str, Any]:
+    """litellm's ``_hidden_params`` of a response (read where pydantic keeps private attributes: its
+    ``__getattr__`` fallback costs more than the rest of this module's reading of a response)."""
+    private = getattr(response, "__pydantic_private__", None)
+    hidden = private.get("_hidden_params") if private else getattr(response, "_hidden_params", None)
+    return hidden or {}
+
+
 def _cost(
     litellm: Any, response: Any, provider_info: Any, kind: str, model: str, request: dict[str, Any]
 ) -> float | None:
     """litellm's cost, or None when it does not know the model's price (never a silent 0)."""
     if provider_info is not None:
         return 0.0 if provider_info.free else None
-    hidden = getattr(response, "_hidden_params", None) or {}
-    cost = hidden.get("response_cost")
+    cost = _hidden_params(response).get("response_cost")
     if cost is None:
         extra = {k: request[k] for k in ("size", "quality", "n") if request.get(k) is not None}
         try:
@@ -321,20 +328,25 @@ async def _call_with_retries(
     request_id = call_id
     created_at = utcnow()
 
-    def new_record(**outcome: Any) -> LLMRequestRecord:
+    run_id, step_id = (scope.run_id, scope.step_id) if scope is not None else (None, None)
+    stored_api_base = redact_url(api_base)
+
+    def new_record(outcome: dict[str, Any]) -> LLMRequestRecord:
         """The attempt's row, built once its outcome is known (one validation, no assignments)."""
+        outcome.setdefault("provider", provider)
+        outcome.setdefault("request_params", stored_params)
         return LLMRequestRecord(
             id=request_id,
-            flow_run_id=scope.run_id if scope else None,
-            step_run_id=scope.step_id if scope else None,
+            flow_run_id=run_id,
+            step_run_id=step_id,
             call_id=call_id,
             kind=kind,
             model=model,
-            api_base=redact_url(api_base),
+            api_base=stored_api_base,
             request_messages=messages,
             attempt=attempt_no,
             created_at=created_at,
-            **{"provider": provider, "request_params": stored_params, **outcome},
+            **outcome,
         )
 
     async def one_attempt() -> LLMCall:
@@ -366,9 +378,11 @@ async def _call_with_retries(
             prefix = f"HTTP {status} " if isinstance(status, int) and not cancelled else ""
             error_message = redact(f"{prefix}{type(exc).__name__}: {exc}")[:4000]
             record = new_record(
-                latency_ms=int((time.perf_counter() - started) * 1000),
-                status="cancelled" if cancelled else "failed",
-                error_message=error_message,
+                {
+                    "latency_ms": int((time.perf_counter() - started) * 1000),
+                    "status": "cancelled" if cancelled else "failed",
+                    "error_message": error_message,
+                }
             )
             try:
                 await store.record_llm_request(record)
@@ -380,9 +394,8 @@ async def _call_with_retries(
             raise
         latency = int((time.perf_counter() - started) * 1000)
         prompt, completion, total = _usage(response)
-        hidden = getattr(response, "_hidden_params", None) or {}
         outcome: dict[str, Any] = {
-            "provider": hidden.get("custom_llm_provider") or provider,
+            "provider": _hidden_params(response).get("custom_llm_provider") or provider,
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": total,
@@ -396,7 +409,7 @@ async def _call_with_retries(
             outcome["cost"] = _cost(litellm, response, provider_info, kind, model, request)
             if tape is not None:
                 tape.record(kind, model, request, response, _step_name(scope))
-        record = new_record(**outcome)
+        record = new_record(outcome)
         await store.record_llm_request(record)
         text = None
         if kind == "completion":

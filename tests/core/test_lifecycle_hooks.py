@@ -100,3 +100,16 @@ async def test_a_raising_hook_fails_the_flow(engine):
     assert engine.store.get_run(flow.run_id).error_message == "PermissionError: not allowed"
     [step] = engine.store.list_steps(flow.run_id)  # not left 'running'
     assert (step.status, step.error_message) == ("failed", "PermissionError: not allowed")
+
+
+async def test_step_hooks_registered_or_unregistered_after_steps_ran_take_effect(engine):
+    """Whether any plugin listens to step hooks is remembered between steps; registering or
+    unregistering a plugin must make the next step ask again."""
+    await Ok().execute({})  # nobody listens yet: remembered as such
+    rec = Recorder()
+    engine.plugins.register(rec, name="late-recorder")
+    await Ok().execute({})
+    assert rec.calls == [("before_step", (None, None, False)), ("after_step", "fine")]
+    engine.plugins.unregister("late-recorder")
+    await Ok().execute({})
+    assert len(rec.calls) == 2
