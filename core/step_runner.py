@@ -23,6 +23,10 @@ from .storage import RunStatus, StepRecord, utcnow
 if TYPE_CHECKING:  # pragma: no cover
     from .steps import BaseStep
 
+# the statuses as plain strings, read once (an enum member's ``.value`` is a property call per use)
+_RUNNING = RunStatus.RUNNING.value
+_COMPLETED = RunStatus.COMPLETED.value
+
 
 def _unknown_step_type(step: BaseStep, registry: dict[str, Any]) -> UsageError:
     known = ", ".join(sorted(registry)) or "none"
@@ -79,7 +83,7 @@ async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | Non
             step_key=slot[1],
             step_type=step.step_type,
             step_order=slot[0],
-            status=RunStatus.RUNNING.value,
+            status=_RUNNING,
             inputs=inputs_json,
             created_at=now,
         )
@@ -171,7 +175,7 @@ async def _finish(
     }
     if result is not None:
         ctx.completed_steps += 1
-        step_changes["status"] = RunStatus.COMPLETED.value
+        step_changes["status"] = _COMPLETED
         step_changes["outputs"] = {"output_content": to_jsonable(result.output_content)}
         # the runner's own metadata is JSON already (a copy will do); a step type's extras may not be
         metadata = result.metadata

@@ -317,7 +317,10 @@ async def _call_with_retries(
     call_kwargs["max_retries"] = 0  # the openai SDK must not retry behind our back
     if kind == "completion":
         call_kwargs["num_retries"] = 0  # nor litellm's own retry layer
-    stored_params = redact_params({k: v for k, v in request.items() if k not in ("messages", "prompt")})
+    params = dict(request)  # what is stored besides the messages (no comprehension: a call each on 3.11)
+    params.pop("messages", None)
+    params.pop("prompt", None)
+    stored_params = redact_params(params) if params else params
     if isinstance(stored_params.get("response_format"), type):
         stored_params["response_format"] = {
             "type": "json_schema",
