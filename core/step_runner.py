@@ -143,7 +143,10 @@ async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | Non
         metadata["llm_request_id"] = str(llm_request_id)
     result = StepResult(step_name=name, output_content=output.content, metadata=metadata)
     if ctx is not None and step_id is not None:
-        await _finish(ctx, scope, step_id, elapsed_ms, usage, result=result, native_metadata=not output.extra)
+        # the result holds pydantic's copy of ``metadata``, so the caller may change it; the runner's
+        # own values are JSON already, a step type's extras may not be
+        stored = to_jsonable(metadata) if output.extra else metadata
+        await _finish(ctx, scope, step_id, elapsed_ms, usage, result=result, metadata_json=stored)
     if event is not None:
         event.result = result
         await plugins.fire("after_step", event=event)
@@ -158,7 +161,7 @@ async def _finish(
     usage: tuple[int, float | None, int, Any],
     *,
     result: StepResult | None = None,
-    native_metadata: bool = False,
+    metadata_json: dict[str, Any] | None = None,
     error: BaseException | None = None,
     cancelled: bool = False,
 ) -> None:
@@ -177,9 +180,7 @@ async def _finish(
         ctx.completed_steps += 1
         step_changes["status"] = _COMPLETED
         step_changes["outputs"] = {"output_content": to_jsonable(result.output_content)}
-        # the runner's own metadata is JSON already (a copy will do); a step type's extras may not be
-        metadata = result.metadata
-        step_changes["step_metadata"] = dict(metadata) if native_metadata else to_jsonable(metadata)
+        step_changes["step_metadata"] = metadata_json
     else:
         step_changes["status"] = (RunStatus.CANCELLED if cancelled else RunStatus.FAILED).value
         step_changes["error_message"] = describe_error(error) if error is not None else None

@@ -1,0 +1,54 @@
+"""The step runner's records: what a step's caller does with its result never changes what was stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flow_engine import BaseFlow, BaseStep
+from flow_engine.engine import Engine
+from flow_engine.steps import StepOutput
+
+
+class Plain(BaseStep):
+    async def run(self, inputs: Any) -> str:
+        return "done"
+
+
+class WithExtras(BaseStep):
+    """A step type's extras may be anything; they are stored as JSON."""
+
+    async def run(self, inputs: Any) -> StepOutput:
+        return StepOutput(content="done", extra={"where": Path("/tmp/x"), "tags": ("a", "b")})
+
+
+class MutatesItsResults(BaseFlow):
+    flow_name = "mutates_its_results"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        for step in (Plain(), WithExtras()):
+            result = await step.execute({})
+            result.metadata["added_by_the_caller"] = True
+            result.metadata["tokens_used"] = 999
+        return {}
+
+
+@pytest.mark.parametrize("database", ["memory://", "sqlite"])
+async def test_changing_a_result_s_metadata_leaves_the_stored_step_as_it_was(
+    database: str, tmp_path: Path, engine: Engine
+) -> None:
+    from flow_engine import configure
+
+    url = database if database == "memory://" else f"sqlite:///{tmp_path / 'runner.db'}"
+    store = configure(database_url=url, model="offline").store
+    flow = MutatesItsResults()
+    await flow.execute({})
+    plain, extras = store.list_steps(flow.run_id)
+    for step in (plain, extras):
+        assert "added_by_the_caller" not in step.step_metadata
+        assert step.step_metadata["tokens_used"] == 0
+        assert step.step_metadata["step_key"] == step.step_key
+    assert extras.step_metadata["where"] == "/tmp/x"  # JSON: the path as text, the tuple as a list
+    assert extras.step_metadata["tags"] == ["a", "b"]
