@@ -37,7 +37,9 @@ from .redact import known_secrets, redact_params, redact_text, redact_url
 
 log = logging.getLogger("flow_engine.llm")
 
-TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+# and every 5xx, as the openai SDK and litellm's own retries have it (a 501 or 505 may not go away,
+# but a capped retry costs less than failing a run on a proxy's passing error)
+TRANSIENT_STATUS = {408, 409, 425, 429}
 TRANSIENT_NAMES = {
     "Timeout",
     "APITimeoutError",
@@ -95,7 +97,7 @@ def is_transient(exc: BaseException, *, in_process: bool = False) -> bool:
     if in_process and type(exc).__name__ == "APIConnectionError":
         return False
     status = getattr(exc, "status_code", None)
-    if isinstance(status, int) and status in TRANSIENT_STATUS:
+    if isinstance(status, int) and (status in TRANSIENT_STATUS or 500 <= status <= 599):
         return True
     return bool(names & TRANSIENT_NAMES)
 

@@ -175,6 +175,18 @@ async def test_without_retry_after_the_backoff_is_the_configured_one(fake_openai
     assert second.received_at - first.received_at < 0.3
 
 
+async def test_without_retry_after_the_backoff_really_waits(fake_openai, tmp_path):
+    """Equal jitter: the wait before retry n is between half and all of ``initial * 2**(n-1)``."""
+    use_fake_openai(fake_openai.base_url, tmp_path, retry_initial_delay=0.2, retry_max_delay=5)
+    fake_openai.fail_next(Fault.status(429)).fail_next(Fault.status(500)).script(Reply("ok"))
+    call = await complete(MESSAGES, model="openai/gpt-4o-mini", api_base=fake_openai.base_url)
+    assert call.attempts == 3
+    first, second, third = fake_openai.chat_requests
+    assert (first.outcome, second.outcome, third.outcome) == ("429", "500", "reply")
+    assert 0.095 <= second.received_at - first.received_at < 1.5  # 0.1 to 0.2 s, plus latency
+    assert 0.19 <= third.received_at - second.received_at < 1.5  # 0.2 to 0.4 s, plus latency
+
+
 async def test_retry_after_is_capped_by_the_max_delay(fake_openai, tmp_path):
     use_fake_openai(fake_openai.base_url, tmp_path, retry_max_delay=0.05)
     fake_openai.fail_next(Fault.status(429, retry_after=60)).script(Reply("ok"))
@@ -217,6 +229,15 @@ async def test_image_generation_is_not_retried_by_the_sdk_either(fake_openai, tm
     with pytest.raises(LLMRequestError):
         await generate_image("a cat", model="openai/gpt-image-1", api_base=fake_openai.base_url)
     assert len(fake_openai.image_requests) == 1
+
+
+@pytest.mark.parametrize("status", [501, 505, 507, 521, 530, 599])
+async def test_every_5xx_is_retried_through_litellm(online, status):
+    """Not only the common 500/502/503/504: any server error is worth a capped retry."""
+    online.fail_next(status).script(Reply("second time lucky"))
+    call = await complete(MESSAGES, model="openai/gpt-4o-mini", api_base=online.base_url)
+    assert (call.text, call.attempts) == ("second time lucky", 2)
+    assert [r.outcome for r in online.chat_requests] == [str(status), "reply"]
 
 
 @pytest.mark.parametrize("status", [400, 401, 404])
@@ -358,7 +379,9 @@ def test_retry_after_forms():
 
 def test_transient_classification():
     assert is_transient(_Error({}, 429)) and is_transient(_Error({}, 502))
+    assert all(is_transient(_Error({}, status)) for status in range(500, 600))
     assert not is_transient(_Error({}, 400)) and not is_transient(_Error({}, 401))
+    assert not is_transient(_Error({}, 499)) and not is_transient(_Error({}, 600))
 
     class APIConnectionError(Exception):
         pass
