@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flow_engine import BaseFlow, StructuredStep, UnstructuredStep
+from flow_engine import BaseFlow, StepResult, StructuredStep, UnstructuredStep
 
 
 class ExtractContentStep(UnstructuredStep):
@@ -58,7 +58,18 @@ class ArticleProcessingFlow(BaseFlow):
             "metadata": {
                 "total_tokens": extract_result.metadata["tokens_used"]
                 + summary_result.metadata["tokens_used"],
-                "total_cost": extract_result.metadata["cost_estimate"]
-                + summary_result.metadata["cost_estimate"],
+                "total_cost": total_cost(extract_result, summary_result),
             },
         }
+
+
+def total_cost(*results: StepResult) -> float | None:
+    """The steps' summed cost in USD, or None (unknown) when any step's model has no known price.
+
+    A step's ``cost_estimate`` is None for a model litellm has no price for (a local model behind an
+    OpenAI-compatible server, say): an unknown cost is never counted as 0, so neither is the total.
+    """
+    costs = [result.metadata["cost_estimate"] for result in results]
+    if any(cost is None for cost in costs):
+        return None
+    return sum(costs)
