@@ -124,7 +124,8 @@ def render_prompt(
     except jinja2.UndefinedError as exc:
         raise PromptError(
             f"prompt file '{prompt_file}' ({path}) uses an undefined variable: {exc.message}; "
-            f"the step's inputs are: {', '.join(sorted(variables)) or 'none'}"
+            f"the step's inputs are: {', '.join(sorted(variables)) or 'none'}; prompt search path "
+            f"(first hit wins):\n{_describe(dirs)}"
         ) from None
     except jinja2.TemplateNotFound as exc:
         raise PromptError(

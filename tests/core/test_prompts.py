@@ -107,15 +107,22 @@ def test_a_missing_template_names_the_file_and_the_search_path(tmp_path, monkeyp
     assert isinstance(info.value, UsageError)  # the CLI reports it with exit code 2
 
 
-def test_a_missing_variable_names_the_variable_and_the_file(tmp_path):
+def test_a_missing_variable_names_the_variable_the_file_and_the_search_path(tmp_path, monkeypatch):
     write(tmp_path / "prompts" / "p.md", "Hello {{ name }}, you are {{ age }}.")
     module = make_step_module(tmp_path / "code")
+    monkeypatch.setenv("FLOW_ENGINE_PROMPTS_PATH", str(tmp_path / "mine"))
+    configure(database_url="memory://", data_dir=tmp_path / "data")
     with pytest.raises(PromptError) as info:
         render(module.Step)
     message = str(info.value)
     assert "'age' is undefined" in message
     assert "p.md" in message and str(tmp_path / "prompts" / "p.md") in message
     assert "the step's inputs are: name" in message
+    folders = search_path(module.Step, str(tmp_path / "mine"))
+    assert len(folders) == 4  # FLOW_ENGINE_PROMPTS_PATH, beside the module, ./prompts, built-in
+    for folder in folders:
+        assert f"  - {folder}" in message
+    assert f"  - {tmp_path / 'mine'} (does not exist)" in message
 
 
 @pytest.mark.parametrize(
