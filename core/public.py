@@ -6,42 +6,15 @@ Everything needed to create and execute AI-powered workflows. Both flows and ste
 
 ## Quick Start
 
-### Creating a Flow
-```python
-from typing import Any
-from pydantic import BaseModel, Field
-from flow_engine import BaseFlow, UnstructuredStep, StructuredStep, ImageStep
-
-class ArticleProcessingFlow(BaseFlow):
-    flow_name = "article_processing"
-
-    # Optional: Input validation
-    class Inputs(BaseModel):
-        article_text: str = Field(..., description="The article to process")
-        style: str = Field(default="professional", description="Writing style")
-
-    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        extract_result = await ExtractContentStep().execute({"article_text": inputs["article_text"]})
-        summary_result = await SummarizeStep().execute({
-            "content": extract_result.output_content,
-            "style": inputs["style"],
-        })
-        return {
-            "summary": summary_result.output_content.model_dump(),
-            "metadata": {
-                "total_tokens": extract_result.metadata["tokens_used"]
-                + summary_result.metadata["tokens_used"]
-            },
-        }
-
-# Execute the flow - same pattern as steps!
-result = await ArticleProcessingFlow().execute(
-    {"article_text": "Long article content...", "style": "technical"}
-)
-```
+The two blocks below continue each other, like one Python session with top-level ``await`` (a
+notebook, or ``python -m asyncio``); ``tests/core/test_public_guide.py`` runs them.
 
 ### Creating Steps
 ```python
+from typing import Any
+from pydantic import BaseModel, Field
+from flow_engine import BaseFlow, BaseStep, ImageStep, StructuredStep, UnstructuredStep
+
 # Unstructured text generation: output_content is the model's text
 class ExtractContentStep(UnstructuredStep):
     step_name = "extract_content"
@@ -87,6 +60,38 @@ class CountWordsStep(BaseStep):
 result = await ExtractContentStep().execute({"article_text": "Article content...", "max_length": 300})
 ```
 
+### Creating a Flow
+```python
+class ArticleProcessingFlow(BaseFlow):
+    flow_name = "article_processing"
+
+    # Optional: Input validation
+    class Inputs(BaseModel):
+        article_text: str = Field(..., description="The article to process")
+        style: str = Field(default="professional", description="Writing style")
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        extract_result = await ExtractContentStep().execute({"article_text": inputs["article_text"]})
+        summary_result = await SummarizeStep().execute({
+            "content": extract_result.output_content,
+            "style": inputs["style"],
+        })
+        words_result = await CountWordsStep().execute({"text": extract_result.output_content})
+        return {
+            "summary": summary_result.output_content.model_dump(),
+            "metadata": {
+                "words": words_result.output_content,
+                "total_tokens": extract_result.metadata["tokens_used"]
+                + summary_result.metadata["tokens_used"],
+            },
+        }
+
+# Execute the flow - same pattern as steps!
+result = await ArticleProcessingFlow().execute(
+    {"article_text": "Long article content...", "style": "technical"}
+)
+```
+
 Steps called inside a flow belong to that flow's run, in call order; steps started together with
 ``asyncio.gather`` each keep their own place. A flow executed inside a flow is a child run of it. A step
 called outside any flow works too (its LLM calls are still recorded).
@@ -97,8 +102,9 @@ called outside any flow works too (its LLM calls are still recorded).
 - **Required**: ``flow_name: str``; ``async def _execute_flow_logic(self, inputs: dict) -> dict``.
 - **Optional**: ``Inputs`` / ``Outputs`` (pydantic models), ``total_steps`` (enables a progress
   percentage), ``model`` (default model for the run's LLM steps), ``description``.
-- ``async def execute(self, inputs: dict, *, user_id=None, model=None, metadata=None) -> dict`` runs the
-  flow as a recorded run; ``self.run_id`` holds its id once the run row exists.
+- ``async def execute(self, inputs: dict, *, user_id=None, model=None, metadata=None, max_cost=None,
+  max_tokens=None) -> dict`` runs the flow as a recorded run; ``self.run_id`` holds its id once the run
+  row exists.
 
 ### BaseStep
 - **Attributes**: ``step_name`` (defaults to the class name in snake_case), ``prompt_file`` (in a
@@ -112,8 +118,9 @@ Text generation; ``result.output_content`` is a string. ``system_prompt`` and ``
 
 ### StructuredStep(BaseStep)
 Requires ``Outputs``. Uses the provider's native JSON-schema output where litellm supports it, else JSON
-mode with the schema in the prompt; always validated with pydantic, re-asked with the validation errors
-up to ``max_reasks`` times (``structured_output = "auto" | "native" | "json"``).
+mode with the schema in the prompt, else the schema in the prompt only (a server that rejects a way is
+asked the next one); always validated with pydantic, re-asked with the validation errors up to
+``max_reasks`` times (``structured_output = "auto" | "native" | "json" | "prompt"`` forces a way).
 
 ### NewsStep(BaseStep)
 Step type ``news_gathering``. Inputs ``query``, ``sources`` (feed URLs, ``file://`` paths, names of
@@ -123,16 +130,18 @@ authors): deduplicated, filtered, newest first; per-source errors are in ``metad
 
 ### ImageStep(BaseStep)
 Reads the inputs ``prompt``, ``size``, ``quality``, ``n``. Images are saved under the artifacts folder;
-``output_content`` is ``{"images": [{"path", "url", "revised_prompt", "mime_type", "size_bytes"}],
-"path", "url", "prompt"}``.
+``output_content`` is ``{"images": [{"path", "url", "revised_prompt", "mime_type", "size_bytes",
+"width", "height"}], "path", "url", "prompt"}``.
 
 ## Result Types
 
 ### StepResult
 - ``step_name: str``
 - ``output_content: Any`` - text, an ``Outputs`` instance, image data, or a plain step's return value
-- ``metadata: dict`` - ``tokens_used``, ``cost_estimate`` (USD; ``None`` when the model is unpriced),
-  ``execution_time_ms``, ``provider``, ``model``, and inside a flow ``run_id``, ``step_key``, ``step_order``.
+- ``metadata: dict`` - ``tokens_used``, ``cost_estimate`` (USD; ``None`` when the model is unpriced:
+  an unknown cost is never 0, so code that adds costs up must treat ``None`` as unknown),
+  ``execution_time_ms``, ``provider``, ``model``, ``llm_calls``, ``unpriced_calls``, and inside a flow
+  ``run_id``, ``step_key``, ``step_order``.
 
 ## Step Types
 An open registry of names (plugins add more; ``StepType.registered()`` lists them):
