@@ -5,6 +5,7 @@ Read once per engine, on first use, never at import; ``flow_engine.configure()``
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +13,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 APP_NAME = "flow-engine"
+# a SQLite file URL, with or without a driver (sqlite+pysqlite:///...), its query string aside
+_SQLITE_FILE = re.compile(r"^sqlite(?:\+\w+)?:///(?P<path>[^?]+)")
 
 
 def default_data_dir() -> Path:
@@ -78,11 +81,12 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.resolved_data_dir() / 'flow_engine.db'}"
 
     def resolved_artifacts_dir(self) -> Path:
+        """Beside a SQLite database file; in the data folder for any other database."""
         if self.artifacts_dir:
             return self.artifacts_dir
-        url = self.resolved_database_url()
-        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            return Path(url.removeprefix("sqlite:///")).parent / "artifacts"
+        sqlite_file = _SQLITE_FILE.match(self.resolved_database_url())
+        if sqlite_file and sqlite_file["path"] != ":memory:":
+            return Path(sqlite_file["path"]).parent / "artifacts"
         return self.resolved_data_dir() / "artifacts"
 
     @staticmethod

@@ -143,6 +143,20 @@ async def test_offline_images_are_real_pngs(engine):
     assert Path(entry["path"]).is_relative_to(engine.settings.resolved_artifacts_dir())
 
 
+async def test_by_default_images_go_to_artifacts_beside_the_sqlite_file(fake_openai, tmp_path):
+    # not the working directory (tmp_path) nor the data folder: where the database file is
+    folder = tmp_path / "elsewhere"
+    engine = use_fake_openai(fake_openai.base_url, tmp_path, database_url=f"sqlite:///{folder}/db.sqlite")
+    assert engine.settings.artifacts_dir is None
+    fake_openai.script(ImageReply(b64=True))
+    flow = ThumbnailFlow()
+    outputs = await flow.execute({"prompt": "a cat"})
+    path = Path(outputs["image"]["path"])
+    assert path.parent == folder / "artifacts" / str(flow.run_id)
+    assert read(path).startswith(b"\x89PNG")
+    assert read(folder / "db.sqlite").startswith(b"SQLite format 3")  # the run went there, too
+
+
 async def test_offline_image_size_follows_the_requested_size(engine):
     result = await Thumbnail().execute({"prompt": "wide", "size": "1792x1024", "n": 2}, model="offline")
     images = result.output_content["images"]
