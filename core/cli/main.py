@@ -1,4 +1,4 @@
-"""``flow``: the entry point. Commands load lazily; errors become one readable line and an exit code.
+"""``flow``: the entry point. Commands load lazily; errors become one readable message and an exit code.
 
 Exit codes: 0 success, 1 the flow (or an LLM call) failed, 2 usage or validation error.
 """
@@ -126,7 +126,7 @@ class CommandUsageError(CommandError):
 
 class FlowGroup(LazyGroup):
     def invoke(self, ctx: click.Context) -> Any:
-        """flow-engine errors become one readable line and an exit code (2 usage, 1 failure), no traceback.
+        """flow-engine errors become one readable message and an exit code (2 usage, 1 failure), no traceback.
 
         Done here rather than only in ``main()`` so click's own runner (tests, embedding) behaves the same.
         """
