@@ -42,6 +42,11 @@ class _RandomBytes:
 
 
 _random = _RandomBytes()
+# a UUID made as uuid.UUID() makes it at the end of its __init__, without the checks of its arguments
+# (the value below is a valid version-4 UUID by construction)
+_make_uuid = uuid.UUID.__new__
+_set = object.__setattr__
+_SAFETY_UNKNOWN = uuid.SafeUUID.unknown
 if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
     os.register_at_fork(after_in_child=_random.forget)
 
@@ -49,4 +54,7 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
 def new_id() -> uuid.UUID:
     """A random UUID (version 4, RFC 4122 variant), like ``uuid.uuid4()``."""
     value = int.from_bytes(_random.take16(), "big")
-    return uuid.UUID(int=(value & _CLEAR) | _VERSION_4 | _VARIANT_RFC_4122)
+    made = _make_uuid(uuid.UUID)
+    _set(made, "int", (value & _CLEAR) | _VERSION_4 | _VARIANT_RFC_4122)
+    _set(made, "is_safe", _SAFETY_UNKNOWN)
+    return made

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 import uuid
+
+import pytest
 
 from flow_engine.ids import new_id
 
@@ -14,6 +18,17 @@ def test_ids_are_version_4_rfc_4122_uuids():
         assert isinstance(value, uuid.UUID)
         assert value.version == 4 and value.variant == uuid.RFC_4122
         assert uuid.UUID(str(value)) == value
+
+
+def test_ids_are_whole_uuid_objects():
+    """Made without uuid.UUID's __init__: everything its __init__ sets must still be there."""
+    value = new_id()
+    same = uuid.UUID(str(value))
+    assert hash(value) == hash(same) and {value: 1}[same] == 1
+    assert value.is_safe is same.is_safe is uuid.SafeUUID.unknown
+    assert pickle.loads(pickle.dumps(value)) == value and copy.deepcopy(value) == value
+    with pytest.raises(TypeError):  # immutable, like any UUID
+        value.int = 0  # type: ignore[misc]
 
 
 def test_ids_do_not_repeat():
