@@ -74,6 +74,11 @@ class RunContext:
     _occurrences: Counter[str] = field(default_factory=Counter)
     _child_occurrences: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # the run id as text, as every step's metadata gives it (made once per run, not once per step)
+    run_id_text: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.run_id_text = str(self.run_id)
 
     def next_step_slot(self, step_name: str) -> tuple[int, str]:
         """Order in the run and stable key (``name`` or ``name#N`` for the N-th occurrence)."""

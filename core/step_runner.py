@@ -138,7 +138,7 @@ async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | Non
         **output.extra,
     }
     if ctx is not None and slot is not None:
-        metadata.update(run_id=str(ctx.run_id), step_key=slot[1], step_order=slot[0])
+        metadata.update(run_id=ctx.run_id_text, step_key=slot[1], step_order=slot[0])
     if llm_request_id is not None:
         metadata["llm_request_id"] = str(llm_request_id)
     result = StepResult(step_name=name, output_content=output.content, metadata=metadata)
