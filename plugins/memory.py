@@ -62,6 +62,8 @@ class MemoryStore(RunStore):
 
     def _cancelled(self, run_id: uuid.UUID | None) -> bool:
         """Was a cancel requested for this run or a run it is a child of? (Called under the lock.)"""
+        if not self._cancel_requested:  # the common case, asked after every step: no lookups
+            return False
         for _ in range(100):
             if run_id is None or run_id not in self._runs:
                 return False

@@ -1,0 +1,33 @@
+"""The ``memory://`` store: a cancel request reaches the running run and its children."""
+
+from __future__ import annotations
+
+from flow_engine.plugins.memory import MemoryStore
+from flow_engine.storage import RunRecord, RunStatus, StepRecord, utcnow
+
+
+async def started_run(store: MemoryStore, parent: RunRecord | None = None) -> tuple[RunRecord, StepRecord]:
+    run = RunRecord(
+        flow_name="f", status=RunStatus.RUNNING.value, parent_run_id=parent.id if parent else None
+    )
+    await store.create_run(run)
+    step = StepRecord(flow_run_id=run.id, step_name="s", step_key="s", step_type="python", step_order=1)
+    await store.start_step(step, {"current_step": "s"})
+    return run, step
+
+
+async def test_a_step_learns_of_a_cancel_of_its_run_or_of_a_parent_run():
+    store = MemoryStore()
+    parent, parent_step = await started_run(store)
+    child, child_step = await started_run(store, parent)
+    other, other_step = await started_run(store)
+    done = {"status": RunStatus.COMPLETED.value}
+    assert await store.finish_step(child_step.id, done, child.id, {}) is False  # nothing requested yet
+    assert await store.heartbeat(child.id, utcnow()) is False
+
+    assert await store.request_cancel(parent.id) == RunStatus.RUNNING
+    assert await store.finish_step(parent_step.id, done, parent.id, {}) is True
+    assert await store.finish_step(child_step.id, done, child.id, {}) is True  # through its parent
+    assert await store.heartbeat(child.id, utcnow()) is True
+    assert await store.finish_step(other_step.id, done, other.id, {}) is False  # an unrelated run
+    assert await store.heartbeat(other.id, utcnow()) is False
