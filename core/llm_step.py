@@ -14,8 +14,10 @@ from .steps import BaseStep
 
 
 def input_variables(inputs: Any) -> dict[str, Any]:
+    """A step's validated inputs as template variables: a pydantic model's fields (its ``__dict__``
+    holds exactly them; the class's ``model_fields`` is a property call per step), or the dict."""
     if isinstance(inputs, BaseModel):
-        return {name: getattr(inputs, name) for name in type(inputs).model_fields}
+        return dict(inputs.__dict__)
     return dict(inputs or {})
 
 
