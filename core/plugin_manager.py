@@ -256,9 +256,12 @@ class PluginRegistry:
         every step, so remembered until a plugin is registered or unregistered."""
         listened = self._step_hooks
         if listened is None:
-            listened = self._step_hooks = any(
-                self.has_impls(hook) for hook in ("before_step", "after_step", "on_step_error")
-            )
+            with self._lock:  # as register/unregister forget it: a stale answer is never kept
+                listened = self._step_hooks
+                if listened is None:
+                    listened = self._step_hooks = any(
+                        self.has_impls(hook) for hook in ("before_step", "after_step", "on_step_error")
+                    )
         return listened
 
     async def fire(self, hook_name: str, **kwargs: Any) -> None:

@@ -148,3 +148,30 @@ def test_in_code_plugin_register_and_unregister():
     registry.unregister(name)
     assert not registry.has_impls("before_step")
     assert not [s for s in registry.statuses if s.name == "watcher"]
+
+
+def test_a_plugin_registered_by_another_thread_while_step_hooks_are_looked_up_is_not_missed(monkeypatch):
+    """The registry remembers whether any plugin listens to the step hooks. A registration from another
+    thread in the middle of that lookup must not leave the old answer ("nobody") remembered."""
+    import threading
+
+    class Listener:
+        @hookimpl
+        def before_step(self, event):
+            pass
+
+    registry = PluginRegistry(only=set(), disabled=set())
+    looking_up = PluginRegistry.has_impls
+    registering = threading.Thread(target=registry.register, args=(Listener(),), kwargs={"name": "late"})
+
+    def has_impls_while_another_thread_registers(self, hook_name):
+        answer = looking_up(self, hook_name)
+        if not registering.is_alive() and registering.ident is None:
+            registering.start()
+            registering.join(timeout=0.5)  # done by now, unless the lookup holds the registry's lock
+        return answer
+
+    monkeypatch.setattr(PluginRegistry, "has_impls", has_impls_while_another_thread_registers)
+    registry.step_hooks_listened()
+    registering.join()
+    assert registry.step_hooks_listened() is True
