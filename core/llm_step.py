@@ -14,10 +14,16 @@ from .steps import BaseStep
 
 
 def input_variables(inputs: Any) -> dict[str, Any]:
-    """A step's validated inputs as template variables: a pydantic model's fields (its ``__dict__``
-    holds exactly them; the class's ``model_fields`` is a property call per step), or the dict."""
+    """A step's validated inputs as template variables: a pydantic model's fields, or the dict.
+
+    The fields' values are in the model's ``__dict__`` (read there: the class's ``model_fields`` is a
+    property call per step), which may also hold a ``cached_property``'s value once it was read."""
     if isinstance(inputs, BaseModel):
-        return dict(inputs.__dict__)
+        fields = type(inputs).__pydantic_fields__
+        values = inputs.__dict__
+        if len(values) == len(fields):
+            return dict(values)
+        return {name: values[name] for name in fields if name in values}
     return dict(inputs or {})
 
 

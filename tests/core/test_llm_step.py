@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from pydantic import BaseModel, ConfigDict
 
 from flow_engine.llm_step import input_variables
@@ -18,6 +20,10 @@ class Inputs(BaseModel):
     words: int = 300
     author: Author
 
+    @cached_property
+    def shout(self) -> str:  # kept in the instance's __dict__ once read: not a field
+        return self.title.upper()
+
 
 def test_template_variables_are_the_validated_fields():
     inputs = Inputs.model_validate({"title": "Cats", "author": {"name": "Ann"}, "words": "120", "mood": "x"})
@@ -26,6 +32,8 @@ def test_template_variables_are_the_validated_fields():
     assert isinstance(variables["author"], Author)  # {{ author.name }} works in a template
     variables["title"] = "changed"
     assert inputs.title == "Cats"  # a template's variables are a copy
+    assert inputs.shout == "CATS"
+    assert input_variables(inputs) == {"title": "Cats", "words": 120, "author": Author(name="Ann")}
 
 
 def test_a_plain_step_s_dict_inputs_are_the_variables():
