@@ -5,7 +5,6 @@ Read once per engine, on first use, never at import; ``flow_engine.configure()``
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
@@ -13,8 +12,29 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 APP_NAME = "flow-engine"
-# a SQLite file URL, with or without a driver (sqlite+pysqlite:///...), its query string aside
-_SQLITE_FILE = re.compile(r"^sqlite(?:\+\w+)?:///(?P<path>[^?]+)")
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL as SQLAlchemy opens it (any driver, %-escapes decoded, an
+    SQLite ``file:`` URI with ``uri=true``), or None: another database, or one in memory."""
+    if not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url  # imported by the storage backend anyway
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # the storage backend reports a malformed URL
+        return None
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database:
+        return None
+    if str(parsed.query.get("uri", "")).lower() in ("true", "1") and database.startswith("file:"):
+        database = database.removeprefix("file:").split("?", 1)[0]
+        if database.startswith("//"):  # file://localhost/path or file:///path
+            database = "/" + database[2:].split("/", 1)[-1]
+    if database == ":memory:" or not database:
+        return None
+    return Path(database)
 
 
 def default_data_dir() -> Path:
@@ -84,9 +104,9 @@ class Settings(BaseSettings):
         """Beside a SQLite database file; in the data folder for any other database."""
         if self.artifacts_dir:
             return self.artifacts_dir
-        sqlite_file = _SQLITE_FILE.match(self.resolved_database_url())
-        if sqlite_file and sqlite_file["path"] != ":memory:":
-            return Path(sqlite_file["path"]).parent / "artifacts"
+        database_file = sqlite_file(self.resolved_database_url())
+        if database_file is not None:
+            return database_file.parent / "artifacts"
         return self.resolved_data_dir() / "artifacts"
 
     @staticmethod

@@ -16,6 +16,10 @@ from flow_engine.config import Settings
         ("sqlite+pysqlite:////srv/runs/flow.db", Path("/srv/runs/artifacts")),
         ("sqlite:////srv/runs/flow.db?timeout=30", Path("/srv/runs/artifacts")),
         ("sqlite:///relative/flow.db", Path("relative/artifacts")),
+        ("sqlite:///with%20space/flow.db", Path("with space/artifacts")),  # as SQLAlchemy decodes it
+        ("sqlite:///file:/srv/runs/flow.db?uri=true&mode=rwc", Path("/srv/runs/artifacts")),
+        ("sqlite:///file:///srv/runs/flow.db?uri=true", Path("/srv/runs/artifacts")),
+        ("sqlite://", None),
         ("sqlite:///:memory:", None),
         ("memory://", None),
         ("postgresql+psycopg://postgres@127.0.0.1/test", None),
