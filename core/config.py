@@ -11,30 +11,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .errors import ConfigurationError
+
 APP_NAME = "flow-engine"
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite database URL as SQLAlchemy opens it (any driver, %-escapes decoded, an
-    SQLite ``file:`` URI with ``uri=true``), or None: another database, or one in memory."""
-    if not url.startswith("sqlite"):
-        return None
-    from sqlalchemy.engine import make_url  # imported by the storage backend anyway
-
-    try:
-        parsed = make_url(url)
-    except Exception:  # the storage backend reports a malformed URL
-        return None
-    database = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not database:
-        return None
-    if str(parsed.query.get("uri", "")).lower() in ("true", "1") and database.startswith("file:"):
-        database = database.removeprefix("file:").split("?", 1)[0]
-        if database.startswith("//"):  # file://localhost/path or file:///path
-            database = "/" + database[2:].split("/", 1)[-1]
-    if database == ":memory:" or not database:
-        return None
-    return Path(database)
 
 
 def default_data_dir() -> Path:
@@ -104,9 +83,16 @@ class Settings(BaseSettings):
         """Beside a SQLite database file; in the data folder for any other database."""
         if self.artifacts_dir:
             return self.artifacts_dir
-        database_file = sqlite_file(self.resolved_database_url())
-        if database_file is not None:
-            return database_file.parent / "artifacts"
+        url = self.resolved_database_url()
+        if url.startswith("sqlite"):
+            from .plugins.sql.connect import sqlite_path  # the file as the SQL backend opens it
+
+            try:
+                database_file = sqlite_path(url)
+            except ConfigurationError:  # a malformed URL: the storage backend reports it
+                database_file = None
+            if database_file is not None:
+                return database_file.parent / "artifacts"
         return self.resolved_data_dir() / "artifacts"
 
     @staticmethod

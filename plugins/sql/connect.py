@@ -55,11 +55,14 @@ def is_sqlite(url: str | URL) -> bool:
 
 
 def sqlite_path(url: str | URL) -> Path | None:
-    """The database file of a SQLite URL; None for an in-memory database or another backend."""
+    """The database file of a SQLite URL (%-escapes decoded, an SQLite ``file:`` URI with
+    ``uri=true`` included); None for an in-memory database or another backend."""
     parsed = url if isinstance(url, URL) else parse_url(url)
     if parsed.get_backend_name() != "sqlite":
         return None
     database = parsed.database or ""
+    if str(parsed.query.get("uri", "")).lower() in ("true", "1") and database.startswith("file:"):
+        database = _uri_file(database)
     if (
         database in ("", ":memory:")
         or database.startswith("file::memory:")
@@ -67,6 +70,15 @@ def sqlite_path(url: str | URL) -> Path | None:
     ):
         return None
     return Path(database)
+
+
+def _uri_file(uri: str) -> str:
+    """The path of an SQLite ``file:`` URI: ``file:/srv/x.db``, ``file:///srv/x.db``,
+    ``file://localhost/srv/x.db`` -> ``/srv/x.db`` (``file::memory:`` stays itself)."""
+    path = uri.removeprefix("file:").split("?", 1)[0]
+    if path.startswith("//"):  # an authority (empty or localhost) before the absolute path
+        path = "/" + path[2:].split("/", 1)[-1]
+    return path if path != ":memory:" else uri
 
 
 def _set_wal(cursor: Any) -> None:
