@@ -65,8 +65,10 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -663,6 +665,24 @@ def use_fake_openai(base_url: str, tmp_path: Any, **settings: Any) -> Any:
     }
     options.update(settings)
     return configure(**options)
+
+
+def run_flow_cli(base_url: str, tmp_path: Any, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``flow ARGS`` in a subprocess that reaches ``base_url`` with the test key, on a SQLite file
+    in ``tmp_path`` and no other FLOW_ENGINE_* from this environment; ``env`` adds variables."""
+    from tests.cli.conftest import flow_command
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_ENGINE_")}
+    clean.update(
+        FLOW_ENGINE_API_BASE=base_url,
+        FLOW_ENGINE_API_KEY=API_KEY,
+        FLOW_ENGINE_DATABASE_URL=f"sqlite:///{tmp_path / 'runs.db'}",
+        FLOW_ENGINE_DATA_DIR=str(tmp_path),
+        **env,
+    )
+    return subprocess.run(
+        [*flow_command(), *args], capture_output=True, text=True, env=clean, cwd=tmp_path, timeout=120
+    )
 
 
 _LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost", None}

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from flow_engine.engine import get_engine
 from flow_engine.examples.article_processing import ArticleProcessingFlow
-from tests.fake_openai_server import API_KEY, Reply, use_fake_openai
+from tests.fake_openai_server import Reply, run_flow_cli, use_fake_openai
 
 pytestmark = pytest.mark.usefixtures("no_network")  # 127.0.0.1 only
 
@@ -52,18 +48,10 @@ async def test_a_priced_model_gives_the_sum_of_the_step_costs(fake_openai, tmp_p
 def test_flow_run_article_processing_with_an_unpriced_model(fake_openai, tmp_path):
     """What the README suggests for a local server: ``FLOW_ENGINE_MODEL=openai/my-model`` and an api base."""
     script_answers(fake_openai)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_ENGINE_")}
-    env.update(
+    result = run_flow_cli(
+        fake_openai.base_url, tmp_path,
+        "run", "article_processing", "--json", "--input", "article_text=Cats sleep.",
         FLOW_ENGINE_MODEL=UNPRICED,
-        FLOW_ENGINE_API_BASE=fake_openai.base_url,
-        FLOW_ENGINE_API_KEY=API_KEY,
-        FLOW_ENGINE_DATABASE_URL=f"sqlite:///{tmp_path / 'runs.db'}",
-        FLOW_ENGINE_DATA_DIR=str(tmp_path),
-    )
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "flow"), "run", "article_processing", "--json",
-         "--input", "article_text=Cats sleep."],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

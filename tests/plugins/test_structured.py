@@ -13,7 +13,7 @@ from flow_engine.engine import get_engine
 from flow_engine.errors import StructuredOutputError
 from flow_engine.llm.calls import LLMRequestError
 from flow_engine.storage import RunStatus
-from tests.fake_openai_server import Reply, use_fake_openai
+from tests.fake_openai_server import Reply, run_flow_cli, use_fake_openai
 
 pytestmark = pytest.mark.usefixtures("no_network")  # 127.0.0.1 only
 
@@ -270,26 +270,13 @@ def test_restore_output_rebuilds_the_outputs_instance():
 @pytest.mark.slow
 def test_flow_run_article_processing_through_the_server(fake_openai, tmp_path):
     """The built-in example from the CLI, in a subprocess, over litellm's HTTP path to the fake server."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     fake_openai.script(
         Reply("Cats sleep sixteen hours a day.", usage=(40, 8)), Reply(json=VALID, usage=(60, 20))
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_ENGINE_")}
-    env.update(
-        FLOW_ENGINE_API_BASE=fake_openai.base_url,
-        FLOW_ENGINE_API_KEY="test-key",
-        FLOW_ENGINE_DATABASE_URL=f"sqlite:///{tmp_path / 'runs.db'}",
-        FLOW_ENGINE_DATA_DIR=str(tmp_path),
-    )
-    flow = Path(sys.executable).parent / "flow"
-    result = subprocess.run(
-        [str(flow), "run", "article_processing", "--input", "article_text=Cats sleep.", "--model",
-         "openai/gpt-4o-mini", "--json"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    result = run_flow_cli(
+        fake_openai.base_url, tmp_path,
+        "run", "article_processing", "--input", "article_text=Cats sleep.",
+        "--model", "openai/gpt-4o-mini", "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
