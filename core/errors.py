@@ -59,10 +59,6 @@ class StructuredOutputError(LLMError):
     """The model kept answering with output that does not validate against ``Outputs``."""
 
 
-class StepFailed(FlowEngineError):
-    """Wraps nothing: raised by the runner only when a step must be reported as failed on purpose."""
-
-
 class RunCancelled(FlowEngineError):
     """The run was cancelled (``flow cancel``); it stopped at a step boundary."""
 

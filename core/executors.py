@@ -13,7 +13,7 @@ executor, so a third-party executor (Dramatiq, Ray, ...) gets it for free:
 - **Watching.** A delivery that finds its run owned by a live worker (fresh heartbeat) does not run
   it. It keeps the message and watches the run: it returns when the run ends, and claims it if the
   owner's heartbeat stops - so a duplicate delivery is also the safety net if the owner dies later.
-- **Resuming.** A run taken over from a dead worker is resumed in place (``BaseFlow.resume``): steps it
+- **Resuming.** A run taken over from a dead worker is resumed in place (``flow_runner.resume``): steps it
   completed return their stored outputs, no LLM call is paid twice.
 """
 
@@ -21,109 +21,47 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
-import socket
 import uuid
-import weakref
-from abc import ABC, abstractmethod
 from collections.abc import Callable
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .errors import ConfigurationError, FlowEngineError, UsageError
+from . import flow_runner
+from .engine import get_engine
+from .errors import FlowEngineError
+from .executor_base import (
+    DEFAULT_EXECUTOR,
+    ExecutorUnavailable,
+    RunExecutor,
+    executor_info,
+    get_executor,
+    worker_id,
+)
+from .flows import BaseFlow
+from .jsonable import describe_error
+from .resume import flow_class_for
 from .storage import RunStatus, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
-    from .flows import BaseFlow
-    from .plugin_types import ExecutorInfo
     from .storage import RunRecord
+
+__all__ = [
+    "DEFAULT_EXECUTOR",
+    "RELEASED",
+    "ExecutorUnavailable",
+    "RunExecutor",
+    "execute_submitted",
+    "executor_info",
+    "get_executor",
+    "worker_id",
+]
 
 log = logging.getLogger("flow_engine.executors")
 
-DEFAULT_EXECUTOR = "local"
-ENDED = frozenset({RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value})
 RELEASED = "released"  # what execute_submitted returns when it stopped watching (should_stop)
 
 
-class ExecutorUnavailable(FlowEngineError):
-    """The executor could not take the run (its broker is unreachable, say); the run is marked failed."""
-
-
-class RunExecutor(ABC):
-    """What an executor plugin's factory returns."""
-
-    name: str = ""
-
-    @abstractmethod
-    async def enqueue(self, run: RunRecord, flow_class: type[BaseFlow]) -> None:
-        """Hand over a run that is stored (committed) as ``pending``. Must not block the event loop.
-
-        ``flow_class`` is the class that submitted it: an in-process executor can run it as it is;
-        one that sends the run elsewhere relies on the stored ``flow_ref`` instead. Raise
-        :class:`ExecutorUnavailable` with a readable reason when the run cannot be handed over; the
-        caller then marks the run failed with that reason.
-        """
-
-    def run_worker(self, *, concurrency: int, queues: list[str], loglevel: str) -> int:
-        """Run a worker of this executor in the current process until it is stopped (``flow worker``)."""
-        raise UsageError(f"executor '{self.name}' has no workers; `flow worker` needs one that does (celery)")
-
-    def close(self) -> None:  # noqa: B027 - optional
-        """Release connections."""
-
-
-# -- the registry -------------------------------------------------------------------------------
-_instances: weakref.WeakKeyDictionary[Any, dict[str, RunExecutor]] = weakref.WeakKeyDictionary()
-
-
-def executor_info(name: str, engine: Engine | None = None) -> ExecutorInfo:
-    """The registered executor ``name``; an unknown name lists the installed ones."""
-    from .engine import get_engine
-
-    executors = (engine or get_engine()).plugins.executors()
-    if name not in executors:
-        installed = ", ".join(f"{n} ({i.plugin})" for n, i in sorted(executors.items())) or "none"
-        raise ConfigurationError(f"no executor named '{name}'; installed executors: {installed}")
-    return executors[name]
-
-
-def get_executor(name: str | None = None, engine: Engine | None = None) -> RunExecutor:
-    """The executor ``name`` (default ``FLOW_ENGINE_EXECUTOR``, else ``local``), built once per engine.
-
-    Building it checks its configuration (a missing broker URL, an uninstalled extra): that error comes
-    before anything is written.
-    """
-    from .engine import get_engine
-
-    engine = engine or get_engine()
-    name = name or engine.settings.executor or DEFAULT_EXECUTOR
-    built = _instances.setdefault(engine, {})
-    if name not in built:
-        info = executor_info(name, engine)
-        executor = info.factory(engine)
-        if not isinstance(executor, RunExecutor):
-            raise ConfigurationError(
-                f"executor '{name}' (plugin '{info.plugin}') built a {type(executor).__name__}, "
-                "not a flow_engine.executors.RunExecutor"
-            )
-        executor.name = executor.name or name
-        built[name] = executor
-    return built[name]
-
-
-def worker_id(kind: str) -> str:
-    """Who executes a run, as stored in ``flow_runs.claimed_by``: executor, host, pid and a nonce
-    (a pid can be reused by the next process; the nonce tells two lives of one pid apart)."""
-    return f"{kind}:{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
 # -- executing a submitted run ------------------------------------------------------------------
-def _stale_before(engine: Engine) -> Any:
-    return utcnow() - timedelta(seconds=engine.settings.stale_after)
-
-
 async def execute_submitted(
     run_id: uuid.UUID,
     owner: str,
@@ -140,19 +78,17 @@ async def execute_submitted(
     ``should_stop()`` is true (a worker shutting down gives the delivery back). A run the store does
     not know returns ``"missing"``. ``flow_class`` skips finding the class from the stored reference.
     """
-    from .engine import get_engine
-
     engine = get_engine()
     store = engine.store
     watching = False
     run: RunRecord | None = None
     # claim first: the common case (a first delivery of a pending run) costs one write and no read
-    while not await store.claim_run(run_id, owner, _stale_before(engine)):
+    while not await store.claim_run(run_id, owner, flow_runner.stale_before()):
         run = await asyncio.to_thread(store.get_run, run_id)
         if run is None:
             log.error("run %s is not in the database %s; nothing to do", run_id, _where(engine))
             return "missing"
-        if run.status in ENDED:
+        if run.status in flow_runner.FINISHED:
             if not watching:
                 log.info("run %s already %s; nothing to do", run_id, run.status)
             return run.status
@@ -203,41 +139,16 @@ async def _execute_claimed(
     log.info("run %s (%s) %s by %s", run_id, run.flow_name, "resumed" if resumed else "started", owner)
     try:
         if resumed:  # another worker started it and died: completed steps are not run again
-            await flow.resume(run, model=options.get("model"), **budget)
+            await flow_runner.resume(flow, run, model=options.get("model"), **budget)
         else:
-            await _start(engine, flow, run, options.get("model"), budget)
+            await flow_runner.run_claimed(flow, run, model=options.get("model"), **budget)
         status = RunStatus.COMPLETED.value
     except Exception as exc:  # recorded on the run by the runner; a failure before it started is not
-        from .jsonable import describe_error
-
         await _fail(engine, run_id, owner, describe_error(exc))
         ended = await asyncio.to_thread(engine.store.get_run, run_id)
         status = ended.status if ended is not None else "missing"
     log.info("run %s (%s) %s", run_id, run.flow_name, status)
     return status
-
-
-async def _start(
-    engine: Engine, flow: BaseFlow, run: RunRecord, model: str | None, budget: dict[str, Any]
-) -> dict[str, Any]:
-    """The first execution of a claimed run: what ``BaseFlow.execute`` does, on the existing row."""
-    from .context import RunContext
-
-    validated = flow.validate_inputs(run.inputs)
-    max_cost, max_tokens = flow._limits(None, budget["max_cost"], budget["max_tokens"])
-    ctx = RunContext(
-        run_id=run.id,
-        flow_name=flow.flow_name,
-        engine=engine,
-        store=engine.store,
-        user_id=run.user_id,
-        model=model or flow.model,
-        total_steps=run.total_steps if run.total_steps is not None else flow.total_steps,
-        max_cost=max_cost,
-        max_tokens=max_tokens,
-    )
-    flow.run_id = run.id
-    return await flow._run_recorded(ctx, validated)
 
 
 async def _fail(engine: Engine, run_id: uuid.UUID, owner: str, message: str) -> None:
@@ -261,8 +172,6 @@ _classes: dict[tuple[str | None, str], type[BaseFlow]] = {}
 def _flow_class(run: RunRecord) -> type[BaseFlow]:
     """``flow_class_for`` (the stored ``module:Class`` / ``file.py:Class``, else the registered name),
     cached: a worker runs the same few flows thousands of times and entry points are slow to scan."""
-    from .resume import flow_class_for
-
     key = ((run.flow_metadata or {}).get("flow_ref"), run.flow_name)
     cls = _classes.get(key)
     if cls is None:
@@ -271,6 +180,6 @@ def _flow_class(run: RunRecord) -> type[BaseFlow]:
 
 
 def _where(engine: Engine) -> str:
-    from .llm.redact import redact_url
+    from .llm.redact import redact_url  # the LLM package is heavy; only this log line needs it
 
     return str(redact_url(engine.database_url))

@@ -7,46 +7,23 @@ one. A run is "crashed" when it says running but its heartbeat stopped: its proc
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from datetime import timedelta
 from typing import Any
 
+from . import flow_runner
 from .engine import get_engine
-from .errors import NotFoundError, UsageError
+from .errors import UsageError
+from .flow_registry import resolve_flow
+from .flow_runner import display_status, is_stale, stale_before
 from .flows import BaseFlow
-from .storage import RunRecord, RunStatus, RunStore, utcnow
+from .storage import RunRecord, RunStatus, RunStore
 
-
-def stale_before(threshold_seconds: float | None = None) -> Any:
-    settings = get_engine().settings
-    return utcnow() - timedelta(seconds=threshold_seconds or settings.stale_after)
-
-
-def is_stale(run: RunRecord, threshold_seconds: float | None = None) -> bool:
-    """A run that says running but whose heartbeat is older than the threshold (its process died)."""
-    if run.status != RunStatus.RUNNING:
-        return False
-    return run.last_heartbeat is None or run.last_heartbeat < stale_before(threshold_seconds)
-
-
-def display_status(run: RunRecord, threshold_seconds: float | None = None) -> str:
-    """The status to show a person: a stale running run is shown as crashed."""
-    return RunStatus.CRASHED.value if is_stale(run, threshold_seconds) else run.status
-
-
-def load_run(run_id: uuid.UUID | str, store: RunStore | None = None) -> RunRecord:
-    store = store or get_engine().store
-    resolved = run_id if isinstance(run_id, uuid.UUID) else store.resolve_run_id(str(run_id))
-    run = store.get_run(resolved)
-    if run is None:
-        raise NotFoundError(f"no run with id {run_id}")
-    return run
+__all__ = ["cancel", "display_status", "flow_class_for", "is_stale", "recover", "resume", "stale_before"]
 
 
 def flow_class_for(run: RunRecord) -> type[BaseFlow]:
     """The class that ran ``run``: its stored reference (module:Class or file.py:Class), else its name."""
-    from .flow_registry import resolve_flow
-
     ref = (run.flow_metadata or {}).get("flow_ref")
     errors = []
     for target in [t for t in (ref, run.flow_name) if t]:
@@ -78,7 +55,7 @@ async def resume(
     A completed run is returned as it is (nothing runs). A run that is still running (fresh heartbeat)
     is refused unless ``force``. A child run is resumed through its root run.
     """
-    run = load_run(run_id)
+    run = await asyncio.to_thread(get_engine().store.load_run, run_id)
     if run.parent_run_id is not None:
         raise UsageError(f"run {run.id} is a child of run {run.parent_run_id}; resume that run instead")
     if run.status == RunStatus.RUNNING and not force and not is_stale(run):
@@ -87,7 +64,7 @@ async def resume(
             "cancel it first, or wait until it is reported crashed"
         )
     flow = flow_class_for(run)()
-    return await flow.resume(run, model=model, max_cost=max_cost, max_tokens=max_tokens)
+    return await flow_runner.resume(flow, run, model=model, max_cost=max_cost, max_tokens=max_tokens)
 
 
 async def cancel(run_id: uuid.UUID | str) -> tuple[RunRecord, str]:
@@ -98,7 +75,7 @@ async def cancel(run_id: uuid.UUID | str) -> tuple[RunRecord, str]:
     A finished run keeps its status.
     """
     store = get_engine().store
-    run = load_run(run_id, store)
+    run = await asyncio.to_thread(store.load_run, run_id)
     if is_stale(run):  # its process is gone and would never read the request
         await _mark_crashed_tree(store, run)
     return run, await store.request_cancel(run.id)
@@ -109,7 +86,8 @@ async def _mark_crashed_tree(store: RunStore, run: RunRecord, depth: int = 0) ->
     again is left alone)."""
     await store.mark_crashed(stale_before(), run.id)
     if depth < 50:
-        for child in store.list_runs(parent_run_id=run.id, limit=100_000):
+        children = await asyncio.to_thread(store.list_runs, parent_run_id=run.id, limit=100_000)
+        for child in children:
             if is_stale(child):
                 await _mark_crashed_tree(store, child, depth + 1)
 

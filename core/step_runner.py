@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
 
 from .context import RunContext, StepScope, current_run, current_step
 from .engine import get_engine
@@ -17,11 +20,29 @@ from .errors import InputValidationError, ResumeMismatch, UsageError
 from .ids import new_id
 from .jsonable import describe_error, to_jsonable
 from .runtime_info import StepEvent
-from .steps import StepOutput, StepResult
 from .storage import RunStatus, StepRecord, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from .steps import BaseStep
+
+
+class StepResult(BaseModel):
+    """Result of step execution with output and metadata."""
+
+    step_name: str
+    output_content: Any
+    metadata: dict[str, Any]
+
+
+@dataclass
+class StepOutput:
+    """What a step type's ``run()`` may return to tell the runner more than the content."""
+
+    content: Any
+    provider: str | None = None
+    model: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
 
 # the statuses as plain strings, read once (an enum member's ``.value`` is a property call per use)
 _RUNNING = RunStatus.RUNNING.value

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
@@ -11,6 +10,9 @@ from pydantic import BaseModel, ValidationError
 from .context import current_run
 from .engine import get_engine
 from .errors import InputValidationError, UsageError
+from .step_runner import StepOutput, StepResult, run_step
+
+__all__ = ["BaseStep", "StepOutput", "StepResult", "StepType"]
 
 
 class StepType:
@@ -26,24 +28,6 @@ class StepType:
     def registered() -> list[str]:
         """Every step type name registered by the loaded plugins."""
         return sorted(get_engine().plugins.step_types())
-
-
-class StepResult(BaseModel):
-    """Result of step execution with output and metadata."""
-
-    step_name: str
-    output_content: Any
-    metadata: dict[str, Any]
-
-
-@dataclass
-class StepOutput:
-    """What a step type's ``run()`` may return to tell the runner more than the content."""
-
-    content: Any
-    provider: str | None = None
-    model: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _snake(name: str) -> str:
@@ -73,7 +57,7 @@ class BaseStep:
         self, inputs: dict[str, Any] | BaseModel | None = None, *, model: str | None = None
     ) -> StepResult:
         """Validate ``inputs``, run the step, record it in the current run, return a ``StepResult``."""
-        return await step_runner.run_step(self, inputs, model_override=model)
+        return await run_step(self, inputs, model_override=model)
 
     async def run(self, inputs: Any) -> Any:
         """Do the step's work. Plain Python steps override this; LLM step types implement it."""
@@ -125,7 +109,3 @@ class BaseStep:
 
     def resolve_api_base(self) -> str | None:
         return self.api_base or get_engine().settings.api_base
-
-
-# last: the runner imports this module's classes, so each module may be imported first
-from . import step_runner  # noqa: E402

@@ -26,7 +26,7 @@ def utcnow() -> datetime:
 
 
 class RunStatus(enum.StrEnum):
-    """Statuses of runs and steps. Terminal ones never change again (except by ``flow resume``)."""
+    """Statuses of runs and steps. Whether a run has ended is ``flow_runner.has_ended``."""
 
     PENDING = "pending"
     RUNNING = "running"
@@ -35,9 +35,8 @@ class RunStatus(enum.StrEnum):
     CANCELLED = "cancelled"
     CRASHED = "crashed"
 
-    @property
-    def is_terminal(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CRASHED)
+
+_LIST_RUNS = "`flow runs` lists the recorded runs"
 
 
 class _Record(BaseModel):
@@ -221,6 +220,17 @@ class RunStore(ABC):
         """Release connections and threads."""
 
     # -- shared helpers ---------------------------------------------------------------------
+    def load_run(self, ref: uuid.UUID | str) -> RunRecord:
+        """The run a person or caller named: its id (a UUID or its text) or a unique prefix of it.
+
+        The one way every command and API finds a run by id, so they all fail alike: ``NotFoundError``
+        naming ``ref``, ``UsageError`` for an ambiguous prefix or text that is no id."""
+        run_id = ref if isinstance(ref, uuid.UUID) else self.resolve_run_id(str(ref))
+        run = self.get_run(run_id)
+        if run is None:
+            raise NotFoundError(f"no run with id {ref}; {_LIST_RUNS}")
+        return run
+
     def resolve_run_id(self, text: str) -> uuid.UUID:
         """A full run id or a unique prefix of one (hex, dashes optional)."""
         cleaned = text.strip().lower()
@@ -232,7 +242,7 @@ class RunStore(ABC):
             raise UsageError(f"'{text}' is not a run id or a prefix of one")
         matches = self.run_ids_with_prefix(cleaned, limit=2)
         if not matches:
-            raise NotFoundError(f"no run with id starting '{text}'")
+            raise NotFoundError(f"no run with id starting '{text}'; {_LIST_RUNS}")
         if len(matches) > 1:
             raise UsageError(f"run id prefix '{text}' is ambiguous; give more characters")
         return matches[0]

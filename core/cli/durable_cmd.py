@@ -41,14 +41,15 @@ def resume(
     2 no such run, a child run (resume its root), still running, or its
     flow's code cannot be found.
     """
-    from flow_engine.resume import flow_class_for, is_stale, load_run
+    from flow_engine.engine import get_engine
+    from flow_engine.resume import flow_class_for, is_stale
     from flow_engine.storage import RunStatus
 
     from .run_cmd import EXIT_FAILED, EXIT_USAGE, _Report, run_flow
 
     report = _Report(as_json)
     try:
-        run = load_run(run_id)
+        run = get_engine().store.load_run(run_id)
         report.flow_name = run.flow_name
         if run.parent_run_id is not None:
             raise UsageError(f"run {run.id} is a child of run {run.parent_run_id}; resume that run instead")

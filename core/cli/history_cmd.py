@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from flow_engine.errors import NotFoundError, UsageError
+from flow_engine.errors import UsageError
 from flow_engine.storage import RunStatus
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -273,14 +273,6 @@ def _print_runs(records: list[RunRecord]) -> None:
 
 
 # -- flow show ----------------------------------------------------------------------------------
-def _find_run(store: RunStore, text: str) -> RunRecord:
-    run_id = store.resolve_run_id(text)
-    run = store.get_run(run_id)
-    if run is None:
-        raise NotFoundError(f"no run with id {run_id}; `flow runs` lists the recorded runs")
-    return run
-
-
 def _tree_data(store: RunStore, run: RunRecord, depth: int = 0) -> dict[str, Any]:
     children = store.list_runs(parent_run_id=run.id, limit=10_000)
     children.sort(key=lambda r: r.created_at)
@@ -303,7 +295,7 @@ def show(run_id: str, as_json: bool) -> None:
     RUN_ID may be any unique prefix of the id (as `flow runs` shows it).
     """
     store = _store()
-    run = _find_run(store, run_id)
+    run = store.load_run(run_id)
     if as_json:
         _dump(_tree_data(store, run))
         return

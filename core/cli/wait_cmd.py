@@ -114,14 +114,15 @@ def wait(run_id: str, timeout: float | None, as_json: bool) -> None:
     Exit codes: 0 completed; 1 failed, cancelled, crashed, or still
     running at --timeout; 2 no such run.
     """
-    from flow_engine.resume import display_status, load_run
+    from flow_engine.engine import get_engine
+    from flow_engine.resume import display_status
     from flow_engine.submit import RunPoller
 
     from .run_cmd import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, _Report
 
     report = _Report(as_json)
     try:
-        run = load_run(run_id)
+        run = get_engine().store.load_run(run_id)
     except UsageError as exc:
         report.refuse(exc, EXIT_USAGE)
     report.flow_name = run.flow_name

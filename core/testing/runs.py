@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine import get_engine
-from ..errors import NotFoundError
-from ..llm.redact import redact_url
 from ..storage import LLMRequestRecord, RunRecord, StepRecord
 
 
@@ -65,11 +63,7 @@ def load_run(run: uuid.UUID | str | Any) -> LoadedRun:
     if run_id is None:
         raise ValueError(f"{type(run).__name__} has not run yet: it has no run_id")
     store = get_engine().store
-    if not isinstance(run_id, uuid.UUID):
-        run_id = store.resolve_run_id(str(run_id))
-    record = store.get_run(run_id)
-    if record is None:
-        raise NotFoundError(f"no run {run_id} in {redact_url(store.url)}")
+    record = store.load_run(run_id)
     children = store.list_runs(parent_run_id=record.id, limit=10_000)
     children.sort(key=lambda r: r.created_at)
     return LoadedRun(
