@@ -199,7 +199,10 @@ def test_resume_of_changed_code_fails_without_mixing_results(cli_invoke):
 def test_in_a_real_process_refusals_are_one_line_without_traceback(flow):
     for command in ("resume", "cancel"):
         result = flow(command, "ffff")
-        assert (result.returncode, result.stderr) == (2, "Error: no run with id starting 'ffff'\n")
+        assert (result.returncode, result.stderr) == (
+            2,
+            "Error: no run with id starting 'ffff'; `flow runs` lists the recorded runs\n",
+        )
     empty = flow("recover")
     assert (empty.returncode, empty.stdout, empty.stderr) == (0, "", "No stale runs.\n")
 
