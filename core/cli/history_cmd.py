@@ -196,8 +196,8 @@ def _tree_data(store: RunStore, run: RunRecord, depth: int = 0) -> dict[str, Any
     children.sort(key=lambda r: r.created_at)
     return {
         "run": run_json(run),
-        "steps": [s.modeldump_json(mode="json") for s in store.list_steps(run.id)],
-        "llm_requests": [r.modeldump_json(mode="json") for r in store.list_llm_requests(flow_run_id=run.id)],
+        "steps": [s.model_dump(mode="json") for s in store.list_steps(run.id)],
+        "llm_requests": [r.model_dump(mode="json") for r in store.list_llm_requests(flow_run_id=run.id)],
         "children": [_tree_data(store, child, depth + 1) for child in children] if depth < 50 else [],
     }
 
