@@ -51,6 +51,10 @@ class NotFoundError(UsageError):
     """A flow, run or record that the caller named does not exist."""
 
 
+class StorageError(FlowEngineError):
+    """The database refused or failed a read or write; the record named in the message was not stored."""
+
+
 class LLMError(FlowEngineError):
     """An LLM call failed for good (after the configured retries)."""
 

@@ -13,12 +13,28 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import ConfigurationError, NotFoundError, UsageError
+from .errors import ConfigurationError, NotFoundError, StorageError, UsageError
 from .ids import new_id
+
+__all__ = [
+    "LLMRequestRecord",
+    "RunChanges",
+    "RunRecord",
+    "RunStatus",
+    "RunStore",
+    "StepChanges",
+    "StepRecord",
+    "StorageBackendInfo",
+    "StorageError",
+    "claimable",
+    "pick_backend",
+    "scheme_of",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -120,8 +136,50 @@ class LLMRequestRecord(_Record):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class RunChanges(TypedDict, total=False):
+    """The columns of a run that a write may change, one key each: a misspelt key fails type checking
+    (and a backend refuses it at run time). Identity and creation fields never change."""
+
+    status: str
+    execution_mode: str
+    current_step: str | None
+    step_progress: int
+    total_steps: int | None
+    progress_percentage: float
+    started_at: datetime | None
+    completed_at: datetime | None
+    last_heartbeat: datetime | None
+    total_tokens: int
+    total_cost: float
+    unpriced_calls: int
+    execution_time_ms: int | None
+    outputs: dict[str, Any] | None
+    flow_metadata: dict[str, Any] | None
+    error_message: str | None
+    claimed_by: str | None
+
+
+class StepChanges(TypedDict, total=False):
+    """The columns of a step that ``finish_step`` may change (see :class:`RunChanges`)."""
+
+    status: str
+    llm_request_id: uuid.UUID | None
+    outputs: dict[str, Any] | None
+    tokens_used: int
+    cost_estimate: float | None
+    execution_time_ms: int | None
+    error_message: str | None
+    step_metadata: dict[str, Any] | None
+    completed_at: datetime | None
+
+
 class RunStore(ABC):
     """What a storage backend implements. Writes are ``async`` and awaited by the runner.
+
+    A change set names only columns of :class:`RunChanges` / :class:`StepChanges`; a backend raises
+    ``KeyError`` for any other key, before writing anything. A read or write the database refuses
+    raises :class:`~flow_engine.errors.StorageError`. ``flow_engine.testing.store_contract`` holds the
+    tests every backend must pass.
 
     A step or request record passed to ``start_step`` / ``record_llm_request`` belongs to the store
     from then on (the engine never changes it afterwards), so a store may keep it as it is; the run
@@ -135,10 +193,10 @@ class RunStore(ABC):
     async def create_run(self, run: RunRecord) -> None: ...
 
     @abstractmethod
-    async def update_run(self, run_id: uuid.UUID, changes: dict[str, Any]) -> None: ...
+    async def update_run(self, run_id: uuid.UUID, changes: RunChanges) -> None: ...
 
     @abstractmethod
-    async def start_step(self, step: StepRecord, run_changes: dict[str, Any]) -> None:
+    async def start_step(self, step: StepRecord, run_changes: RunChanges) -> None:
         """Insert the step row and apply ``run_changes`` to its run, in one transaction.
 
         For a running step a backend may return before the row is committed, if it commits it no
@@ -148,7 +206,7 @@ class RunStore(ABC):
 
     @abstractmethod
     async def finish_step(
-        self, step_id: uuid.UUID, step_changes: dict[str, Any], run_id: uuid.UUID, run_changes: dict[str, Any]
+        self, step_id: uuid.UUID, step_changes: StepChanges, run_id: uuid.UUID, run_changes: RunChanges
     ) -> bool | None:
         """Update the step row and its run, in one transaction; return True when a cancel was requested."""
 
@@ -160,7 +218,7 @@ class RunStore(ABC):
         """Set ``last_heartbeat``; return True when a cancel was requested for the run."""
         raise NotImplementedError
 
-    async def prepare_resume(self, run_id: uuid.UUID, run_changes: dict[str, Any]) -> None:
+    async def prepare_resume(self, run_id: uuid.UUID, run_changes: RunChanges) -> None:
         """Delete the run's steps that did not complete and apply ``run_changes``, in one transaction."""
         raise NotImplementedError
 

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from flow_engine.errors import NotFoundError, StorageError
 from flow_engine.hookspecs import hookimpl
 from flow_engine.storage import (
     LLMRequestRecord,
+    RunChanges,
     RunRecord,
     RunStatus,
     RunStore,
+    StepChanges,
     StepRecord,
     StorageBackendInfo,
     claimable,
     utcnow,
 )
 
-_FIELDS = {cls: frozenset(cls.model_fields) for cls in (RunRecord, StepRecord, LLMRequestRecord)}
+_FIELDS = {cls: frozenset(cls.model_fields) - {"id"} for cls in (RunRecord, StepRecord, LLMRequestRecord)}
+_HEX = frozenset("0123456789abcdef")
 
 
 class MemoryStore(RunStore):
@@ -33,31 +38,57 @@ class MemoryStore(RunStore):
 
     async def create_run(self, run: RunRecord) -> None:
         with self._lock:
+            if run.id in self._runs:
+                raise StorageError(f"could not store run {run.id}: a run with this id exists (unique id)")
+            if run.parent_run_id is not None:
+                self._run(run.parent_run_id, f"run {run.id}")
             self._runs[run.id] = run.model_copy()  # a submitted run's record also goes to its executor
 
-    def _apply(self, record: Any, changes: dict[str, Any]) -> None:
-        fields = _FIELDS[type(record)]
-        for key in changes:
-            if key not in fields:
-                raise KeyError(f"{type(record).__name__} has no field '{key}'")
-        # records are not validated on assignment: setting the attributes is all pydantic would do
-        record.__dict__.update(changes)
+    def _run(self, run_id: uuid.UUID, what: str | None = None) -> RunRecord:
+        """The stored run; the SQL backend's foreign keys refuse a record of an unknown run too."""
+        run = self._runs.get(run_id)
+        if run is None:
+            raise StorageError(f"could not store {what or f'run {run_id}'}: no run with id {run_id}")
+        return run
 
-    async def update_run(self, run_id: uuid.UUID, changes: dict[str, Any]) -> None:
-        with self._lock:
-            self._apply(self._runs[run_id], changes)
+    @staticmethod
+    def _check(record_type: type[Any], changes: Mapping[str, Any]) -> None:
+        """Refuse an unknown key before anything changes (as the SQL backend does)."""
+        unknown = changes.keys() - _FIELDS[record_type]
+        if unknown:
+            raise KeyError(f"{record_type.__name__} has no field(s) {', '.join(sorted(unknown))}")
 
-    async def start_step(self, step: StepRecord, run_changes: dict[str, Any]) -> None:
+    @staticmethod
+    def _apply(record: Any, changes: Mapping[str, Any]) -> None:
+        for key, value in changes.items():
+            setattr(record, key, value)
+
+    async def update_run(self, run_id: uuid.UUID, changes: RunChanges) -> None:
         with self._lock:
+            self._check(RunRecord, changes)
+            self._apply(self._run(run_id), changes)
+
+    async def start_step(self, step: StepRecord, run_changes: RunChanges) -> None:
+        with self._lock:
+            self._check(RunRecord, run_changes)
+            run = self._run(step.flow_run_id, f"step '{step.step_key}'")
+            if step.id in self._steps:
+                raise StorageError(f"could not store step '{step.step_key}': a step with id {step.id} exists")
             self._steps[step.id] = step
-            self._apply(self._runs[step.flow_run_id], run_changes)
+            self._apply(run, run_changes)
 
     async def finish_step(
-        self, step_id: uuid.UUID, step_changes: dict[str, Any], run_id: uuid.UUID, run_changes: dict[str, Any]
+        self, step_id: uuid.UUID, step_changes: StepChanges, run_id: uuid.UUID, run_changes: RunChanges
     ) -> bool:
         with self._lock:
-            self._apply(self._steps[step_id], step_changes)
-            self._apply(self._runs[run_id], run_changes)
+            self._check(StepRecord, step_changes)
+            self._check(RunRecord, run_changes)
+            step = self._steps.get(step_id)
+            if step is None:
+                raise StorageError(f"could not store step of run {run_id}: no step with id {step_id}")
+            run = self._run(run_id)
+            self._apply(step, step_changes)
+            self._apply(run, run_changes)
             return self._cancelled(run_id)
 
     def _cancelled(self, run_id: uuid.UUID | None) -> bool:
@@ -74,22 +105,26 @@ class MemoryStore(RunStore):
 
     async def heartbeat(self, run_id: uuid.UUID, at: datetime) -> bool:
         with self._lock:
-            self._runs[run_id].last_heartbeat = at
+            self._run(run_id).last_heartbeat = at
             return self._cancelled(run_id)
 
-    async def prepare_resume(self, run_id: uuid.UUID, run_changes: dict[str, Any]) -> None:
+    async def prepare_resume(self, run_id: uuid.UUID, run_changes: RunChanges) -> None:
         with self._lock:
+            self._check(RunRecord, run_changes)
+            run = self._run(run_id)
             self._steps = {
                 k: s
                 for k, s in self._steps.items()
                 if s.flow_run_id != run_id or s.status == RunStatus.COMPLETED
             }
             self._cancel_requested.discard(run_id)
-            self._apply(self._runs[run_id], run_changes)
+            self._apply(run, run_changes)
 
     async def request_cancel(self, run_id: uuid.UUID) -> str:
         with self._lock:
-            run = self._runs[run_id]
+            run = self._runs.get(run_id)
+            if run is None:
+                raise NotFoundError(f"no run with id {run_id}")
             if run.status in (RunStatus.PENDING, RunStatus.CRASHED):
                 when = (
                     "before it started" if run.status == RunStatus.PENDING else "after its process had died"
@@ -123,6 +158,8 @@ class MemoryStore(RunStore):
 
     async def record_llm_request(self, request: LLMRequestRecord) -> None:
         with self._lock:
+            if request.flow_run_id is not None:
+                self._run(request.flow_run_id, f"LLM request {request.id}")
             self._requests.append(request)
 
     def get_run(self, run_id: uuid.UUID) -> RunRecord | None:
@@ -147,7 +184,7 @@ class MemoryStore(RunStore):
             and (user_id is None or r.user_id == user_id)
             and (parent_run_id is None or r.parent_run_id == parent_run_id)
         ]
-        runs.sort(key=lambda r: r.created_at, reverse=True)
+        runs.sort(key=lambda r: (r.created_at, r.id), reverse=True)  # as SQL: newest first, then id
         return [r.model_copy() for r in runs[offset : offset + limit]]
 
     def list_steps(self, run_id: uuid.UUID) -> list[StepRecord]:
@@ -157,16 +194,20 @@ class MemoryStore(RunStore):
     def list_llm_requests(
         self, *, flow_run_id: uuid.UUID | None = None, step_run_id: uuid.UUID | None = None
     ) -> list[LLMRequestRecord]:
-        return [
-            r.model_copy()
+        found = [
+            r
             for r in self._requests
             if (flow_run_id is None or r.flow_run_id == flow_run_id)
             and (step_run_id is None or r.step_run_id == step_run_id)
         ]
+        found.sort(key=lambda r: (r.created_at, r.attempt, r.id))  # as SQL: oldest first
+        return [r.model_copy() for r in found]
 
     def run_ids_with_prefix(self, prefix: str, limit: int = 2) -> list[uuid.UUID]:
-        wanted = prefix.replace("-", "")
-        return [rid for rid in self._runs if rid.hex.startswith(wanted)][:limit]
+        wanted = prefix.strip().lower().replace("-", "")
+        if not wanted or not set(wanted) <= _HEX:
+            return []
+        return sorted(rid for rid in self._runs if rid.hex.startswith(wanted))[:limit]
 
 
 @hookimpl

@@ -9,6 +9,9 @@ import click
 
 from flow_engine.errors import FlowEngineError, UsageError
 
+from .foreground import run_flow
+from .report import EXIT_FAILED, EXIT_USAGE, Report
+
 
 @click.command("resume")
 @click.argument("run_id")
@@ -45,9 +48,7 @@ def resume(
     from flow_engine.resume import flow_class_for, is_stale
     from flow_engine.storage import RunStatus
 
-    from .run_cmd import EXIT_FAILED, EXIT_USAGE, _Report, run_flow
-
-    report = _Report(as_json)
+    report = Report(as_json)
     try:
         run = get_engine().store.load_run(run_id)
         report.flow_name = run.flow_name

@@ -1,8 +1,7 @@
 """``flow runs`` and ``flow show``: the run history, read from the store (any backend).
 
-Both print a rich table for people or ``--json`` for programs. A run id may be abbreviated to any
-unique prefix (``flow show 3f2a``). Costs are never shown as a silent $0 when a model had no known
-price: such runs show ``unknown`` (nothing priced) or ``$0.0123+?`` (part priced).
+Both print a rich table for people or ``--json`` for programs (the cells are written by ``format``).
+A run id may be abbreviated to any unique prefix (``flow show 3f2a``).
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import json
 import re
 import sys
 import uuid
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -19,97 +17,24 @@ import click
 from flow_engine.errors import UsageError
 from flow_engine.storage import RunStatus
 
+from .format import (
+    dump_json,
+    esc,
+    fmt_cost,
+    fmt_duration,
+    fmt_progress,
+    fmt_time,
+    run_json,
+    run_status_text,
+    short_id,
+    status_text,
+)
+
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
     from rich.tree import Tree
 
     from flow_engine.storage import RunRecord, RunStore, StepRecord
-
-STATUS_STYLE = {
-    "completed": "green",
-    "failed": "red",
-    "crashed": "magenta",
-    "cancelled": "yellow",
-    "running": "cyan",
-    "pending": "dim",
-}
-
-
-# -- formatting ---------------------------------------------------------------------------------
-def short_id(run_id: uuid.UUID) -> str:
-    return run_id.hex[:8]
-
-
-def fmt_cost(cost: float | None, unpriced: int = 0) -> str:
-    """``$0.0012``; ``unknown`` when nothing was priced; ``$0.0012+?`` when part of it was not."""
-    if cost is None or (unpriced and not cost):
-        return "unknown"
-    if cost == 0:
-        text = "$0"
-    elif cost < 0.0001:  # a cheap call is not free: never round it to $0.0000
-        text = f"${cost:.6f}" if cost >= 0.000001 else "<$0.000001"
-    else:
-        text = f"${cost:.4f}" if cost < 100 else f"${cost:,.2f}"
-    return f"{text}+?" if unpriced else text
-
-
-def fmt_ms(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    if ms < 1000:
-        return f"{ms} ms"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, sec = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {sec:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
-
-
-def fmt_duration(run: RunRecord) -> str:
-    from flow_engine.resume import is_stale
-
-    if run.execution_time_ms is not None:
-        return fmt_ms(run.execution_time_ms)
-    if run.started_at is not None and run.status == RunStatus.RUNNING.value:
-        if is_stale(run):  # it died: how long it ran until its last heartbeat, not a growing clock
-            if run.last_heartbeat is None:
-                return "-"
-            return fmt_ms(int((run.last_heartbeat - run.started_at).total_seconds() * 1000))
-        elapsed = datetime.now(UTC) - run.started_at
-        return fmt_ms(int(elapsed.total_seconds() * 1000)) + "…"
-    return "-"
-
-
-def fmt_time(value: datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-def fmt_progress(run: RunRecord) -> str:
-    if run.total_steps:
-        return f"{run.step_progress}/{run.total_steps} {run.progress_percentage:.0f}%"
-    return f"{run.step_progress} step{'s' if run.step_progress != 1 else ''}"
-
-
-def esc(text: object) -> str:
-    """User text (names, errors) inside rich markup: ``[`` must not start a tag."""
-    from rich.markup import escape
-
-    return escape(str(text))
-
-
-def status_text(status: str) -> str:
-    style = STATUS_STYLE.get(status)
-    return f"[{style}]{esc(status)}[/]" if style else esc(status)
-
-
-def run_status_text(run: RunRecord) -> str:
-    """A run that says running but whose heartbeat stopped is shown as crashed (its process died)."""
-    from flow_engine.resume import display_status
-
-    return status_text(display_status(run))
 
 
 def _console() -> Console:
@@ -117,10 +42,6 @@ def _console() -> Console:
 
     # piped output: wide enough that tables are not squeezed into 80 columns
     return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-
-
-def _dump(data: Any) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
 
 
 def _store() -> RunStore:
@@ -182,7 +103,7 @@ def runs(
         )
     records = _query_runs(_store(), flow_name, status.lower() if status else None, user_id, limit, stale)
     if as_json:
-        _dump([run_json(r) for r in records])
+        dump_json([run_json(r) for r in records])
         return
     if not records:
         if stale:
@@ -226,17 +147,6 @@ def _query_runs(
         found.sort(key=lambda r: (r.created_at, r.id.hex), reverse=True)  # the store's order: newest first
         return found[:limit]
     return query(status, limit)
-
-
-def run_json(run: RunRecord) -> dict[str, Any]:
-    """A run record as JSON, ``status`` as a person is shown it: a running run whose heartbeat stopped
-    is ``crashed`` (``"stale": true`` says the database still says running; `flow recover` marks it)."""
-    from flow_engine.resume import display_status, is_stale
-
-    data = run.model_dump(mode="json")
-    data["status"] = display_status(run)
-    data["stale"] = is_stale(run)
-    return data
 
 
 def _print_runs(records: list[RunRecord]) -> None:
@@ -297,7 +207,7 @@ def show(run_id: str, as_json: bool) -> None:
     store = _store()
     run = store.load_run(run_id)
     if as_json:
-        _dump(_tree_data(store, run))
+        dump_json(_tree_data(store, run))
         return
     console = _console()
     _print_detail(console, run)

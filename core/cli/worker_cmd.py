@@ -12,6 +12,8 @@ import sys
 
 import click
 
+from .background import background_executor
+
 DEFAULT_CONCURRENCY = 50
 
 
@@ -57,8 +59,6 @@ def worker(concurrency: int, queues: tuple[str, ...], loglevel: str, executor: s
     broker or database unreachable, database schema behind).
     """
     from flow_engine.executors import get_executor
-
-    from .wait_cmd import background_executor
 
     names = [name.strip() for value in queues for name in value.split(",") if name.strip()]
     runner = get_executor(background_executor(executor))

@@ -18,6 +18,9 @@ Fixtures (none is autouse; docs/testing.md has the guide):
 Helpers: :func:`load_run` (a run, its steps, LLM requests and child runs), :func:`cassette` (record /
 replay in any code), :func:`temporary_engine` (the isolated engine outside pytest fixtures).
 
+For storage backends: ``flow_engine.testing.store_contract.RunStoreContract``, the tests every
+``RunStore`` passes (subclass it with a ``store`` fixture; docs/plugins.md).
+
 Only the fixtures load with pytest; everything else loads on first use (PEP 562), so projects that
 install flow-engine but do not use these fixtures do not pay for importing it in every test run.
 """

@@ -23,29 +23,40 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from flow_engine.errors import ConfigurationError
-from flow_engine.storage import LLMRequestRecord, RunRecord, RunStatus, RunStore, StepRecord, utcnow
+from flow_engine.errors import ConfigurationError, StorageError
+from flow_engine.storage import (
+    LLMRequestRecord,
+    RunChanges,
+    RunRecord,
+    RunStatus,
+    RunStore,
+    StepChanges,
+    StepRecord,
+    utcnow,
+)
 
 from .connect import create_sql_engine, display_url, sqlite_path
 from .durable import cancel_flag, claim_run, delete_unfinished_steps, mark_crashed, request_cancel
 from .models import flow_runs, flow_step_runs, llm_requests
 from .repo import FlowRunRepo, FlowStepRunRepo, LLMRequestRepo
 from .schema import ensure_schema
-from .writer import Operation, StorageError, Writer
+from .writer import Operation, Writer
 
 _RUNS, _STEPS, _REQUESTS = flow_runs, flow_step_runs, llm_requests
 _RUN_COLUMNS = frozenset(_RUNS.c.keys()) - {"id"}
 _STEP_COLUMNS = frozenset(_STEPS.c.keys()) - {"id"}
 
 
-def _check(columns: frozenset[str], changes: dict[str, Any], what: str) -> dict[str, Any]:
+def _check(columns: frozenset[str], changes: RunChanges | StepChanges, what: str) -> dict[str, Any]:
+    """The change set as column values; a key that is no column is refused before anything is written."""
     unknown = changes.keys() - columns
     if unknown:
         raise KeyError(f"{what} has no field(s) {', '.join(sorted(unknown))}")
-    status = changes.get("status")
+    values: dict[str, Any] = dict(changes)
+    status = values.get("status")
     if isinstance(status, enum.Enum):  # drivers may store an enum's name; we store its value
-        changes = {**changes, "status": status.value}
-    return changes
+        values["status"] = status.value
+    return values
 
 
 def cancel_flags(cursor: Any, dml: Any, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, bool]:
@@ -129,13 +140,13 @@ class SqlStore(RunStore):
         values = {**_values(run), "cancel_requested": False}
         await self._writer.submit(Operation(("run {}", run.id), [("insert", _RUNS, values)]))
 
-    async def update_run(self, run_id: uuid.UUID, changes: dict[str, Any]) -> None:
+    async def update_run(self, run_id: uuid.UUID, changes: RunChanges) -> None:
         if not changes:
             return
-        changes = _check(_RUN_COLUMNS, changes, "a run")
-        await self._writer.submit(Operation(("run {}", run_id), [("update", _RUNS, run_id, changes)]))
+        values = _check(_RUN_COLUMNS, changes, "a run")
+        await self._writer.submit(Operation(("run {}", run_id), [("update", _RUNS, run_id, values)]))
 
-    async def start_step(self, step: StepRecord, run_changes: dict[str, Any]) -> None:
+    async def start_step(self, step: StepRecord, run_changes: RunChanges) -> None:
         """A running step's row is deferred (``Writer.defer``): committed while the step awaits
         anything, or together with its finish; a failure to store it is raised by ``finish_step``.
         A step stored already finished (rejected inputs) is written and awaited here."""
@@ -149,7 +160,7 @@ class SqlStore(RunStore):
         self._starts[step.id] = self._writer.defer(operation)
 
     async def finish_step(
-        self, step_id: uuid.UUID, step_changes: dict[str, Any], run_id: uuid.UUID, run_changes: dict[str, Any]
+        self, step_id: uuid.UUID, step_changes: StepChanges, run_id: uuid.UUID, run_changes: RunChanges
     ) -> bool:
         """Update the step and its run; True when a cancel of the run was requested meanwhile."""
         actions: list[tuple[Any, ...]] = []
@@ -179,7 +190,7 @@ class SqlStore(RunStore):
         ]
         return bool(await self._writer.submit(Operation(("heartbeat of run {}", run_id), actions)))
 
-    async def prepare_resume(self, run_id: uuid.UUID, run_changes: dict[str, Any]) -> None:
+    async def prepare_resume(self, run_id: uuid.UUID, run_changes: RunChanges) -> None:
         changes = {**_check(_RUN_COLUMNS, run_changes, "a run"), "cancel_requested": False}
         actions = [("call", delete_unfinished_steps, run_id), ("update", _RUNS, run_id, changes)]
         await self._writer.submit(Operation(("resumed run {}", run_id), actions))

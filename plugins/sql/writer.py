@@ -42,7 +42,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.engine import Engine
 
-from flow_engine.errors import FlowEngineError
+from flow_engine.errors import FlowEngineError, StorageError
 
 from .dml import DmlCache
 
@@ -63,10 +63,6 @@ INLINE_AFTER_QUIET_S = 0.05  # inline writes only after this long without a hand
 # The operation's result (what ``submit`` returns) is the result of its last action.
 Action = tuple[Any, ...]
 _GROUPABLE = frozenset({"insert", "update", "lookup"})
-
-
-class StorageError(FlowEngineError):
-    """The database refused or failed a read or write; the record named in the message was not stored."""
 
 
 class Operation:

@@ -1,9 +1,12 @@
-"""The ``memory://`` store: a cancel request reaches the running run and its children."""
+"""The ``memory://`` store: the store contract; a cancel request reaches the running run and its children."""
 
 from __future__ import annotations
 
+import pytest
+
 from flow_engine.plugins.memory import MemoryStore
 from flow_engine.storage import RunRecord, RunStatus, StepRecord, utcnow
+from flow_engine.testing.store_contract import RunStoreContract
 
 
 async def started_run(store: MemoryStore, parent: RunRecord | None = None) -> tuple[RunRecord, StepRecord]:
@@ -31,3 +34,11 @@ async def test_a_step_learns_of_a_cancel_of_its_run_or_of_a_parent_run():
     assert await store.heartbeat(child.id, utcnow()) is True
     assert await store.finish_step(other_step.id, done, other.id, {}) is False  # an unrelated run
     assert await store.heartbeat(other.id, utcnow()) is False
+
+
+class TestMemoryStoreContract(RunStoreContract):
+    """The ``memory://`` store passes the contract every backend passes."""
+
+    @pytest.fixture
+    def store(self) -> MemoryStore:
+        return MemoryStore()
