@@ -7,10 +7,12 @@ import sys
 
 import click
 
+from flow_engine.cli.options import db_option
 from flow_engine.errors import FlowEngineError, UsageError
 
 
 @click.command("resume")
+@db_option
 @click.argument("run_id")
 @click.option("--model", "-m", metavar="MODEL", help="Run-level model for the steps that still run.")
 @click.option("--max-cost", type=click.FloatRange(min=0), metavar="USD", help="A new budget in USD.")
@@ -76,6 +78,7 @@ def resume(
 
 
 @click.command("cancel")
+@db_option
 @click.argument("run_id")
 def cancel(run_id: str) -> None:
     """Cancel a run: it stops at its next step boundary, recorded as cancelled.
@@ -104,6 +107,7 @@ def cancel(run_id: str) -> None:
 
 
 @click.command("recover")
+@db_option
 @click.option(
     "--stale-after",
     type=click.FloatRange(min=0, min_open=True),

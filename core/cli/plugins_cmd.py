@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from flow_engine.cli.options import db_option
+
 PROVIDES_ORDER = ("step types", "storage", "model providers", "news sources", "hooks")
 
 
@@ -65,6 +67,7 @@ def _print_text(rows: list[dict[str, Any]]) -> None:
 
 
 @click.command("plugins")
+@db_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per plugin.")
 def plugins(as_json: bool) -> None:
     """List plugins, their versions, what they provide and their status.

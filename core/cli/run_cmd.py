@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from flow_engine.cli.options import db_option
 from flow_engine.errors import FlowEngineError, InputValidationError, UsageError
 from flow_engine.hookspecs import hookimpl
 
@@ -324,6 +325,7 @@ def _err_console() -> Any | None:
 
 # -- the command --------------------------------------------------------------------------------
 @click.command("run")
+@db_option
 @click.argument("target", metavar="FLOW")
 @click.option(
     "--input",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from flow_engine.cli.options import db_option
 from flow_engine.errors import FlowEngineError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,17 +32,19 @@ PENDING_HINT_AFTER = 10.0  # seconds before `flow wait` says nobody seems to tak
 # -- flow run --background ------------------------------------------------------------------------
 def background_executor(name: str | None) -> str:
     """The executor of ``--background``: ``--executor``, else FLOW_ENGINE_EXECUTOR unless it runs in
-    this process (``local``, the default), else ``celery``."""
+    this process (``local``, the default), else the plugins' default background executor."""
     from flow_engine.engine import get_engine
     from flow_engine.executors import executor_info
 
     if name is None:
         configured = get_engine().settings.executor
-        name = configured if not executor_info(configured).in_process else "celery"
+        name = configured
+        if executor_info(configured).in_process:
+            name = get_engine().plugins.default_background_executor() or configured
     if executor_info(name).in_process:
         raise UsageError(
             f"executor '{name}' runs a flow inside the process that submits it, and `flow run "
-            "--background` exits at once; use --executor celery (with `flow worker` running), or run "
+            "--background` exits at once; use --executor NAME of a worker-based one (with `flow worker` running), or run "
             "it without --background"
         )
     return name
@@ -96,6 +99,7 @@ def _record(run_id: uuid.UUID | None) -> RunRecord | None:
 
 # -- flow wait ----------------------------------------------------------------------------------
 @click.command("wait")
+@db_option
 @click.argument("run_id")
 @click.option(
     "--timeout",

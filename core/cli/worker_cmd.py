@@ -12,10 +12,13 @@ import sys
 
 import click
 
+from flow_engine.cli.options import db_option
+
 DEFAULT_CONCURRENCY = 50
 
 
 @click.command("worker")
+@db_option
 @click.option(
     "--concurrency",
     "-c",
