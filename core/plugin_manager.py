@@ -87,7 +87,7 @@ class PluginRegistry:
         *,
         only: set[str] | None = None,
         disabled: set[str] | None = None,
-        builtins: tuple[tuple[str, str], ...] = DEFAULT_PLUGINS,
+        builtins: tuple[tuple[str, str], ...] | None = None,
     ):
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
@@ -102,7 +102,7 @@ class PluginRegistry:
         self._settings: list[tuple[str, type[BaseSettings]]] | None = None
         self._step_hooks: bool | None = None
         owners: dict[str, PluginStatus] = {}
-        self._load_builtins(builtins, owners)
+        self._load_builtins(DEFAULT_PLUGINS if builtins is None else builtins, owners)
         self._load_entry_points(owners)
         for plugin_name, _plugin in list(self.pm.list_name_plugin()):
             self._add_hookspecs_of(plugin_name)
