@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import inspect
 import logging
 import threading
@@ -62,6 +63,19 @@ _REGISTRY_HOOKS = (
 )
 
 
+def _defines(module: str, hook: str) -> bool:
+    """Whether a module's source defines ``hook`` (read, not imported); True when it cannot be read."""
+    try:
+        spec = importlib.util.find_spec(module)
+        origin = spec.origin if spec is not None else None
+        if origin is None or not origin.endswith(".py"):
+            return True
+        with open(origin, encoding="utf-8") as source:
+            return f"def {hook}(" in source.read()
+    except (ImportError, OSError, ValueError, UnicodeDecodeError):
+        return True
+
+
 @dataclass
 class PluginStatus:
     """What ``flow plugins`` reports for one plugin."""
@@ -88,7 +102,10 @@ class PluginRegistry:
         only: set[str] | None = None,
         disabled: set[str] | None = None,
         builtins: tuple[tuple[str, str], ...] | None = None,
+        implementing: str | None = None,
     ):
+        """``implementing``: load only plugins whose module defines that hook (``flow --help`` lists
+        plugin commands this way without importing every plugin); such a registry is for that one hook."""
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.statuses: list[PluginStatus] = []
@@ -101,9 +118,12 @@ class PluginRegistry:
         self._executors: dict[str, ExecutorInfo] | None = None
         self._settings: list[tuple[str, type[BaseSettings]]] | None = None
         self._step_hooks: bool | None = None
+        self._implementing = implementing
         owners: dict[str, PluginStatus] = {}
         self._load_builtins(DEFAULT_PLUGINS if builtins is None else builtins, owners)
         self._load_entry_points(owners)
+        if implementing is not None:
+            return  # a partial registry: hooks of plugins not loaded are not checked
         for plugin_name, _plugin in list(self.pm.list_name_plugin()):
             self._add_hookspecs_of(plugin_name)
         self._drop_unknown_hooks()
@@ -118,7 +138,7 @@ class PluginRegistry:
             if name in self._disabled:
                 status.status = "disabled"
                 continue
-            self._import_and_register(status, lambda module=module: importlib.import_module(module))
+            self._import_and_register(status, lambda module=module: importlib.import_module(module), module)
 
     def _load_entry_points(self, owners: dict[str, PluginStatus]) -> None:
         for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
@@ -142,9 +162,12 @@ class PluginRegistry:
                     f"(distribution {first.distribution}); rename the entry point",
                 )
                 continue
-            self._import_and_register(status, ep.load)
+            self._import_and_register(status, ep.load, ep.module)
 
-    def _import_and_register(self, status: PluginStatus, load: Any) -> None:
+    def _import_and_register(self, status: PluginStatus, load: Any, module: str) -> None:
+        if self._implementing is not None and not _defines(module, self._implementing):
+            status.status = "not-selected"
+            return
         try:
             plugin = load()
             self.pm.register(plugin, name=status.name)

@@ -47,23 +47,45 @@ class LazyGroup(click.Group):
     """Imports a command's module only when that command is used; adds plugin commands on demand."""
 
     _plugin_cache: dict[str, click.Command] | None = None
+    _listing_cache: dict[str, click.Command] | None = None
 
-    def _plugin_commands(self) -> dict[str, click.Command]:
-        """Commands plugins add through ``register_commands`` (the SQL plugin's ``flow db`` among them)."""
-        if self._plugin_cache is None:
-            from flow_engine.engine import get_engine
+    def _plugin_commands(self, listing: bool = False) -> dict[str, click.Command]:
+        """Commands plugins add through ``register_commands`` (the SQL plugin's ``flow db`` among them).
 
-            group = click.Group("plugins")
-            registry = get_engine().plugins
-            if registry.has_impls("register_commands"):
+        To list them (``flow --help``) only the plugins whose module defines that hook are imported."""
+        if self._plugin_cache is not None:
+            return self._plugin_cache
+        if listing and self._listing_cache is not None:
+            return self._listing_cache
+        from flow_engine.engine import get_engine
+
+        group = click.Group("plugins")
+        if listing:
+            import warnings
+
+            from flow_engine.plugin_manager import PluginRegistry
+
+            engine = get_engine()
+            with warnings.catch_warnings():  # a broken plugin is reported by the command that uses it
+                warnings.simplefilter("ignore")
+                registry = PluginRegistry(
+                    only=engine._plugin_selection("plugins"),
+                    disabled=engine._plugin_selection("disable_plugins"),
+                    implementing="register_commands",
+                )
                 registry.pm.hook.register_commands(cli=group)
-            self._plugin_cache = dict(group.commands)
+            self._listing_cache = dict(group.commands)
+            return self._listing_cache
+        registry = get_engine().plugins
+        if registry.has_impls("register_commands"):
+            registry.pm.hook.register_commands(cli=group)
+        self._plugin_cache = dict(group.commands)
         return self._plugin_cache
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(BUILTIN_COMMANDS) | set(self.commands)
         try:
-            names |= set(self._plugin_commands())
+            names |= set(self._plugin_commands(listing=_only_listing(ctx)))
         except Exception:  # a broken plugin must not break --help
             pass
         return sorted(names)
@@ -74,7 +96,7 @@ class LazyGroup(click.Group):
         target = BUILTIN_COMMANDS.get(cmd_name)
         if target is None:
             try:
-                return self._plugin_commands().get(cmd_name)
+                return self._plugin_commands(listing=_only_listing(ctx)).get(cmd_name)
             except Exception:
                 return None
         if ctx.resilient_parsing or _only_listing(ctx):
