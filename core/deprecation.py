@@ -44,12 +44,16 @@ DEPRECATED: dict[str, dict[str, str]] = {
 }
 
 
-def _outside_caller(depth: int) -> tuple[bool, int]:
-    """Whether the code ``depth`` frames up (import machinery skipped) is outside flow_engine, and the
-    ``stacklevel`` that points a warning at it."""
-    frame = sys._getframe(depth + 1)
+def _caller(old_module: str) -> tuple[bool, int]:
+    """Whether the code reading the name is outside flow_engine, and the ``stacklevel`` (for
+    ``warnings.warn`` called in ``warn_moved``) that points at it: this module's frames, the old
+    module's ``__getattr__`` and the import machinery are skipped."""
+    frame = sys._getframe(2)  # the caller of warn_moved
     level = 2
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("importlib"):
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module != __name__ and module != old_module and not module.startswith("importlib"):
+            break
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     module = frame.f_globals.get("__name__", "") if frame is not None else ""
@@ -58,20 +62,20 @@ def _outside_caller(depth: int) -> tuple[bool, int]:
     return not inside, level
 
 
-def warn_moved(old_module: str, name: str, new_module: str, depth: int = 1) -> None:
-    outside, level = _outside_caller(depth + 1)
+def warn_moved(old_module: str, name: str, new_module: str) -> None:
+    outside, level = _caller(old_module)
     if outside:
         warnings.warn(
             f"importing {name} from {old_module} is deprecated and stops working in the next release; "
             f"use `from {new_module} import {name}`",
             DeprecationWarning,
-            stacklevel=level + depth,
+            stacklevel=level,
         )
 
 
 def moved(old_module: str, name: str, new_module: str) -> Any:
     """A name that left ``old_module`` (``module.__getattr__``): its new home's value, warning the caller."""
-    warn_moved(old_module, name, new_module, depth=2)
+    warn_moved(old_module, name, new_module)
     return getattr(importlib.import_module(new_module), name)
 
 
