@@ -213,7 +213,9 @@ def test_an_in_code_plugin_with_an_unknown_hook_is_refused():
         def befor_flow(self, event):
             pass
 
-    with pytest.raises(ConfigurationError, match="unknown hook 'befor_flow' \\(did you mean 'before_flow'\\?\\)"):
+    with pytest.raises(
+        ConfigurationError, match="unknown hook 'befor_flow' \\(did you mean 'before_flow'\\?\\)"
+    ):
         registry.register(Typo(), name="typo")
     assert not registry.pm.has_plugin("typo")
 
