@@ -43,7 +43,7 @@ __all__ = [*_PUBLIC, "__version__"]
 if TYPE_CHECKING:  # pragma: no cover
     from .public import *  # noqa: F403
 
-from .deprecation import install as _install_deprecations
+from .deprecation import install as _install_deprecations  # noqa: E402
 
 _install_deprecations()  # old plugin-API import paths warn (see flow_engine.deprecation)
 

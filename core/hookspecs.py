@@ -17,7 +17,6 @@ import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
     import click
-
     from pydantic_settings import BaseSettings
 
     from .plugin_types import ExecutorInfo, ModelProviderInfo, StepTypeInfo

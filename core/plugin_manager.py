@@ -198,7 +198,8 @@ class PluginRegistry:
                 if extra:
                     self._unregister_failed(
                         impl.plugin_name,
-                        f"hook {name} takes unknown arguments {sorted(extra)}; the spec has {sorted(allowed)}",
+                        f"hook {name} takes unknown arguments {sorted(extra)}; "
+                        f"the spec has {sorted(allowed)}",
                     )
         self.pm.add_hookspecs(module_or_class)
 
@@ -377,7 +378,8 @@ class PluginRegistry:
                             if other != _plugin:
                                 raise PluginConflictError(
                                     f"setting '{setting}' is registered by two plugins: '{other}' and "
-                                    f"'{_plugin}'; uninstall one or disable it with FLOW_ENGINE_DISABLE_PLUGINS"
+                                    f"'{_plugin}'; uninstall one or disable it with "
+                                    "FLOW_ENGINE_DISABLE_PLUGINS"
                                 )
                         classes.append((_plugin, cls))
 
@@ -398,8 +400,8 @@ class PluginRegistry:
         ``background_default``, else the first (by name) that does not run in-process; None if none."""
         candidates = sorted((i for i in self.executors().values() if not i.in_process), key=lambda i: i.name)
         marked = [i for i in candidates if i.background_default]
-        chosen = (marked or candidates or [None])[0]
-        return chosen.name if chosen is not None else None
+        chosen = marked or candidates
+        return chosen[0].name if chosen else None
 
     def provides(self) -> dict[str, dict[str, list[str]]]:
         """Per plugin name: what it registers (step types, storage, model providers, executors, hooks)."""

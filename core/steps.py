@@ -16,7 +16,7 @@ from .errors import InputValidationError, UsageError
 class _StepTypeNames(type):
     def __getattr__(cls, name: str) -> str:
         """``StepType.IMAGE_GENERATION``: a registered step type by its name in capitals."""
-        if name.isupper() and name.lower() in cls.registered():
+        if name.isupper() and name.lower() in get_engine().plugins.step_types():
             return name.lower()
         raise AttributeError(f"no step type {name.lower()!r} is registered (StepType.{name})")
 

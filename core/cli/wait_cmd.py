@@ -44,7 +44,7 @@ def background_executor(name: str | None) -> str:
     if executor_info(name).in_process:
         raise UsageError(
             f"executor '{name}' runs a flow inside the process that submits it, and `flow run "
-            "--background` exits at once; use --executor NAME of a worker-based one (with `flow worker` running), or run "
+            "--background` exits at once; use --executor NAME of one with workers, or run "
             "it without --background"
         )
     return name

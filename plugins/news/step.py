@@ -18,8 +18,8 @@ from flow_engine.jsonable import describe_error
 from flow_engine.plugin import BaseStep, StepOutput
 
 from .filtering import select
-from .models import NewsInputs, NewsItem
 from .hookspecs import NewsSourceInfo
+from .models import NewsInputs, NewsItem
 from .sources import USER_AGENT, NewsBatch, NewsGatheringError, NewsRequest, NewsSourceError, registry
 
 NEWS_GATHERING = "news_gathering"  # the step type's name (StepType.NEWS_GATHERING)

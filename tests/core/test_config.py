@@ -76,7 +76,7 @@ class Spec:
     from flow_engine.plugin import hookspec
 
     @hookspec
-    def register_gadgets(register):  # noqa: N805
+    def register_gadgets(register):
         """Register gadgets."""
 
 

@@ -9,7 +9,10 @@ import sqlite3
 import pytest
 
 from flow_engine.plugins.sql import schema
-from tests.cli.conftest import cli_invoke, flow, flow_env  # noqa: F401  (fixtures)
+from tests.cli import conftest as cli_fixtures
+
+# the `flow` command fixtures of tests/cli
+cli_invoke, flow, flow_env = cli_fixtures.cli_invoke, cli_fixtures.flow, cli_fixtures.flow_env
 
 HEAD = schema.HEAD
 
