@@ -43,6 +43,10 @@ __all__ = [*_PUBLIC, "__version__"]
 if TYPE_CHECKING:  # pragma: no cover
     from .public import *  # noqa: F403
 
+from .deprecation import install as _install_deprecations  # noqa: E402
+
+_install_deprecations()  # old plugin-API import paths warn (see flow_engine.deprecation)
+
 
 def __getattr__(name: str) -> Any:
     if name in _PUBLIC:

@@ -1,6 +1,7 @@
 """Settings read from ``FLOW_ENGINE_*`` environment variables (pydantic-settings).
 
 Read once per engine, on first use, never at import; ``flow_engine.configure()`` overrides them in code.
+Plugins keep their own settings in their own classes (``register_settings``), read the same way.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from .errors import ConfigurationError
 
 APP_NAME = "flow-engine"
 
@@ -78,25 +77,3 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.resolved_data_dir() / 'flow_engine.db'}"
-
-    def resolved_artifacts_dir(self) -> Path:
-        """Beside a SQLite database file; in the data folder for any other database."""
-        if self.artifacts_dir:
-            return self.artifacts_dir
-        url = self.resolved_database_url()
-        if url.startswith("sqlite"):
-            from .plugins.sql.connect import sqlite_path  # the file as the SQL backend opens it
-
-            try:
-                database_file = sqlite_path(url)
-            except ConfigurationError:  # a malformed URL: the storage backend reports it
-                database_file = None
-            if database_file is not None:
-                return database_file.parent / "artifacts"
-        return self.resolved_data_dir() / "artifacts"
-
-    @staticmethod
-    def split_names(value: str | None) -> set[str] | None:
-        if value is None:
-            return None
-        return {name.strip() for name in value.split(",") if name.strip()}

@@ -5,22 +5,31 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .errors import ConfigurationError
 
 if TYPE_CHECKING:  # pragma: no cover - imported lazily: pydantic-settings alone costs ~80 ms
+    from pydantic_settings import BaseSettings
+
     from .config import Settings
     from .plugin_manager import PluginRegistry
     from .storage import RunStore
 
 OFFLINE_MODEL = "offline/default"
+S = TypeVar("S", bound="BaseSettings")
 
 
 class Engine:
-    def __init__(self, settings: Settings | None = None):
+    def __init__(self, settings: Settings | None = None, plugin_overrides: dict[str, Any] | None = None):
         self._settings = settings
+        self._plugin_overrides = plugin_overrides or {}
+        self._plugin_settings: dict[type, Any] = {}
         self._plugins: PluginRegistry | None = None
         self._store: RunStore | None = None
         self._lock = threading.RLock()
@@ -76,9 +85,35 @@ class Engine:
                     self._store = backend.factory(self.database_url)
         return self._store
 
+    def plugin_settings(self, cls: type[S]) -> S:
+        """A plugin's settings (its ``register_settings`` class): environment variables, overridden by
+        ``configure()``. Built once per engine."""
+        known = self._plugin_settings.get(cls)
+        if known is None:
+            with self._lock:
+                known = self._plugin_settings.get(cls)
+                if known is None:
+                    given = {k: v for k, v in self._plugin_overrides.items() if k in cls.model_fields}
+                    known = self._plugin_settings[cls] = cls(**given)
+        return known  # type: ignore[no-any-return]
+
     @property
-    def store_is_open(self) -> bool:
-        return self._store is not None
+    def artifacts_dir(self) -> Path:
+        """FLOW_ENGINE_ARTIFACTS_DIR; else beside the database file when the storage backend stores in
+        one (SQLite); else in the data folder."""
+        if self.settings.artifacts_dir:
+            return self.settings.artifacts_dir
+        url = self.database_url
+        try:
+            from .storage import pick_backend
+
+            local_path = pick_backend(url, self.plugins.storage_backends()).local_path
+            database_file = local_path(url) if local_path is not None else None
+        except ConfigurationError:  # an unknown scheme or a malformed URL: opening the store reports it
+            database_file = None
+        if database_file is not None:
+            return database_file.parent / "artifacts"
+        return self.settings.resolved_data_dir() / "artifacts"
 
     def default_model(self) -> str:
         """``FLOW_ENGINE_MODEL``, else the offline model (saying so once on stderr)."""
@@ -117,15 +152,37 @@ def configure(**settings: Any) -> Engine:
     """Replace the engine with one built from these settings (they win over environment variables).
 
     Example: ``flow_engine.configure(database_url="sqlite:///runs.db", model="openai/gpt-4o-mini")``.
+    Plugin settings (``register_settings``) are accepted too; an unknown name is a ``ConfigurationError``
+    suggesting the closest one, and the current engine is left as it was.
     """
     from .config import Settings
 
     global _engine
+    core = {k: v for k, v in settings.items() if k in Settings.model_fields}
+    others = {k: v for k, v in settings.items() if k not in core}
+    engine = Engine(Settings(**core), others)
+    if others:
+        _check_plugin_settings(engine, others)
     with _engine_lock:
         if _engine is not None:
             _engine.close()
-        _engine = Engine(Settings(**settings))
+        _engine = engine
         return _engine
+
+
+def _check_plugin_settings(engine: Engine, given: dict[str, Any]) -> None:
+    from .config import Settings
+
+    classes = engine.plugins.settings_classes()
+    known = set(Settings.model_fields).union(*(cls.model_fields for cls in classes))
+    for name in given:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigurationError(f"configure() got an unknown setting '{name}'{hint}")
+    for cls in classes:
+        if any(name in cls.model_fields for name in given):
+            engine.plugin_settings(cls)  # a bad value fails here, before the engine is replaced
 
 
 def reset_engine() -> None:

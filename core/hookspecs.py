@@ -17,14 +17,30 @@ import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
     import click
+    from pydantic_settings import BaseSettings
 
-    from .plugin_types import ExecutorInfo, ModelProviderInfo, NewsSourceInfo, StepTypeInfo
+    from .plugin_types import ExecutorInfo, ModelProviderInfo, StepTypeInfo
     from .runtime_info import FlowEvent, StepEvent
     from .storage import StorageBackendInfo
 
 PROJECT = "flow_engine"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_hookspecs(register: Callable[[Any], None]) -> None:
+    """Add a plugin's own hooks: ``register(module_or_class)`` with ``@hookspec`` functions on it.
+
+    Asked before any other hook, so other plugins may implement the hooks it adds (as pytest's
+    ``pytest_addhooks``)."""
+
+
+@hookspec
+def register_settings(register: Callable[[type[BaseSettings]], None]) -> None:
+    """Register a plugin's settings: ``register(MySettings)``, a pydantic-settings class with
+    ``env_prefix="FLOW_ENGINE_"``. ``configure()`` accepts its fields; read them with
+    ``get_engine().plugin_settings(MySettings)``."""
 
 
 @hookspec
@@ -44,18 +60,10 @@ def register_model_providers(register: Callable[[ModelProviderInfo], None]) -> N
 
 
 @hookspec
-def register_news_sources(register: Callable[[NewsSourceInfo], None]) -> None:
-    """Register news sources for the ``news_gathering`` step: ``register(NewsSourceInfo(name, factory))``.
-
-    Users name a source in the step's ``sources`` input; ``url_schemes`` makes it handle URL entries.
-    """
-
-
-@hookspec
 def register_executors(register: Callable[[ExecutorInfo], None]) -> None:
     """Register run executors (where submitted runs go): ``register(ExecutorInfo(name, factory))``.
 
-    ``factory(engine)`` returns a ``flow_engine.executors.RunExecutor``; import heavy clients inside it.
+    ``factory(engine)`` returns a ``flow_engine.plugin.RunExecutor``; import heavy clients inside it.
     """
 
 

@@ -1,11 +1,18 @@
-"""Loading plugins from entry points and asking them what they provide.
+"""Loading plugins and asking them what they provide.
 
-Loading is lazy (first use, never at ``import flow_engine``) and forgiving: a plugin that fails to
-import is recorded with its error and reported by ``flow plugins`` and a warning; the rest still load.
+Built-in plugins are listed in ``DEFAULT_PLUGINS`` and registered like any other (pytest's
+``default_plugins``, llm's ``DEFAULT_PLUGINS``), so a stale install never loses them; third-party
+plugins come from the ``flow_engine`` entry-point group. Loading is lazy (first use, never at
+``import flow_engine``) and forgiving: a plugin that fails to import, or implements a hook nobody
+specified (a misspelt ``after_steps``), is recorded as failed with its error, reported by
+``flow plugins`` and a warning, and unregistered; the rest still load.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import importlib.util
 import inspect
 import logging
 import threading
@@ -16,24 +23,57 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from . import hookspecs
+from . import __version__, hookspecs
 from .errors import ConfigurationError, PluginConflictError
-from .plugin_types import ExecutorInfo, ModelProviderInfo, NewsSourceInfo, StepTypeInfo
+from .plugin_types import ExecutorInfo, ModelProviderInfo, StepTypeInfo
 
 if TYPE_CHECKING:  # pragma: no cover - storage pulls in pydantic; `flow --help` imports this module
+    from pydantic_settings import BaseSettings
+
     from .storage import StorageBackendInfo
 
 log = logging.getLogger("flow_engine.plugins")
 
 ENTRY_POINT_GROUP = "flow_engine"
 BUILTIN_DISTRIBUTION = "flow-engine"
+# (name, module) of the built-in plugins: module names only, imported like a third party's
+DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = tuple(
+    (name, f"flow_engine.plugins.{name}")
+    for name in (
+        "python_step",
+        "unstructured",
+        "structured",
+        "image",
+        "offline",
+        "sql",
+        "memory",
+        "news",
+        "local_executor",
+        "celery",
+    )
+)
+# hooks whose answers `flow plugins` shows as what a plugin provides, not as "hooks"
 _REGISTRY_HOOKS = (
+    "register_hookspecs",
+    "register_settings",
     "register_step_types",
     "register_storage_backends",
     "register_model_providers",
-    "register_news_sources",
     "register_executors",
 )
+
+
+def _defines(module: str, hook: str) -> bool:
+    """Whether a module's source defines ``hook`` (read, not imported); True when it cannot be read."""
+    try:
+        spec = importlib.util.find_spec(module)
+        origin = spec.origin if spec is not None else None
+        if origin is None or not origin.endswith(".py"):
+            return True
+        with open(origin, encoding="utf-8") as source:
+            return f"def {hook}(" in source.read()
+    except (ImportError, OSError, ValueError, UnicodeDecodeError):
+        return True
 
 
 @dataclass
@@ -56,7 +96,16 @@ class PluginStatus:
 class PluginRegistry:
     """The pluggy manager plus the typed registries built from its ``register_*`` hooks."""
 
-    def __init__(self, *, only: set[str] | None = None, disabled: set[str] | None = None):
+    def __init__(
+        self,
+        *,
+        only: set[str] | None = None,
+        disabled: set[str] | None = None,
+        builtins: tuple[tuple[str, str], ...] | None = None,
+        implementing: str | None = None,
+    ):
+        """``implementing``: load only plugins whose module defines that hook (``flow --help`` lists
+        plugin commands this way without importing every plugin); such a registry is for that one hook."""
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.statuses: list[PluginStatus] = []
@@ -67,21 +116,42 @@ class PluginRegistry:
         self._backends: list[StorageBackendInfo] | None = None
         self._providers: dict[str, ModelProviderInfo] | None = None
         self._executors: dict[str, ExecutorInfo] | None = None
+        self._settings: list[tuple[str, type[BaseSettings]]] | None = None
         self._step_hooks: bool | None = None
-        self._load_entry_points()
+        self._implementing = implementing
+        owners: dict[str, PluginStatus] = {}
+        self._load_builtins(DEFAULT_PLUGINS if builtins is None else builtins, owners)
+        self._load_entry_points(owners)
+        if implementing is not None:
+            return  # a partial registry: hooks of plugins not loaded are not checked
+        for plugin_name, _plugin in list(self.pm.list_name_plugin()):
+            self._add_hookspecs_of(plugin_name)
+        self._drop_unknown_hooks()
+        self.pm.check_pending()  # what is left implements only specified hooks
 
     # -- loading ----------------------------------------------------------------------------
-    def _load_entry_points(self) -> None:
-        owners: dict[str, PluginStatus] = {}
+    def _load_builtins(self, builtins: tuple[tuple[str, str], ...], owners: dict[str, PluginStatus]) -> None:
+        for name, module in builtins:
+            status = PluginStatus(name, module, BUILTIN_DISTRIBUTION, __version__, "loaded")
+            self.statuses.append(status)
+            owners[name] = status
+            if name in self._disabled:
+                status.status = "disabled"
+                continue
+            self._import_and_register(status, lambda module=module: importlib.import_module(module), module)
+
+    def _load_entry_points(self, owners: dict[str, PluginStatus]) -> None:
         for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist = ep.dist.name if ep.dist else None
+            if dist == BUILTIN_DISTRIBUTION:  # an older install's metadata: built-ins come from code
+                continue
             version = ep.dist.version if ep.dist else None
             status = PluginStatus(ep.name, ep.value, dist, version, "loaded")
             self.statuses.append(status)
             if ep.name in self._disabled:
                 status.status = "disabled"
                 continue
-            if self._only is not None and dist != BUILTIN_DISTRIBUTION and ep.name not in self._only:
+            if self._only is not None and ep.name not in self._only:
                 status.status = "not-selected"
                 continue
             first = owners.setdefault(ep.name, status)
@@ -92,11 +162,71 @@ class PluginRegistry:
                     f"(distribution {first.distribution}); rename the entry point",
                 )
                 continue
+            self._import_and_register(status, ep.load, ep.module)
+
+    def _import_and_register(self, status: PluginStatus, load: Any, module: str) -> None:
+        if self._implementing is not None and not _defines(module, self._implementing):
+            status.status = "not-selected"
+            return
+        try:
+            plugin = load()
+            self.pm.register(plugin, name=status.name)
+        except Exception as exc:  # a broken plugin must not take the engine down
+            self._fail(status, f"{type(exc).__name__}: {exc}")
+
+    def _add_hookspecs_of(self, plugin_name: str) -> None:
+        """Ask one plugin for the hooks it adds (``register_hookspecs``)."""
+        plugin = self.pm.get_plugin(plugin_name)
+        impls = [i for i in self.pm.hook.register_hookspecs.get_hookimpls() if i.plugin is plugin]
+        for impl in impls:
             try:
-                plugin = ep.load()
-                self.pm.register(plugin, name=ep.name)
-            except Exception as exc:  # a broken plugin must not take the engine down
-                self._fail(status, f"{type(exc).__name__}: {exc}")
+                impl.function(register=self._add_hookspecs)
+            except Exception as exc:
+                self._unregister_failed(plugin_name, f"register_hookspecs raised {type(exc).__name__}: {exc}")
+
+    def _add_hookspecs(self, module_or_class: Any) -> None:
+        """pluggy's ``add_hookspecs``, after failing the plugins whose implementations of the new hooks
+        take arguments the spec does not have (pluggy would raise half-way)."""
+        for name in dir(module_or_class):
+            spec = getattr(module_or_class, name, None)
+            if self.pm.parse_hookspec_opts(module_or_class, name) is None or not callable(spec):
+                continue
+            allowed = set(inspect.signature(spec).parameters)
+            caller = getattr(self.pm.hook, name, None)
+            for impl in caller.get_hookimpls() if caller is not None else []:
+                extra = set(impl.argnames) - allowed
+                if extra:
+                    self._unregister_failed(
+                        impl.plugin_name,
+                        f"hook {name} takes unknown arguments {sorted(extra)}; "
+                        f"the spec has {sorted(allowed)}",
+                    )
+        self.pm.add_hookspecs(module_or_class)
+
+    def _drop_unknown_hooks(self, only: str | None = None) -> list[str]:
+        """Fail and unregister every plugin implementing a hook no spec defines; return the errors."""
+        known = sorted(n for n, c in vars(self.pm.hook).items() if not n.startswith("_") and c.has_spec())
+        errors = []
+        for name, caller in list(vars(self.pm.hook).items()):
+            if name.startswith("_") or caller.has_spec():
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.optionalhook or (only is not None and impl.plugin_name != only):
+                    continue
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                error = f"implements the unknown hook '{name}'{hint}"
+                errors.append(error)
+                self._unregister_failed(impl.plugin_name, error)
+        return errors
+
+    def _unregister_failed(self, plugin_name: str, error: str) -> None:
+        if self.pm.has_plugin(plugin_name):
+            self.pm.unregister(name=plugin_name)
+        for status in self.statuses:
+            if status.name == plugin_name and status.status == "loaded":
+                self._fail(status, error)
+                return
 
     def _fail(self, status: PluginStatus, error: str) -> None:
         """Mark a plugin failed and warn once; ``flow plugins`` shows the error."""
@@ -110,17 +240,25 @@ class PluginRegistry:
         )
 
     def register(self, plugin: Any, name: str | None = None) -> str:
-        """Register a plugin object in code (tests, apps embedding the engine)."""
+        """Register a plugin object in code (tests, apps embedding the engine).
+
+        A plugin implementing an unknown hook is refused with the hook's name."""
         with self._lock:
             if name is not None and self.pm.has_plugin(name):
                 raise ConfigurationError(f"plugin '{name}' is already registered")
             registered = self.pm.register(plugin, name=name)
             if registered is None:
                 raise ConfigurationError(f"plugin '{name}' is blocked and cannot be registered")
+            status = PluginStatus(registered, getattr(plugin, "__name__", repr(plugin)), None, None, "loaded")
+            self.statuses.append(status)
+            self._add_hookspecs_of(registered)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # raised below instead
+                errors = self._drop_unknown_hooks(only=registered)
             self._forget_registries()
-            self.statuses.append(
-                PluginStatus(registered, getattr(plugin, "__name__", repr(plugin)), None, None, "loaded")
-            )
+            if errors or status.status == "failed":
+                self.statuses.remove(status)
+                raise ConfigurationError(f"plugin '{registered}' {'; '.join(errors) or status.error}")
             return registered
 
     def unregister(self, name: str) -> None:
@@ -132,6 +270,7 @@ class PluginRegistry:
     def _forget_registries(self) -> None:
         """After a plugin came or went: what was collected from the hooks is asked for again."""
         self._step_types = self._backends = self._providers = self._executors = None
+        self._settings = None
         self._step_hooks = None
 
     # -- registries -------------------------------------------------------------------------
@@ -209,11 +348,44 @@ class PluginRegistry:
                 self._providers = {i.name: i for i in infos}
             return self._providers
 
-    def news_sources(self) -> dict[str, NewsSourceInfo]:
-        """News sources by name (``register_news_sources``); not cached: asked once per news step."""
+    def collect_named(self, hook_name: str, kind: str) -> dict[str, Any]:
+        """The records of a ``register_*`` hook by their ``name`` (for hooks plugins add, such as the
+        news plugin's ``register_news_sources``); asked again each time, not cached."""
         with self._lock:
-            infos = self._collect("register_news_sources", "news source", lambda i: i.name)
+            if not self.has_impls(hook_name):
+                return {}
+            infos = self._collect(hook_name, kind, lambda i: i.name)
             return {i.name: i for i in infos}
+
+    def settings_classes(self) -> list[type[BaseSettings]]:
+        """The plugins' settings classes (``register_settings``)."""
+        return [cls for _plugin, cls in self.plugin_settings()]
+
+    def plugin_settings(self) -> list[tuple[str, type[BaseSettings]]]:
+        """(plugin name, settings class) per ``register_settings`` call. A setting name claimed twice,
+        or one of the core settings, is one ``PluginConflictError`` naming both."""
+        with self._lock:
+            if self._settings is None:
+                from .config import Settings
+
+                owners: dict[str, str] = dict.fromkeys(Settings.model_fields, "flow-engine core")
+                classes: list[tuple[str, type[BaseSettings]]] = []
+                for impl in self.pm.hook.register_settings.get_hookimpls():
+
+                    def register(cls: type[BaseSettings], _plugin: str = impl.plugin_name) -> None:
+                        for setting in cls.model_fields:
+                            other = owners.setdefault(setting, _plugin)
+                            if other != _plugin:
+                                raise PluginConflictError(
+                                    f"setting '{setting}' is registered by two plugins: '{other}' and "
+                                    f"'{_plugin}'; uninstall one or disable it with "
+                                    "FLOW_ENGINE_DISABLE_PLUGINS"
+                                )
+                        classes.append((_plugin, cls))
+
+                    impl.function(register=register)
+                self._settings = classes
+            return self._settings
 
     def executors(self) -> dict[str, ExecutorInfo]:
         """Run executors by name (``register_executors``): where ``submit()`` sends a run."""
@@ -222,6 +394,14 @@ class PluginRegistry:
                 infos = self._collect("register_executors", "executor", lambda i: i.name)
                 self._executors = {i.name: i for i in infos}
             return self._executors
+
+    def default_background_executor(self) -> str | None:
+        """Where ``flow run --background`` sends a run when no executor is named: the executor marked
+        ``background_default``, else the first (by name) that does not run in-process; None if none."""
+        candidates = sorted((i for i in self.executors().values() if not i.in_process), key=lambda i: i.name)
+        marked = [i for i in candidates if i.background_default]
+        chosen = marked or candidates
+        return chosen[0].name if chosen else None
 
     def provides(self) -> dict[str, dict[str, list[str]]]:
         """Per plugin name: what it registers (step types, storage, model providers, executors, hooks)."""
@@ -236,16 +416,30 @@ class PluginRegistry:
             add(backend.plugin, "storage", f"{backend.name} ({', '.join(backend.schemes)})")
         for provider in self.model_providers().values():
             add(provider.plugin, "model providers", provider.name)
-        for source in self.news_sources().values():
-            note = f" (unavailable: {source.unavailable})" if source.unavailable else ""
-            add(source.plugin, "news sources", source.name + note)
         for executor in self.executors().values():
             add(executor.plugin, "executors", executor.name)
+        for hook_name in self._added_registry_hooks():
+            kind = hook_name.removeprefix("register_").replace("_", " ")
+            for info in self.collect_named(hook_name, kind.rstrip("s")).values():
+                unavailable = getattr(info, "unavailable", None)
+                add(info.plugin, kind, info.name + (f" (unavailable: {unavailable})" if unavailable else ""))
+        for plugin_name, cls in self.plugin_settings():
+            for setting in cls.model_fields:
+                add(plugin_name, "settings", f"FLOW_ENGINE_{setting.upper()}")
         for plugin_name, plugin in self.pm.list_name_plugin():
             for caller in self.pm.get_hookcallers(plugin) or []:
-                if caller.name not in _REGISTRY_HOOKS:
+                if caller.name not in _REGISTRY_HOOKS and caller.name not in self._added_registry_hooks():
                     add(plugin_name, "hooks", caller.name)
         return result
+
+    def _added_registry_hooks(self) -> list[str]:
+        """``register_*`` hooks that plugins added (``register_hookspecs``), such as news sources."""
+        core = set(vars(hookspecs))
+        return sorted(
+            name
+            for name, caller in vars(self.pm.hook).items()
+            if name.startswith("register_") and name not in core and caller.has_spec()
+        )
 
     # -- lifecycle events -------------------------------------------------------------------
     def has_impls(self, hook_name: str) -> bool:

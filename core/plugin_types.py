@@ -34,37 +34,28 @@ class ModelProviderInfo:
 
 
 @dataclass(frozen=True)
-class NewsSourceInfo:
-    """A news source for the ``news_gathering`` step, named in its ``sources`` input.
-
-    ``factory()`` returns an object with ``async def fetch(request) -> list[NewsItem | dict]`` (see
-    ``flow_engine.plugins.news``); it is called per fetch, so importing a heavy client can wait until
-    then. ``url_schemes`` lets the source handle URL entries (``https://...``) instead of its name.
-    ``searches`` means the source already searched for the query: its items are not filtered by it again.
-    ``unavailable`` says why it cannot work in this installation (``flow plugins`` shows it).
-    """
-
-    name: str
-    factory: Callable[[], Any]
-    description: str = ""
-    url_schemes: tuple[str, ...] = ()
-    searches: bool = False
-    unavailable: str | None = None
-    plugin: str = field(default="", compare=False)
-
-
-@dataclass(frozen=True)
 class ExecutorInfo:
     """A run executor: where ``BaseFlow.submit()`` / ``flow run --background`` send a run.
 
-    ``factory(engine)`` returns a ``flow_engine.executors.RunExecutor``; it is called on first use, so
-    a plugin can import its client library (Celery, Dramatiq, ...) inside it and ``flow --help`` stays
-    fast. ``in_process`` executors run the flow inside the submitting process (``local``): the CLI
-    refuses them for ``flow run --background``, because that process exits at once.
+    ``factory(engine)`` returns a ``flow_engine.plugin.RunExecutor``; it is called on first use, so
+    a plugin can import its client library inside it and ``flow --help`` stays fast. ``in_process``
+    executors run the flow inside the submitting process (``local``): the CLI refuses them for
+    ``flow run --background``, because that process exits at once. ``background_default`` marks the
+    executor ``flow run --background`` uses when none is named and the configured one is in-process.
     """
 
     name: str
     factory: Callable[[Any], Any]
     description: str = ""
     in_process: bool = False
+    background_default: bool = False
     plugin: str = field(default="", compare=False)
+
+
+def __getattr__(name: str) -> Any:
+    """``NewsSourceInfo`` moved to the news plugin; the old import keeps working for this release."""
+    if name == "NewsSourceInfo":
+        from .deprecation import moved
+
+        return moved(__name__, name, "flow_engine.plugins.news")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

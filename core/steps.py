@@ -15,14 +15,21 @@ from .step_runner import StepOutput, StepResult, run_step
 __all__ = ["BaseStep", "StepOutput", "StepResult", "StepType"]
 
 
-class StepType:
-    """Names of the built-in step types. The registry is open: plugins add more names."""
+class _StepTypeNames(type):
+    def __getattr__(cls, name: str) -> str:
+        """``StepType.IMAGE_GENERATION``: a registered step type by its name in capitals."""
+        if name.isupper() and name.lower() in get_engine().plugins.step_types():
+            return name.lower()
+        raise AttributeError(f"no step type {name.lower()!r} is registered (StepType.{name})")
+
+
+class StepType(metaclass=_StepTypeNames):
+    """Names of step types. The registry is open: plugins add more names, each also readable here in
+    capitals (``StepType.IMAGE_GENERATION`` once the image plugin is loaded)."""
 
     PYTHON = "python"
     UNSTRUCTURED_LLM = "unstructured_llm"
     STRUCTURED_LLM = "structured_llm"
-    IMAGE_GENERATION = "image_generation"
-    NEWS_GATHERING = "news_gathering"
 
     @staticmethod
     def registered() -> list[str]:

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -316,12 +317,14 @@ def claimable(run: RunRecord, stale_before: datetime) -> bool:
 
 @dataclass(frozen=True)
 class StorageBackendInfo:
-    """What a plugin registers: the URL schemes it serves and a factory ``(url) -> RunStore``."""
+    """What a plugin registers: the URL schemes it serves and a factory ``(url) -> RunStore``.
+    ``local_path(url)``: the local file a URL stores into, if any (artifacts go beside it)."""
 
     name: str
     schemes: tuple[str, ...]
     factory: Callable[[str], RunStore]
     description: str = ""
+    local_path: Callable[[str], Path | None] | None = None
     plugin: str = field(default="", compare=False)
 
 

@@ -17,8 +17,9 @@ from flow_engine.engine import OFFLINE_MODEL, get_engine
 from flow_engine.hookspecs import hookimpl
 from flow_engine.llm_step import LLMStep, input_variables, normalize_model
 from flow_engine.plugin_types import StepTypeInfo
-from flow_engine.steps import StepOutput, StepType
+from flow_engine.steps import StepOutput
 
+IMAGE_GENERATION = "image_generation"  # the step type's name (StepType.IMAGE_GENERATION)
 _MAGIC = [
     (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
     (b"\xff\xd8\xff", "image/jpeg", "jpg"),
@@ -75,7 +76,7 @@ class ImageStep(LLMStep):
     FLOW_ENGINE_IMAGE_MODEL > the offline model (with a one-line notice on stderr).
     """
 
-    step_type = StepType.IMAGE_GENERATION
+    step_type = IMAGE_GENERATION
 
     def image_model(self) -> str:
         scope = current_step.get()
@@ -171,7 +172,7 @@ class ImageStep(LLMStep):
             return None
 
     def _artifact_folder(self) -> Path:
-        root = get_engine().settings.resolved_artifacts_dir()
+        root = get_engine().artifacts_dir
         ctx = current_run.get()
         return root / (str(ctx.run_id) if ctx else "untracked")
 
@@ -183,4 +184,4 @@ def _write(path: Path, data: bytes) -> None:
 
 @hookimpl
 def register_step_types(register: Any) -> None:
-    register(StepTypeInfo(StepType.IMAGE_GENERATION, ImageStep, "image generation, saved as files"))
+    register(StepTypeInfo(IMAGE_GENERATION, ImageStep, "image generation, saved as files"))

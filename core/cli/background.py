@@ -23,17 +23,19 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def background_executor(name: str | None) -> str:
     """The executor of ``--background``: ``--executor``, else FLOW_ENGINE_EXECUTOR unless it runs in
-    this process (``local``, the default), else ``celery``."""
+    this process (``local``, the default), else the plugins' default background executor."""
     from flow_engine.engine import get_engine
     from flow_engine.executors import executor_info
 
     if name is None:
         configured = get_engine().settings.executor
-        name = configured if not executor_info(configured).in_process else "celery"
+        name = configured
+        if executor_info(configured).in_process:
+            name = get_engine().plugins.default_background_executor() or configured
     if executor_info(name).in_process:
         raise UsageError(
             f"executor '{name}' runs a flow inside the process that submits it, and `flow run "
-            "--background` exits at once; use --executor celery (with `flow worker` running), or run "
+            "--background` exits at once; use --executor NAME of one with workers, or run "
             "it without --background"
         )
     return name

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from flow_engine.cli.options import db_option
 from flow_engine.errors import FlowEngineError, UsageError
 
 from .foreground import run_flow
@@ -14,6 +15,7 @@ from .report import EXIT_FAILED, EXIT_USAGE, Report
 
 
 @click.command("resume")
+@db_option
 @click.argument("run_id")
 @click.option("--model", "-m", metavar="MODEL", help="Run-level model for the steps that still run.")
 @click.option("--max-cost", type=click.FloatRange(min=0), metavar="USD", help="A new budget in USD.")
@@ -78,6 +80,7 @@ def resume(
 
 
 @click.command("cancel")
+@db_option
 @click.argument("run_id")
 def cancel(run_id: str) -> None:
     """Cancel a run: it stops at its next step boundary, recorded as cancelled.
@@ -106,6 +109,7 @@ def cancel(run_id: str) -> None:
 
 
 @click.command("recover")
+@db_option
 @click.option(
     "--stale-after",
     type=click.FloatRange(min=0, min_open=True),

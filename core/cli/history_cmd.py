@@ -7,13 +7,13 @@ A run id may be abbreviated to any unique prefix (``flow show 3f2a``).
 from __future__ import annotations
 
 import json
-import re
 import sys
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from flow_engine.cli.options import db_option
 from flow_engine.errors import UsageError
 from flow_engine.storage import RunStatus
 
@@ -53,8 +53,9 @@ def _store() -> RunStore:
 def _where() -> str:
     """The database URL, with a password hidden."""
     from flow_engine.engine import get_engine
+    from flow_engine.urls import redact_url
 
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", get_engine().database_url)
+    return redact_url(get_engine().database_url) or ""
 
 
 # -- flow runs ----------------------------------------------------------------------------------
@@ -68,6 +69,7 @@ def _parse_user(value: str | None) -> uuid.UUID | None:
 
 
 @click.command("runs")
+@db_option
 @click.option("--flow", "flow_name", metavar="NAME", help="Only runs of this flow.")
 @click.option(
     "--status",
@@ -195,6 +197,7 @@ def _tree_data(store: RunStore, run: RunRecord, depth: int = 0) -> dict[str, Any
 
 
 @click.command("show")
+@db_option
 @click.argument("run_id")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the run, its steps, LLM requests and child runs as JSON."

@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from flow_engine.cli.options import db_option
+
 
 def _flow_json(entry: Any) -> dict[str, Any]:
     from dataclasses import asdict
@@ -71,6 +73,7 @@ def _print_text(flows: list[dict[str, Any]], failed: list[dict[str, Any]]) -> No
 
 
 @click.command("list")
+@db_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: {flows: [...], failed: [...]}.")
 def list_flows(as_json: bool) -> None:
     """List the registered flows, their descriptions and inputs.

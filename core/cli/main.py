@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 the flow (or an LLM call) failed, 2 usage or validation
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import warnings
 from typing import Any
@@ -15,6 +14,8 @@ import click
 
 from flow_engine.errors import FlowEngineError, UsageError
 
+from .options import DB_HELP, use_database
+
 # name -> "module:attribute"; imported only when the command runs (or its help is shown)
 BUILTIN_COMMANDS: dict[str, str] = {
     "run": "flow_engine.cli.run_cmd:run",
@@ -22,7 +23,6 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "plugins": "flow_engine.cli.plugins_cmd:plugins",
     "runs": "flow_engine.cli.history_cmd:runs",
     "show": "flow_engine.cli.history_cmd:show",
-    "db": "flow_engine.cli.db_cmd:db",
     "resume": "flow_engine.cli.durable_cmd:resume",
     "cancel": "flow_engine.cli.durable_cmd:cancel",
     "recover": "flow_engine.cli.durable_cmd:recover",
@@ -35,7 +35,6 @@ SHORT_HELP: dict[str, str] = {
     "plugins": "List plugins, their versions, what they provide and their status.",
     "runs": "List recorded runs, newest first.",
     "show": "Show one run: inputs, outputs, error and its steps.",
-    "db": "Database: path, upgrade, current, downgrade.",
     "resume": "Resume a failed, crashed or cancelled run in place.",
     "cancel": "Cancel a run at its next step boundary.",
     "recover": "Mark runs whose heartbeat stopped as crashed.",
@@ -48,25 +47,45 @@ class LazyGroup(click.Group):
     """Imports a command's module only when that command is used; adds plugin commands on demand."""
 
     _plugin_cache: dict[str, click.Command] | None = None
+    _listing_cache: dict[str, click.Command] | None = None
 
-    def _plugin_commands(self) -> dict[str, click.Command]:
-        if self._plugin_cache is None:
-            if not _third_party_plugins_installed():  # built-ins add no commands: skip loading them
-                self._plugin_cache = {}
-                return {}
-            from flow_engine.engine import get_engine
+    def _plugin_commands(self, listing: bool = False) -> dict[str, click.Command]:
+        """Commands plugins add through ``register_commands`` (the SQL plugin's ``flow db`` among them).
 
-            group = click.Group("plugins")
-            registry = get_engine().plugins
-            if registry.has_impls("register_commands"):
+        To list them (``flow --help``) only the plugins whose module defines that hook are imported."""
+        if self._plugin_cache is not None:
+            return self._plugin_cache
+        if listing and self._listing_cache is not None:
+            return self._listing_cache
+        from flow_engine.engine import get_engine
+
+        group = click.Group("plugins")
+        if listing:
+            import warnings
+
+            from flow_engine.plugin_manager import PluginRegistry
+
+            engine = get_engine()
+            with warnings.catch_warnings():  # a broken plugin is reported by the command that uses it
+                warnings.simplefilter("ignore")
+                registry = PluginRegistry(
+                    only=engine._plugin_selection("plugins"),
+                    disabled=engine._plugin_selection("disable_plugins"),
+                    implementing="register_commands",
+                )
                 registry.pm.hook.register_commands(cli=group)
-            self._plugin_cache = dict(group.commands)
+            self._listing_cache = dict(group.commands)
+            return self._listing_cache
+        registry = get_engine().plugins
+        if registry.has_impls("register_commands"):
+            registry.pm.hook.register_commands(cli=group)
+        self._plugin_cache = dict(group.commands)
         return self._plugin_cache
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(BUILTIN_COMMANDS) | set(self.commands)
         try:
-            names |= set(self._plugin_commands())
+            names |= set(self._plugin_commands(listing=_only_listing(ctx)))
         except Exception:  # a broken plugin must not break --help
             pass
         return sorted(names)
@@ -77,7 +96,7 @@ class LazyGroup(click.Group):
         target = BUILTIN_COMMANDS.get(cmd_name)
         if target is None:
             try:
-                return self._plugin_commands().get(cmd_name)
+                return self._plugin_commands(listing=_only_listing(ctx)).get(cmd_name)
             except Exception:
                 return None
         if ctx.resilient_parsing or _only_listing(ctx):
@@ -85,21 +104,6 @@ class LazyGroup(click.Group):
         module_name, attr = target.split(":")
         command: click.Command = getattr(importlib.import_module(module_name), attr)
         return command
-
-
-def _third_party_plugins_installed() -> bool:
-    """Whether any plugin outside flow-engine is installed (only those can add commands).
-
-    Checked from entry-point metadata alone, so `flow --help` imports no plugin when there is none.
-    """
-    from importlib.metadata import entry_points
-
-    from flow_engine.plugin_manager import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP
-
-    return any(
-        ep.dist is None or ep.dist.name != BUILTIN_DISTRIBUTION
-        for ep in entry_points(group=ENTRY_POINT_GROUP)
-    )
 
 
 def _only_listing(ctx: click.Context) -> bool:
@@ -146,22 +150,12 @@ class FlowGroup(LazyGroup):
 
 
 @click.group(cls=FlowGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--db",
-    "database_url",
-    metavar="URL",
-    envvar="FLOW_ENGINE_DATABASE_URL",
-    help="Storage URL (sqlite:///file.db, postgresql+psycopg://...); default: SQLite in the user data dir.",
-)
+@click.option("--db", "database_url", metavar="URL", envvar="FLOW_ENGINE_DATABASE_URL", help=DB_HELP)
 @click.version_option(package_name="flow-engine", prog_name="flow")
 @click.pass_context
 def cli(ctx: click.Context, database_url: str | None) -> None:
     """flow-engine: run typed, persisted LLM flows and look at their records."""
-    if database_url:
-        os.environ["FLOW_ENGINE_DATABASE_URL"] = database_url
-        from flow_engine.engine import reset_engine
-
-        reset_engine()
+    use_database(database_url)
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -13,7 +13,9 @@ from typing import Any
 
 import click
 
-PROVIDES_ORDER = ("step types", "storage", "model providers", "news sources", "hooks")
+from flow_engine.cli.options import db_option
+
+PROVIDES_ORDER = ("step types", "storage", "model providers", "executors")  # then what plugins add
 
 
 def collect() -> list[dict[str, Any]]:
@@ -35,7 +37,8 @@ def collect() -> list[dict[str, Any]]:
                 "status": status.status,
                 "error": status.error,
                 "provides": {key: given[key] for key in PROVIDES_ORDER if key in given}
-                | {key: value for key, value in given.items() if key not in PROVIDES_ORDER},
+                | {k: v for k, v in given.items() if k not in (*PROVIDES_ORDER, "settings", "hooks")}
+                | {key: given[key] for key in ("settings", "hooks") if key in given},
             }
         )
     return rows
@@ -65,12 +68,13 @@ def _print_text(rows: list[dict[str, Any]]) -> None:
 
 
 @click.command("plugins")
+@db_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per plugin.")
 def plugins(as_json: bool) -> None:
     """List plugins, their versions, what they provide and their status.
 
     \b
-    Status: loaded, failed (the import error is shown), disabled
+    Status: loaded, failed (the import error, or a hook no plugin specifies), disabled
     (FLOW_ENGINE_DISABLE_PLUGINS) or not-selected (FLOW_ENGINE_PLUGINS).
     """
     rows = collect()

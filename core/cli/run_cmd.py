@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from flow_engine.cli.options import db_option
 from flow_engine.errors import FlowEngineError, InputValidationError, UsageError
 
 from .background import submit_in_background
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # -- the command --------------------------------------------------------------------------------
 @click.command("run")
+@db_option
 @click.argument("target", metavar="FLOW")
 @click.option(
     "--input",

@@ -12,6 +12,7 @@ import time
 
 import click
 
+from flow_engine.cli.options import db_option
 from flow_engine.errors import UsageError
 
 from .progress import WaitProgress
@@ -19,6 +20,7 @@ from .report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Report
 
 
 @click.command("wait")
+@db_option
 @click.argument("run_id")
 @click.option(
     "--timeout",

@@ -12,12 +12,15 @@ import sys
 
 import click
 
+from flow_engine.cli.options import db_option
+
 from .background import background_executor
 
 DEFAULT_CONCURRENCY = 50
 
 
 @click.command("worker")
+@db_option
 @click.option(
     "--concurrency",
     "-c",

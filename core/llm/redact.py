@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+from ..urls import redact_url  # the one way a URL is shown: password hidden
 
 # parameter names that hold secrets; "max_tokens" and friends are not secrets
 _SECRET_KEY = re.compile(
@@ -41,17 +41,7 @@ def redact_params(params: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-@functools.lru_cache(maxsize=64)
-def redact_url(url: str | None) -> str | None:
-    """Strip user:password and the query string (where tokens often hide) from a URL. Every LLM call
-    stores its api_base, and it is nearly always one of a few: remembered."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+__all__ = ["is_secret_name", "known_secrets", "redact_params", "redact_text", "redact_url"]
 
 
 def known_secrets(*values: Any) -> list[str]:

@@ -16,9 +16,8 @@ Use it in a flow::
 Sources are plugins. Built in: ``rss`` (any ``http(s)://`` or ``file:`` feed URL) and ``ddgs`` (web news
 search, needs ``pip install 'flow-engine[search]'``). A third-party source::
 
-    from flow_engine import hookimpl
-    from flow_engine.plugin_types import NewsSourceInfo
-    from flow_engine.plugins.news import NewsItem, NewsRequest
+    from flow_engine.plugin import hookimpl
+    from flow_engine.plugins.news import NewsItem, NewsRequest, NewsSourceInfo
 
     class MySource:
         async def fetch(self, request: NewsRequest) -> list[NewsItem]:
@@ -36,10 +35,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flow_engine.hookspecs import hookimpl
-from flow_engine.plugin_types import NewsSourceInfo, StepTypeInfo
-from flow_engine.steps import StepType
+from flow_engine.plugin import hookimpl
 
+from . import hookspecs
+from .hookspecs import NewsSourceInfo
 from .models import NewsInputs, NewsItem, parse_since
 from .sources import (
     NewsBatch,
@@ -49,7 +48,7 @@ from .sources import (
     NewsSourceError,
     NewsSourceUnavailable,
 )
-from .step import NewsStep
+from .step import NEWS_GATHERING, NewsStep
 
 __all__ = [
     "NewsBatch",
@@ -59,6 +58,7 @@ __all__ = [
     "NewsRequest",
     "NewsSource",
     "NewsSourceError",
+    "NewsSourceInfo",
     "NewsSourceUnavailable",
     "NewsStep",
     "parse_since",
@@ -78,8 +78,15 @@ def _ddgs_source() -> Any:
 
 
 @hookimpl
+def register_hookspecs(register: Any) -> None:
+    register(hookspecs)  # register_news_sources: other plugins add news sources
+
+
+@hookimpl
 def register_step_types(register: Any) -> None:
-    register(StepTypeInfo(StepType.NEWS_GATHERING, NewsStep, "news items from feeds and news sources"))
+    from flow_engine.plugin import StepTypeInfo
+
+    register(StepTypeInfo(NEWS_GATHERING, NewsStep, "news items from feeds and news sources"))
 
 
 @hookimpl

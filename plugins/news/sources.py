@@ -16,8 +16,7 @@ from urllib.parse import urlsplit
 from flow_engine.errors import FlowEngineError, PluginConflictError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from flow_engine.plugin_types import NewsSourceInfo
-
+    from .hookspecs import NewsSourceInfo
     from .models import NewsItem
 
 USER_AGENT = "flow-engine-news/0.1 (+https://pypi.org/project/flow-engine/)"
@@ -119,9 +118,9 @@ class SourceRegistry:
 def registry() -> SourceRegistry:
     """Build the registry from the loaded plugins. Two plugins claiming one name or one URL scheme is
     one ``PluginConflictError`` naming both."""
-    from flow_engine.engine import get_engine
+    from flow_engine.plugin import get_engine
 
-    by_name = get_engine().plugins.news_sources()
+    by_name = get_engine().plugins.collect_named("register_news_sources", "news source")
     by_scheme: dict[str, NewsSourceInfo] = {}
     for info in by_name.values():
         for scheme in info.url_schemes:

@@ -15,12 +15,14 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from flow_engine.jsonable import describe_error
-from flow_engine.plugin_types import NewsSourceInfo
-from flow_engine.steps import BaseStep, StepOutput, StepType
+from flow_engine.plugin import BaseStep, StepOutput
 
 from .filtering import select
+from .hookspecs import NewsSourceInfo
 from .models import NewsInputs, NewsItem
 from .sources import USER_AGENT, NewsBatch, NewsGatheringError, NewsRequest, NewsSourceError, registry
+
+NEWS_GATHERING = "news_gathering"  # the step type's name (StepType.NEWS_GATHERING)
 
 
 @dataclass
@@ -81,7 +83,7 @@ class NewsStep(BaseStep):
     ``max_concurrency`` caps simultaneous fetches. Subclass to change them.
     """
 
-    step_type = StepType.NEWS_GATHERING
+    step_type = NEWS_GATHERING
     step_name = "gather_news"
     Inputs = NewsInputs
     timeout: ClassVar[float] = 15.0

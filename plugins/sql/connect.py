@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
-from flow_engine.errors import ConfigurationError
+from flow_engine.plugin import ConfigurationError, redact_url
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 BEGIN_OPTION = "flow_engine_sqlite_begin"  # execution option: "IMMEDIATE" for SA-managed write transactions
@@ -41,17 +41,9 @@ def parse_url(url: str) -> URL:
 
 
 def display_url(url: str | URL) -> str:
-    """The URL with its password hidden, for messages."""
-    try:
-        parsed = url if isinstance(url, URL) else make_url(url)
-    except ArgumentError:
-        return str(url)
-    return parsed.render_as_string(hide_password=True)
-
-
-def is_sqlite(url: str | URL) -> bool:
-    parsed = url if isinstance(url, URL) else parse_url(url)
-    return parsed.get_backend_name() == "sqlite"
+    """The URL with its password hidden, for messages (``flow_engine.plugin.redact_url``)."""
+    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
+    return redact_url(text) or ""
 
 
 def sqlite_path(url: str | URL) -> Path | None:

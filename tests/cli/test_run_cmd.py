@@ -382,7 +382,7 @@ def test_database_that_cannot_be_opened_is_one_line_without_the_password(cli_inv
     result = cli_invoke("run", f"{flows_file}:EchoFlow", "-i", "text=x")
     assert result.exit_code == 1
     assert (
-        "Error: cannot open the database broken://db.example:5432/runs: OSError: connection refused"
+        "Error: cannot open the database broken://app:***@db.example:5432/runs: OSError: connection refused"
         in result.stderr
     )
     assert "hunter22" not in result.stderr + result.stdout

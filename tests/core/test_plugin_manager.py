@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 
 from flow_engine.errors import ConfigurationError, PluginConflictError
-from flow_engine.hookspecs import hookimpl
-from flow_engine.plugin_manager import PluginRegistry
+from flow_engine.plugin import hookimpl
+from flow_engine.plugin_manager import BUILTIN_DISTRIBUTION, DEFAULT_PLUGINS, PluginRegistry
 from tests.cli.conftest import Distributions
 
 STEP_TYPE_PLUGIN = """
 from flow_engine import BaseStep
-from flow_engine.hookspecs import hookimpl
-from flow_engine.plugin_types import StepTypeInfo
+from flow_engine.plugin import StepTypeInfo, hookimpl
 
 
 @hookimpl
@@ -175,3 +174,70 @@ def test_a_plugin_registered_by_another_thread_while_step_hooks_are_looked_up_is
     registry.step_hooks_listened()
     registering.join()
     assert registry.step_hooks_listened() is True
+
+
+MISSPELT_PLUGIN = """
+from flow_engine.plugin import hookimpl
+
+
+@hookimpl
+def after_steps(event):
+    pass
+"""
+
+
+def test_a_misspelt_hook_fails_its_plugin_naming_the_closest_hook_the_rest_load(dists):
+    dists.make("typo", MISSPELT_PLUGIN, {"flow_engine": {"typo": "typo"}})
+    dists.make("alpha", STEP_TYPE_PLUGIN.format(step_type="alpha_type"), {"flow_engine": {"alpha": "alpha"}})
+    registry, warned = _registry()
+    status = _status(registry, "typo")
+    assert status.status == "failed"
+    assert status.error == "implements the unknown hook 'after_steps' (did you mean 'after_step'?)"
+    assert [w for w in warned if "'typo'" in w and "after_steps" in w]
+    assert not registry.pm.has_plugin("typo")
+    assert "alpha_type" in registry.step_types()
+    registry.pm.check_pending()  # nothing unknown is left registered
+
+
+def test_built_ins_come_from_code_not_from_installed_metadata():
+    registry, _ = _registry()
+    assert [s.name for s in registry.statuses[: len(DEFAULT_PLUGINS)]] == [n for n, _ in DEFAULT_PLUGINS]
+    assert {s.distribution for s in registry.statuses} == {BUILTIN_DISTRIBUTION}  # no stale duplicates
+
+
+def test_an_in_code_plugin_with_an_unknown_hook_is_refused():
+    registry, _ = _registry()
+
+    class Typo:
+        @hookimpl
+        def befor_flow(self, event):
+            pass
+
+    with pytest.raises(
+        ConfigurationError, match="unknown hook 'befor_flow' \\(did you mean 'before_flow'\\?\\)"
+    ):
+        registry.register(Typo(), name="typo")
+    assert not registry.pm.has_plugin("typo")
+
+
+def test_a_plugin_adds_its_own_hookspecs_and_another_implements_them():
+    registry, _ = _registry()
+    assert registry.pm.hook.register_news_sources.has_spec()  # added by the news plugin
+    registry.register(NewsAdder(), name="adder")
+    assert "extra" in registry.collect_named("register_news_sources", "news source")
+    assert registry.provides()["adder"]["news sources"] == ["extra"]
+
+
+def test_without_the_news_plugin_its_hook_is_unknown():
+    registry, _ = _registry(disabled={"news"})
+    assert not hasattr(registry.pm.hook, "register_news_sources")
+    with pytest.raises(ConfigurationError, match="unknown hook 'register_news_sources'"):
+        registry.register(NewsAdder(), name="adder")
+
+
+class NewsAdder:
+    @hookimpl
+    def register_news_sources(self, register):
+        from flow_engine.plugins.news import NewsSourceInfo
+
+        register(NewsSourceInfo("extra", object))

@@ -140,7 +140,7 @@ async def test_offline_images_are_real_pngs(engine):
     assert result.metadata["provider"] == "offline"
     assert result.metadata["cost_estimate"] == 0.0
     # the default artifacts folder is beside the database, under the data folder
-    assert Path(entry["path"]).is_relative_to(engine.settings.resolved_artifacts_dir())
+    assert Path(entry["path"]).is_relative_to(engine.artifacts_dir)
 
 
 async def test_by_default_images_go_to_artifacts_beside_the_sqlite_file(fake_openai, tmp_path):

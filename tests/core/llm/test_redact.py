@@ -30,7 +30,7 @@ def test_secret_parameters_are_dropped_and_ordinary_ones_kept():
 
 
 def test_urls_lose_credentials_and_query():
-    assert redact_url("https://user:pw@host:8443/v1?key=abc") == "https://host:8443/v1"
+    assert redact_url("https://user:pw@host:8443/v1?key=abc") == "https://user:***@host:8443/v1?key=***"
     assert redact_url(None) is None
 
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from flow_engine.errors import FlowEngineError
+from flow_engine.plugin import FlowEngineError
 
 SCHEMES = ("http", "https", "file")
 

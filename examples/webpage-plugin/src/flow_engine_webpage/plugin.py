@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flow_engine.hookspecs import hookimpl  # the same marker as flow_engine.hookimpl, without the public API
-from flow_engine.plugin_types import StepTypeInfo
+from flow_engine.plugin import StepTypeInfo, hookimpl  # the plugin API: cheap to import
 
 from .step import STEP_TYPE, WebPageStep
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from flow_engine.steps import BaseStep, StepOutput
+from flow_engine.plugin import BaseStep, StepOutput
 
 from . import __version__
 from .extract import decode_html, extract_text, truncate

@@ -3,29 +3,31 @@
 ``flow db path`` prints the SQLite file (or the server URL, password hidden); ``upgrade``, ``current``
 and ``downgrade`` run the SQL backend's migrations against ``--db URL`` / ``FLOW_ENGINE_DATABASE_URL``
 / the default SQLite file. A SQLite database is upgraded automatically on first use anyway; a server
-database (PostgreSQL) is only ever migrated by ``flow db upgrade``.
+database (PostgreSQL) is only ever migrated by ``flow db upgrade``. The SQL plugin adds this command
+through ``register_commands``; ``--db URL`` is accepted before or after any subcommand.
 """
 
 from __future__ import annotations
 
 import click
 
-from flow_engine.errors import UsageError
+from flow_engine.cli.options import db_option
+from flow_engine.plugin import UsageError, get_engine, redact_url
 
-SQL_SCHEMES = ("sqlite", "postgresql", "postgres")
+from . import SCHEMES
 
 
 def _database_url() -> str:
-    from flow_engine.engine import get_engine
-
     return get_engine().database_url
 
 
 def _sql_url(command: str) -> str:
-    from flow_engine.storage import scheme_of
-
     url = _database_url()
-    if scheme_of(url).split("+", 1)[0] not in SQL_SCHEMES:
+    if "://" not in url:
+        raise UsageError(
+            f"database URL '{url}' has no scheme; use e.g. sqlite:///path/to/file.db or postgresql+psycopg://..."
+        )
+    if url.split("://", 1)[0].lower().split("+", 1)[0] not in SCHEMES:
         raise UsageError(
             f"`flow db {command}` works on SQL databases (sqlite:///..., postgresql+psycopg://...), "
             f"not '{url.split('://', 1)[0]}://'; pass --db URL"
@@ -42,37 +44,37 @@ def _describe(revision: str | None, head: str) -> str:
 
 
 @click.group("db")
+@db_option
 def db() -> None:
     """Database: path, upgrade, current, downgrade."""
 
 
 @db.command("path")
+@db_option
 def path() -> None:
     """Print where runs are stored: the SQLite file, or the database URL."""
     url = _database_url()
     if url.split("://", 1)[0].split("+", 1)[0] == "sqlite":
-        from flow_engine.plugins.sql.connect import sqlite_path
+        from .connect import sqlite_path
 
         file = sqlite_path(url)
         if file is not None:
             click.echo(str(file.expanduser().resolve()))
             return
-    from flow_engine.plugins.sql.connect import display_url
-
-    click.echo(display_url(url) if "://" in url and not url.startswith("memory:") else url)
+    click.echo(redact_url(url))
 
 
 @db.command("upgrade")
 @click.argument("revision", default="head")
+@db_option
 def upgrade(revision: str) -> None:
     """Migrate the database up to REVISION (default: the newest, head)."""
-    from flow_engine.plugins.sql import migrate
-    from flow_engine.plugins.sql.connect import display_url
+    from . import migrate
 
     url = _sql_url("upgrade")
     before = migrate.current(url)
     after = migrate.upgrade(url, revision)
-    where = display_url(url)
+    where = redact_url(url)
     if before == after:
         click.echo(f"{where} is already at {_describe(after, migrate.head())}.")
     else:
@@ -80,9 +82,10 @@ def upgrade(revision: str) -> None:
 
 
 @db.command("current")
+@db_option
 def current() -> None:
     """Print the schema revision the database is at."""
-    from flow_engine.plugins.sql import migrate
+    from . import migrate
 
     url = _sql_url("current")
     click.echo(_describe(migrate.current(url), migrate.head()))
@@ -91,13 +94,13 @@ def current() -> None:
 @db.command("downgrade")
 @click.argument("revision")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@db_option
 def downgrade(revision: str, yes: bool) -> None:
     """Migrate the database down to REVISION ("base" drops every flow-engine table and its data)."""
-    from flow_engine.plugins.sql import migrate
-    from flow_engine.plugins.sql.connect import display_url
+    from . import migrate
 
     url = _sql_url("downgrade")
-    where = display_url(url)
+    where = redact_url(url)
     if not yes:
         click.confirm(
             f"Downgrade {where} to {revision}? Data in removed tables or columns is lost", abort=True

@@ -1,5 +1,6 @@
 """``flow db path|upgrade|current|downgrade``: where the database is and its Alembic migrations, on the
-default SQLite file, any URL given with --db, and PostgreSQL; errors are one line with exit code 2."""
+default SQLite file, any URL given with --db (before or after the subcommand), and PostgreSQL; errors
+are one line with exit code 2. ``flow db`` is the SQL plugin's command (``register_commands``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import sqlite3
 import pytest
 
 from flow_engine.plugins.sql import schema
+from tests.cli import conftest as cli_fixtures
+
+# the `flow` command fixtures of tests/cli
+cli_invoke, flow, flow_env = cli_fixtures.cli_invoke, cli_fixtures.flow, cli_fixtures.flow_env
 
 HEAD = schema.HEAD
 
@@ -75,6 +80,21 @@ def test_a_downgraded_sqlite_database_is_upgraded_again_on_first_use(flow, tmp_p
     listed = flow("runs")
     assert listed.returncode == 0 and listed.stdout.startswith("No runs recorded yet")
     assert flow("db", "current").stdout == f"{HEAD} (head)\n"
+
+
+def test_db_option_after_the_subcommand(flow, tmp_path):
+    other = tmp_path / "other.db"
+    upgraded = flow("db", "upgrade", "--db", f"sqlite:///{other}")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.startswith(f"Upgraded sqlite:///{other} from base")
+    assert {"flow_runs", "flow_step_runs"} <= sqlite_tables(other)
+    assert flow("runs", "--db", f"sqlite:///{other}").stdout.startswith("No runs recorded yet")
+    assert flow("db", "path", "--db", f"sqlite:///{other}").stdout == f"{other}\n"
+
+
+def test_disabling_the_sql_plugin_removes_flow_db(flow, flow_env):
+    gone = flow("db", "path", env=flow_env(FLOW_ENGINE_DISABLE_PLUGINS="sql"))
+    assert gone.returncode == 2 and "No such command 'db'" in gone.stderr
 
 
 @pytest.mark.postgres
