@@ -69,15 +69,6 @@ def temporary_engine(
             reset_engine()
 
 
-def _to_offline(model: str) -> str:
-    """Any model the offline provider does not serve itself, and no other in-process one does."""
-    from ..engine import get_engine
-
-    if model.split("/", 1)[0] in get_engine().plugins.model_providers():
-        return model
-    return f"offline/{model}"
-
-
 # -- pytest hooks -------------------------------------------------------------------------------------
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("flow-engine")
@@ -116,9 +107,10 @@ def isolated_engine(
 @pytest.fixture
 def offline_model(isolated_engine: Engine) -> Iterator[Engine]:
     """Every LLM call answered by the offline model, even those of steps whose class pins a real model."""
-    from ..llm.intercept import routed
+    from ..llm.hook import call_plugins
+    from .scripted_model import RouteToOffline
 
-    with routed(_to_offline):
+    with call_plugins(RouteToOffline()):
         yield isolated_engine
 
 

@@ -13,7 +13,8 @@ from pydantic import BaseModel
 from flow_engine import BaseFlow, UnstructuredStep
 from flow_engine.engine import get_engine
 from flow_engine.llm import complete, generate_image
-from flow_engine.llm.calls import LLMRequestError, is_transient, retry_after_seconds
+from flow_engine.llm.calls import LLMRequestError
+from flow_engine.llm.retry_policy import is_transient, retry_after_seconds
 from flow_engine.storage import RunStatus
 from tests.fake_openai_server import Fault, Reply, use_fake_openai
 
@@ -418,7 +419,7 @@ async def test_a_bug_in_an_in_process_provider_is_not_retried(engine):
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap():
-    from flow_engine.llm.calls import backoff_delay
+    from flow_engine.llm.retry_policy import backoff_delay
 
     for attempt, base in [(1, 0.1), (2, 0.2), (3, 0.4)]:
         delays = [backoff_delay(attempt, 0.1, 10) for _ in range(50)]
