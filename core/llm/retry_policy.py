@@ -38,9 +38,7 @@ def is_transient(exc: BaseException, *, in_process: bool = False) -> bool:
     status = getattr(exc, "status_code", None)
     if isinstance(status, int) and (status in TRANSIENT_STATUS or 500 <= status <= 599):
         return True
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    names.update(getattr(exc, "remote_types", ()))  # a failure in an LLM worker process (processes.py)
-    return bool(names & TRANSIENT_NAMES)
+    return any(cls.__name__ in TRANSIENT_NAMES for cls in type(exc).__mro__)
 
 
 def retry_after_seconds(exc: BaseException | None, now: datetime | None = None) -> float | None:

@@ -27,10 +27,6 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "model": "offline/default",  # no network and no key unless a test asks for them
     "retry_initial_delay": 0.01,  # a retried failure costs milliseconds, not seconds
     "retry_max_delay": 0.05,
-    # LLM calls made in the test's process: a test's patches and fakes reach them, and no test's
-    # outcome depends on whether "auto" worker processes were ready yet (exported, like DATA_DIR, so
-    # a later configure() and a `flow` subprocess keep it)
-    "llm_processes": 0,
 }
 
 
@@ -61,8 +57,6 @@ def temporary_engine(
                 env.delenv(name)
         if "data_dir" in options:
             env.setenv(f"{ENV_PREFIX}DATA_DIR", str(options["data_dir"]))
-        if "llm_processes" in options:
-            env.setenv(f"{ENV_PREFIX}LLM_PROCESSES", str(options["llm_processes"]))
         try:
             yield configure(**options)
         finally:
