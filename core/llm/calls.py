@@ -269,6 +269,7 @@ class AttemptRecorder:
         cancelled = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
         status = status_of(exc)
         prefix = f"HTTP {status} " if status is not None and not cancelled else ""
+        message = redact_error(self.engine, self.params, f"{prefix}{type(exc).__name__}: {exc}")
         record = self._record(
             info,
             target,
@@ -278,7 +279,7 @@ class AttemptRecorder:
             request_params=self.stored_params,
             latency_ms=int((time.perf_counter() - started) * 1000),
             status="cancelled" if cancelled else "failed",
-            error_message=redact_error(self.engine, self.params, f"{prefix}{type(exc).__name__}: {exc}")[:4000],
+            error_message=message[:4000],
         )
         try:
             await self.engine.store.record_llm_request(record)

@@ -55,7 +55,7 @@ class LLMCallInfo:
         return {"prompt": self.prompt, **self.params}
 
 
-_scoped: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar("flow_engine_call_plugins", default=())
+_scoped: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar("call_plugins", default=())
 _registered: list[tuple[Engine, str]] = []
 
 
