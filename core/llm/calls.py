@@ -190,30 +190,28 @@ def _bare_provider_name(engine: Engine, model: str) -> str:
     return model
 
 
-def _litellm_send(info: LLMCallInfo) -> Send:
+def _litellm_send(call: LLMCallInfo) -> Send:
     """The engine's own ``Send`` (innermost in the hook): the litellm call."""
 
     async def send() -> Any:
         engine = get_engine()
         settings = engine.settings
-        target = _target(engine, info)
+        target = _target(engine, call)
         litellm = target.litellm
-        fn = litellm.acompletion if info.kind == "completion" else litellm.aimage_generation
-        kwargs: dict[str, Any] = {"model": info.model, **info.request}
+        fn = litellm.acompletion if call.kind == "completion" else litellm.aimage_generation
+        kwargs: dict[str, Any] = {"model": call.model, **call.request}
         kwargs["max_retries"] = 0  # the openai SDK must not retry behind our back
-        if info.kind == "completion":
+        if call.kind == "completion":
             kwargs["num_retries"] = 0  # nor litellm's own retry layer
         if target.in_process:  # no server: FLOW_ENGINE_API_BASE/_API_KEY are not for it
-            async with asyncio.timeout(settings.request_timeout) as deadline:
-                try:
+            try:
+                async with asyncio.timeout(settings.request_timeout):
                     return await fn(**kwargs)
-                except TimeoutError:
-                    if deadline.expired():
-                        raise TimeoutError(f"no answer within {settings.request_timeout:g} s") from None
-                    raise
+            except TimeoutError as exc:
+                raise TimeoutError(f"no answer within {settings.request_timeout:g} s") from exc
         kwargs.setdefault("timeout", settings.request_timeout)
-        if info.api_base:
-            kwargs["api_base"] = info.api_base
+        if call.api_base:
+            kwargs["api_base"] = call.api_base
         if settings.api_key and "api_key" not in kwargs:
             kwargs["api_key"] = settings.api_key
         return await fn(**kwargs)

@@ -18,7 +18,7 @@ import contextvars
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,7 +45,6 @@ class LLMCallInfo:
     # set by a wrapper that answered from a recording instead of the model: the attempt's row then
     # costs nothing and says where its answer came from
     replayed_from: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # free for plugins to pass things between them
 
     @property
     def request(self) -> dict[str, Any]:
@@ -89,14 +88,10 @@ def join_scoped_plugins(engine: Engine) -> None:
 
 
 def wrapped(engine: Engine, call: LLMCallInfo, inner: Callable[[LLMCallInfo], Send]) -> Send:
-    """The ``Send`` of this attempt: ``inner(call)`` (the engine's litellm call) inside every
-    plugin's ``wrap_llm_call`` wrapper."""
+    """The ``Send`` of this attempt: ``inner(call)`` (the engine's litellm call; its argument must be
+    named ``call``) inside every plugin's ``wrap_llm_call`` wrapper."""
     hook = engine.plugins.pm.hook.wrap_llm_call
     if not hook.get_hookimpls():  # nobody listens: no hook machinery on the common path
         return inner(call)
-
-    def innermost(call: LLMCallInfo) -> Send:
-        return inner(call)
-
-    send: Send = hook.call_extra([innermost], {"call": call})
+    send: Send = hook.call_extra([inner], {"call": call})  # pluggy passes it by its argument's name
     return send
