@@ -10,11 +10,8 @@ ONE event loop of this process, repeated and interleaved, it times:
   (``timeout``, ``max_retries=0``, ``num_retries=0``);
 - ``flow-engine`` on each database (a SQLite file; PostgreSQL if reachable): the same number of
   concurrent ``BaseFlow`` runs of ``--steps`` ``UnstructuredStep`` steps making the same calls,
-  everything recorded (run, step and ``llm_requests`` rows), rows counted afterwards; with the
-  default ``FLOW_ENGINE_LLM_PROCESSES=auto`` (``--llm-processes``), which at this concurrency makes the
-  calls in worker processes, off the flows' event loop (``core/llm/processes.py``; they start during
-  the warm-up, which waits until they are ready);
-- ``litellm in this process`` (diagnostic): the SQLite side again with ``FLOW_ENGINE_LLM_PROCESSES=0``;
+  everything recorded (run, step and ``llm_requests`` rows), rows counted afterwards; litellm runs on
+  the same event loop as the flows, as it does for the baseline;
 - ``engine, no LLM`` (diagnostic): the same flows with plain Python steps that ``asyncio.sleep`` for
   the latency instead of calling a model, against the same sleeps without the engine: what the runner
   and the database cost at this concurrency, without litellm's CPU in the way.
@@ -52,7 +49,6 @@ from benchmarks.common import header  # noqa: E402
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 FLOW_NAME = "bench_concurrency"
 MEMORY = "memory://"
-IN_PROCESS = "in_process"
 MONITOR_INTERVAL = 0.005
 STALL_TARGET_MS = 50.0
 RATIO_TARGET = 1.2
@@ -314,12 +310,10 @@ class Database:
     cleanup: Callable[[], None] = lambda: None
 
 
-def configure(url: str, base_url: str, model: str, llm_processes: int | str = 0) -> None:
+def configure(url: str, base_url: str, model: str) -> None:
     import flow_engine
 
-    engine = flow_engine.configure(
-        database_url=url, api_base=base_url, api_key="test-key", model=model, llm_processes=llm_processes
-    )
+    engine = flow_engine.configure(database_url=url, api_base=base_url, api_key="test-key", model=model)
     # open what the engine opens on first use (plugins, the store and its schema check) outside the timing
     engine.plugins.step_types()
     engine.plugins.model_providers()
@@ -358,8 +352,7 @@ async def measure(args: argparse.Namespace, base_url: str, databases: list[Datab
     from flow_engine.engine import get_engine
 
     latency = args.latency_ms / 1000
-    procs: int | str = int(args.llm_processes) if args.llm_processes.isdigit() else args.llm_processes
-    configure(databases[0].url, base_url, args.model, procs)
+    configure(databases[0].url, base_url, args.model)
     direct = Direct(args.model, base_url, get_engine().settings.request_timeout)
     llm_flow = make_llm_flow(args.steps)
     sleep_flow = make_sleep_flow(args.steps, latency)
@@ -370,29 +363,18 @@ async def measure(args: argparse.Namespace, base_url: str, databases: list[Datab
     async def engine_sleep() -> None:
         await asyncio.gather(*(sleep_flow().execute({"chain": i}) for i in range(args.flows)))
 
-    mode = f"LLM processes: {procs}" if procs else "litellm in this process"
     series = {"direct": Series("litellm direct (baseline)")}
     for db in databases:
-        series[db.label] = Series(f"flow-engine, {db.label}, {mode}")
-    series[MEMORY] = Series(f"flow-engine, memory://, {mode}")
-    if procs:
-        series[IN_PROCESS] = Series(f"flow-engine, {databases[0].label}, litellm in this process")
+        series[db.label] = Series(f"flow-engine, {db.label}")
+    series[MEMORY] = Series("flow-engine, memory://")
     series["bare_sleep"] = Series("asyncio.sleep chains, no engine (baseline)")
     series["engine_sleep"] = Series(f"flow-engine, no LLM, {databases[0].label}")
 
     # warm-up: litellm's lazy imports and first-call costs, the stores' schemas and statement caches
     await direct.run(min(50, args.flows), args.steps)
     for db in databases:
-        configure(db.url, base_url, args.model, procs)  # (starts the LLM processes, if any)
+        configure(db.url, base_url, args.model)
         await asyncio.gather(*(llm_flow().execute({"chain": i}) for i in range(min(50, args.flows))))
-    if procs:  # "auto" started the workers during the warm-up (50 calls in flight): wait until ready
-        from flow_engine.llm import processes
-
-        deadline = time.monotonic() + 300
-        while not (processes._workers and processes._workers.started) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-        workers = processes._workers
-        print(f"  LLM worker processes: {workers.count if workers and workers.started else 'NOT STARTED'}")
     reset_server(base_url)
     if args.gc_freeze:
         gc.collect()
@@ -402,22 +384,17 @@ async def measure(args: argparse.Namespace, base_url: str, databases: list[Datab
     for rep in range(args.repeat):
         # alternate the order, so drift (other work on the machine) hits every side alike
         order: list[str] = ["direct", *[db.label for db in databases], MEMORY]
-        if procs:
-            order.append(IN_PROCESS)
         if rep % 2:
             order.reverse()
         for name in order:
             if name == "direct":
                 series[name].samples.append(await timed(lambda: direct.run(args.flows, args.steps)))
             elif name == MEMORY:
-                configure("memory://", base_url, args.model, procs)
-                series[name].samples.append(await timed(engine_llm))
-            elif name == IN_PROCESS:
-                configure(databases[0].url, base_url, args.model, 0)
+                configure("memory://", base_url, args.model)
                 series[name].samples.append(await timed(engine_llm))
             else:
                 db = next(d for d in databases if d.label == name)
-                configure(db.url, base_url, args.model, procs)
+                configure(db.url, base_url, args.model)
                 before = count_rows(FLOW_NAME)
                 series[name].samples.append(await timed(engine_llm))
                 after = count_rows(FLOW_NAME)
@@ -489,12 +466,6 @@ def report(
         results[f"{db.label}_stall_max_ms"] = s.stall_max_ms
     print("  diagnostic: the same flows, nothing stored (the runner and the LLM call path alone)")
     line(series[MEMORY], base)
-    if IN_PROCESS in series:
-        print("  diagnostic: the same flows with FLOW_ENGINE_LLM_PROCESSES=0 (litellm on this event loop)")
-        s = series[IN_PROCESS]
-        ratio, _ = line(s, base)
-        results["in_process_ratio"] = ratio
-        results["in_process_stall_max_ms"] = s.stall_max_ms
     print("  diagnostic, without litellm: steps sleep for the latency instead of calling a model")
     bare, ours = series["bare_sleep"], series["engine_sleep"]
     line(bare, bare)
@@ -518,12 +489,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="openai/gpt-4o-mini", help="an openai/<name> model string")
     parser.add_argument("--postgres", default=os.environ.get("FLOW_ENGINE_TEST_POSTGRES_URL") or DEFAULT_PG)
     parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument(
-        "--llm-processes",
-        default="auto",
-        help="FLOW_ENGINE_LLM_PROCESSES of the engine sides: auto (the default setting), N, or 0 (litellm "
-        "in the flows' process; then the in-process diagnostic is not run twice)",
-    )
     parser.add_argument(
         "--gc-freeze",
         action="store_true",

@@ -7,9 +7,8 @@ Plugins keep their own settings in their own classes (``register_settings``), re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 APP_NAME = "flow-engine"
@@ -45,11 +44,6 @@ class Settings(BaseSettings):
     gc_freeze: bool = Field(
         default=True, description="gc.freeze() litellm's import-time objects (shorter GC pauses)."
     )
-    llm_processes: int | Literal["auto"] = Field(
-        default="auto",
-        description="Worker processes that make the calls to network providers: N, 0 (this process), "
-        "or auto (started once many calls are in flight).",
-    )
     heartbeat_interval: float = Field(default=10.0, gt=0, description="Seconds between heartbeats.")
     stale_after: float = Field(
         default=60.0, gt=0, description="A running run whose heartbeat is older than this is crashed."
@@ -62,13 +56,6 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, description="Seconds before Redis redelivers an unacknowledged run."
     )
     celery_key_prefix: str | None = Field(default=None, description="Prefix of every Redis key Celery uses.")
-
-    @field_validator("llm_processes")
-    @classmethod
-    def _processes_in_range(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 0 <= value <= 64:
-            raise ValueError("must be 'auto' or a number of processes from 0 to 64")
-        return value
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir or default_data_dir()

@@ -100,3 +100,16 @@ def after_step(event: StepEvent) -> Any:
 @hookspec
 def on_step_error(event: StepEvent) -> Any:
     """Called after a step failed (``event.error`` set) and the failure was stored. May be ``async def``."""
+
+
+@hookspec(firstresult=True)
+def wrap_llm_call(call: Any) -> Any:
+    """Wrap each attempt of each LLM call: implement it as ``@hookimpl(wrapper=True)``.
+
+    ``call`` is a ``flow_engine.llm.hook.LLMCallInfo`` (kind, model, messages or prompt, params, attempt,
+    step, run and call ids). The hook's result is an ``async`` function of no arguments that makes the
+    call and returns litellm's response: ``send = yield`` gives the inner one, and the wrapper returns
+    its own, which may await ``send()`` and observe the response (record, trace, count) or return an
+    answer without calling it (replay, a test's script). Before ``yield`` the wrapper may change
+    ``call.model`` (route the call elsewhere). Keep the synchronous part cheap: it runs on every attempt.
+    """

@@ -14,16 +14,10 @@ from .steps import BaseStep
 
 
 def input_variables(inputs: Any) -> dict[str, Any]:
-    """A step's validated inputs as template variables: a pydantic model's fields, or the dict.
-
-    The fields' values are in the model's ``__dict__`` (read there: the class's ``model_fields`` is a
-    property call per step), which may also hold a ``cached_property``'s value once it was read."""
+    """A step's validated inputs as template variables: a pydantic model's declared fields (not its
+    extras, not its nested models turned into dicts: ``{{ author.name }}`` works), or the dict."""
     if isinstance(inputs, BaseModel):
-        fields = type(inputs).__pydantic_fields__
-        values = inputs.__dict__
-        if len(values) == len(fields):
-            return dict(values)
-        return {name: values[name] for name in fields if name in values}
+        return {name: getattr(inputs, name) for name in type(inputs).model_fields}
     return dict(inputs or {})
 
 

@@ -156,8 +156,6 @@ Model resolution: ``execute(..., model=)`` > step ``model`` > run-level (``BaseF
 ``flow run --model``) > ``FLOW_ENGINE_MODEL`` > the offline model (``offline/default``, deterministic,
 no network; a notice on stderr says so). Any litellm model string works (``openai/gpt-4o-mini``,
 ``anthropic/...``, ``ollama/...``); ``FLOW_ENGINE_API_BASE`` points at an OpenAI-compatible server.
-With many calls in flight at once, litellm runs in worker processes so that it does not hold up the
-flows' event loop (``FLOW_ENGINE_LLM_PROCESSES``: ``auto`` by default, ``0`` or a number).
 
 ## Durable execution
 - ``await resume_run(run_id)`` (``flow resume RUN_ID``) runs a failed, crashed or cancelled run again in

@@ -172,10 +172,10 @@ def _using_cassette(tape: Any) -> Any:
     if tape is None:
         yield
         return
-    from flow_engine.llm.intercept import using_cassette
+    from flow_engine.llm.hook import call_plugins
 
     try:
-        with using_cassette(tape):
+        with call_plugins(tape):
             yield
     finally:
         if tape.replaying:

@@ -3,9 +3,9 @@
 - ``complete`` / ``generate_image``: one call = attempts with retries of transient failures, each
   attempt recorded in ``llm_requests`` (``calls.py``);
 - ``flow_engine.llm.structured.complete_structured``: JSON for a pydantic model, validated, re-asked;
-- ``flow_engine.llm.loader.load_litellm``: litellm without network access at import and without banners;
-- ``processes.py`` / ``worker.py`` / ``wire.py``: calls to network providers made in worker processes
-  (``FLOW_ENGINE_LLM_PROCESSES``), off the flows' event loop.
+- ``retry_policy.py``: which failures are retried, and after how long (pure functions);
+- ``hook.py``: the ``wrap_llm_call`` hook around each attempt (cassettes, scripted answers, tracing);
+- ``flow_engine.llm.loader.load_litellm``: litellm without network access at import and without banners.
 """
 
 from .calls import LLMCall, LLMRequestError, complete, generate_image

@@ -1,7 +1,8 @@
 """Record and replay: every LLM response of a real run saved to a JSON file, answered from it later.
 
 ``flow run --record FILE`` / ``--replay FILE`` and ``with cassette(FILE, mode=...)`` switch it on for a
-whole run (see ``intercept.py``). Recording wraps the real litellm call; replaying replaces it, so a
+whole run. A :class:`Cassette` is a ``wrap_llm_call`` plugin (``hook.py``): recording wraps the real
+litellm call; replaying replaces it, so a
 replayed run needs no network, no key and no money, and still goes through the rest of the engine as
 the real one did (token counts, ``llm_requests`` rows marked ``replayed_from``, structured-output
 validation, re-asks and fallbacks).
@@ -24,13 +25,16 @@ import json
 import os
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import UsageError
-from .redact import known_secrets, redact_params
+from ..hookspecs import hookimpl
+from .hook import LLMCallInfo, Send, call_plugins
+from .redact import known_secrets, redact_params, redact_text
+from .retry_policy import is_transient, status_of
 
 FORMAT_VERSION = 1
 Mode = Literal["record", "replay"]
@@ -211,6 +215,35 @@ class Cassette:
             raise CassetteError(f"{where} has no valid 'interactions' list")
         return items
 
+    # -- the hook ---------------------------------------------------------------------------------
+    @hookimpl(wrapper=True)
+    def wrap_llm_call(self, call: LLMCallInfo) -> Generator[None, Send, Send]:
+        """Replaying: answer from the recordings. Recording: make the call, then keep its answer."""
+        send = yield
+        if self.replaying:
+
+            async def replayed() -> Any:
+                call.replayed_from = self.name
+                return self.replay(call.kind, call.model, call.request, call.step)
+
+            return replayed
+
+        async def recorded() -> Any:
+            try:
+                response = await send()
+            except Exception as exc:
+                status = status_of(exc)
+                if status is not None and 400 <= status < 500 and not is_transient(exc):
+                    # a refusal the engine acts on (a structured-output fallback): replayed as such
+                    message = f"HTTP {status} {type(exc).__name__}: {exc}"
+                    message = redact_text(message, known_secrets(call.params.get("api_key")))[:4000]
+                    self.record_error(call.kind, call.model, call.request, status, message, call.step)
+                raise
+            self.record(call.kind, call.model, call.request, response, call.step)
+            return response
+
+        return recorded
+
     # -- replay -----------------------------------------------------------------------------------
     def replay(self, kind: str, model: str, request: dict[str, Any], step: str | None) -> Any:
         """The recorded response to this request (the next one, when it was made several times)."""
@@ -304,11 +337,9 @@ def cassette(path: str | os.PathLike[str], mode: Mode = "replay") -> Iterator[Ca
     ``mode="replay"`` (the default) makes no call at all and raises :class:`UnrecordedRequest` for a
     request the file does not hold. The file must exist to replay.
     """
-    from .intercept import using_cassette
-
     tape = Cassette(path, mode)
     try:
-        with using_cassette(tape):
+        with call_plugins(tape):
             yield tape
     finally:
         if mode == "record":

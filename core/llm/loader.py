@@ -113,3 +113,17 @@ provider_guesses: dict[tuple[str, str | None], str] = {}
 
 def provider_of(model: str) -> str:
     return model.split("/", 1)[0] if "/" in model else "openai"
+
+
+def provider_guess(litellm: Any, model: str, api_base: str | None) -> str:
+    """litellm's provider name for ``model`` (its lookup walks provider lists, so it is remembered)."""
+    known = provider_guesses.get((model, api_base))
+    if known is not None:
+        return known
+    try:
+        guess = str(litellm.get_llm_provider(model, api_base=api_base)[1])
+    except Exception:
+        guess = provider_of(model)
+    if len(provider_guesses) < 1024:
+        provider_guesses[(model, api_base)] = guess
+    return guess

@@ -27,10 +27,6 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "model": "offline/default",  # no network and no key unless a test asks for them
     "retry_initial_delay": 0.01,  # a retried failure costs milliseconds, not seconds
     "retry_max_delay": 0.05,
-    # LLM calls made in the test's process: a test's patches and fakes reach them, and no test's
-    # outcome depends on whether "auto" worker processes were ready yet (exported, like DATA_DIR, so
-    # a later configure() and a `flow` subprocess keep it)
-    "llm_processes": 0,
 }
 
 
@@ -61,21 +57,10 @@ def temporary_engine(
                 env.delenv(name)
         if "data_dir" in options:
             env.setenv(f"{ENV_PREFIX}DATA_DIR", str(options["data_dir"]))
-        if "llm_processes" in options:
-            env.setenv(f"{ENV_PREFIX}LLM_PROCESSES", str(options["llm_processes"]))
         try:
             yield configure(**options)
         finally:
             reset_engine()
-
-
-def _to_offline(model: str) -> str:
-    """Any model the offline provider does not serve itself, and no other in-process one does."""
-    from ..engine import get_engine
-
-    if model.split("/", 1)[0] in get_engine().plugins.model_providers():
-        return model
-    return f"offline/{model}"
 
 
 # -- pytest hooks -------------------------------------------------------------------------------------
@@ -116,9 +101,10 @@ def isolated_engine(
 @pytest.fixture
 def offline_model(isolated_engine: Engine) -> Iterator[Engine]:
     """Every LLM call answered by the offline model, even those of steps whose class pins a real model."""
-    from ..llm.intercept import routed
+    from ..llm.hook import call_plugins
+    from .scripted_model import RouteToOffline
 
-    with routed(_to_offline):
+    with call_plugins(RouteToOffline()):
         yield isolated_engine
 
 

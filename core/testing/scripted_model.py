@@ -3,9 +3,9 @@
 The answers come from an in-process litellm custom provider, ``scripted``, registered with the engine
 through the ordinary ``register_model_providers`` hook, so a scripted run goes through the same code as
 a real one: litellm, retries, ``llm_requests`` rows, structured-output validation and re-asks. While a
-:class:`ScriptedModel` is installed every model name is routed to it (``openai/gpt-4o`` becomes
-``scripted/openai/gpt-4o``), so steps whose class pins a real model are answered too and nothing can
-reach a provider by accident.
+:class:`ScriptedModel` is installed its ``wrap_llm_call`` hook routes every model name to it
+(``openai/gpt-4o`` becomes ``scripted/openai/gpt-4o``), so steps whose class pins a real model are
+answered too and nothing can reach a provider by accident.
 
 An answer is looked up by the name of the step making the request (``respond(step, ...)``), else taken
 from the shared queue (``queue(...)``), in order. No answer left is a :class:`ScriptedAnswerMissing`
@@ -18,9 +18,8 @@ import json
 import re
 import threading
 import time
-import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,9 +27,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..context import current_step
-from ..engine import Engine, get_engine
+from ..engine import get_engine
 from ..errors import UsageError
 from ..hookspecs import hookimpl
+from ..llm.hook import LLMCallInfo, Send, call_plugins, join_scoped_plugins
 from ..plugin_types import ModelProviderInfo
 
 PROVIDER = "scripted"
@@ -116,7 +116,6 @@ class ScriptedModel:
         self._lock = threading.Lock()
         self._answered = 0
         self._info = self.provider_info()  # one per script, so litellm keeps one handler for it
-        self._engines: list[tuple[Engine, str]] = []  # where it is registered as a plugin
 
     # -- scripting --------------------------------------------------------------------------------
     def respond(self, step: str, *answers: Answer) -> ScriptedModel:
@@ -257,7 +256,6 @@ class ScriptedModel:
     # -- installing -------------------------------------------------------------------------------
     def route(self, model: str) -> str:
         """Every model to this provider: ``openai/gpt-4o`` -> ``scripted/openai/gpt-4o``."""
-        self._ensure_registered(get_engine())
         if model == PROVIDER or model.startswith(f"{PROVIDER}/"):
             return model
         return f"{PROVIDER}/{model}"
@@ -275,29 +273,28 @@ class ScriptedModel:
     def register_model_providers(self, register: Callable[[ModelProviderInfo], None]) -> None:
         register(self._info)
 
-    def _ensure_registered(self, engine: Engine) -> None:
-        """With the current engine, even one a test built after installing (``configure()``)."""
-        if any(e is engine for e, _ in self._engines):
-            return
-        name = engine.plugins.register(self, name=f"flow-engine-scripted-{uuid.uuid4().hex[:8]}")
-        self._engines.append((engine, name))
+    @hookimpl(wrapper=True)
+    def wrap_llm_call(self, call: LLMCallInfo) -> Generator[None, Send, Send]:
+        call.model = self.route(call.model)
+        return (yield)
 
     @contextmanager
     def installed(self) -> Iterator[ScriptedModel]:
         """Answer every LLM call made inside the block (any engine, any model) from this script."""
-        from ..llm.intercept import routed
+        with call_plugins(self):
+            join_scoped_plugins(get_engine())
+            yield self
 
-        self._ensure_registered(get_engine())
-        try:
-            with routed(self.route):
-                yield self
-        finally:
-            for engine, name in self._engines:
-                try:
-                    engine.plugins.unregister(name)
-                except Exception:  # the engine may be closed or replaced already
-                    pass
-            self._engines.clear()
+
+class RouteToOffline:
+    """A ``wrap_llm_call`` plugin: every model the offline provider does not serve itself, and no other
+    in-process provider does, goes to it (``openai/gpt-4o`` -> ``offline/openai/gpt-4o``)."""
+
+    @hookimpl(wrapper=True)
+    def wrap_llm_call(self, call: LLMCallInfo) -> Generator[None, Send, Send]:
+        if call.model.split("/", 1)[0] not in get_engine().plugins.model_providers():
+            call.model = f"offline/{call.model}"
+        return (yield)
 
 
 def _usage(prompt: str, answer: str) -> dict[str, int]:

@@ -10,9 +10,9 @@ import pytest
 from pydantic import BaseModel
 
 from flow_engine import BaseFlow, StructuredStep, UnstructuredStep
-from flow_engine.llm.intercept import routed
+from flow_engine.llm.hook import call_plugins
 from flow_engine.testing import ScriptedModel, cassette, load_run, temporary_engine
-from flow_engine.testing.plugin import _to_offline
+from flow_engine.testing.scripted_model import RouteToOffline
 
 
 class _Summary(BaseModel):
@@ -52,7 +52,7 @@ def _warm_up(folder: Path) -> None:
             asyncio.run(flow.execute({}))
         load_run(flow)
         for mode in ("record", "replay"):
-            with routed(_to_offline), cassette(folder / "warm.json", mode):  # type: ignore[arg-type]
+            with call_plugins(RouteToOffline()), cassette(folder / "warm.json", mode):  # type: ignore[arg-type]
                 asyncio.run(_WarmUp().execute({}))
 
 

@@ -238,9 +238,7 @@ def test_answers_of_an_unsupported_type_are_refused(scripted):
 
 async def test_without_the_fixture_nothing_is_routed(engine):
     """The routing ends with the fixture: a later test's steps reach their own models again."""
-    from flow_engine.llm import intercept
-
-    assert intercept.model_route is None and intercept.cassette is None
+    assert engine.plugins.pm.hook.wrap_llm_call.get_hookimpls() == []
     result = await Extract().execute({"prompt": "offline please"})
     [row] = engine.store.list_llm_requests()
     assert row.provider == "offline" and result.output_content

@@ -1,0 +1,97 @@
+"""The ``wrap_llm_call`` hook: what a plugin sees of each model call, and how the hook is called.
+
+Every attempt of every LLM call goes through the hook (``calls.py``). The hook's result is a ``Send``:
+an ``async`` function of no arguments returning litellm's response. The engine's own implementation
+(the innermost) calls litellm; a plugin's wrapper (``@hookimpl(wrapper=True)``) receives the inner
+``Send`` from ``yield`` and returns its own, which may await the inner one and look at the response
+(record a cassette, trace, count) or answer without it (replay, a test's script). Before ``yield`` a
+wrapper may change ``call.model`` (route every call to another provider).
+
+Plugins registered on the engine take part. :func:`call_plugins` adds plugins for a block of code
+instead, whatever engine that block configures (test fixtures, ``cassette()``): they are registered on
+each engine a call of the block meets and unregistered when the block ends.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine import Engine
+
+Send = Callable[[], Awaitable[Any]]
+
+
+@dataclass
+class LLMCallInfo:
+    """One attempt of one model call, as the ``wrap_llm_call`` hook sees it."""
+
+    kind: str  # "completion" | "image_generation"
+    model: str  # litellm's model string; a wrapper may change it before it yields
+    messages: list[dict[str, Any]] | None  # the chat messages (completion); None for an image
+    prompt: str | None  # the image prompt (image_generation); None for a completion
+    params: dict[str, Any]  # every other litellm argument the caller gave (temperature, response_format...)
+    attempt: int  # 1 for the first attempt; retries of transient failures count up
+    call_id: uuid.UUID  # the same for every attempt of the call
+    step: str | None = None  # the step making the call (its step_name); None outside any step
+    run_id: uuid.UUID | None = None
+    step_id: uuid.UUID | None = None
+    api_base: str | None = None
+    # set by a wrapper that answered from a recording instead of the model: the attempt's row then
+    # costs nothing and says where its answer came from
+    replayed_from: str | None = None
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """The request as the caller gave it: messages (or prompt) and params."""
+        if self.kind == "completion":
+            return {"messages": self.messages, **self.params}
+        return {"prompt": self.prompt, **self.params}
+
+
+_scoped: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar("call_plugins", default=())
+_registered: list[tuple[Engine, str]] = []
+
+
+@contextmanager
+def call_plugins(*plugins: Any) -> Iterator[None]:
+    """Plugins taking part in every LLM call made inside the block, on whatever engine it uses."""
+    token = _scoped.set((*_scoped.get(), *plugins))
+    try:
+        yield
+    finally:
+        _scoped.reset(token)
+        for engine, name in [r for r in _registered if r[1] in {_name(p) for p in plugins}]:
+            try:
+                engine.plugins.unregister(name)
+            except Exception:  # the engine may be closed or replaced already
+                pass
+            _registered.remove((engine, name))
+
+
+def _name(plugin: Any) -> str:
+    return f"flow-engine-call-plugin-{id(plugin):x}"
+
+
+def join_scoped_plugins(engine: Engine) -> None:
+    """Register this block's :func:`call_plugins` on ``engine`` (once)."""
+    for plugin in _scoped.get():
+        name = _name(plugin)
+        if not engine.plugins.pm.has_plugin(name):
+            engine.plugins.register(plugin, name=name)
+            _registered.append((engine, name))
+
+
+def wrapped(engine: Engine, call: LLMCallInfo, inner: Callable[[LLMCallInfo], Send]) -> Send:
+    """The ``Send`` of this attempt: ``inner(call)`` (the engine's litellm call; its argument must be
+    named ``call``) inside every plugin's ``wrap_llm_call`` wrapper."""
+    hook = engine.plugins.pm.hook.wrap_llm_call
+    if not hook.get_hookimpls():  # nobody listens: no hook machinery on the common path
+        return inner(call)
+    send: Send = hook.call_extra([inner], {"call": call})  # pluggy passes it by its argument's name
+    return send
