@@ -39,7 +39,7 @@ from .executor_base import (
 from .flows import BaseFlow
 from .jsonable import describe_error
 from .resume import flow_class_for
-from .storage import RunStatus, utcnow
+from .storage import RunChanges, RunStatus, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -157,7 +157,7 @@ async def _fail(engine: Engine, run_id: uuid.UUID, owner: str, message: str) -> 
     if run is None or run.status != RunStatus.RUNNING.value or run.claimed_by != owner:
         return
     now = utcnow()
-    changes = {
+    changes: RunChanges = {
         "status": RunStatus.FAILED.value,
         "error_message": message,
         "completed_at": now,

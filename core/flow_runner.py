@@ -32,7 +32,7 @@ from .executor_base import ExecutorUnavailable, executor_info, get_executor
 from .jsonable import describe_error, to_jsonable
 from .pacing import start_turn
 from .runtime_info import FlowEvent
-from .storage import RunRecord, RunStatus, RunStore, StepRecord, utcnow
+from .storage import RunChanges, RunRecord, RunStatus, RunStore, StepRecord, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -468,9 +468,9 @@ def _end_changes(
     *,
     outputs: Any = None,
     error: str | None = None,
-) -> dict[str, Any]:
+) -> RunChanges:
     now = utcnow()
-    changes: dict[str, Any] = {
+    changes: RunChanges = {
         "status": status.value,
         "completed_at": now,
         "last_heartbeat": now,

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from . import __version__, hookspecs
+from . import hookspecs
 from .errors import ConfigurationError, PluginConflictError
 from .plugin_types import ExecutorInfo, ModelProviderInfo, StepTypeInfo
+from .version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover - storage pulls in pydantic; `flow --help` imports this module
     from pydantic_settings import BaseSettings

@@ -20,7 +20,7 @@ from .errors import InputValidationError, ResumeMismatch, UsageError
 from .ids import new_id
 from .jsonable import describe_error, to_jsonable
 from .runtime_info import StepEvent
-from .storage import RunStatus, StepRecord, utcnow
+from .storage import RunChanges, RunStatus, StepChanges, StepRecord, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from .steps import BaseStep
@@ -190,7 +190,7 @@ async def _finish(
     unpriced_models = {call.model for call in scope.calls if call.cost is None} if unpriced else ()
     ctx.totals.add(tokens, cost, unpriced, unpriced_models)
     now = utcnow()
-    step_changes: dict[str, Any] = {
+    step_changes: StepChanges = {
         "tokens_used": tokens,
         "cost_estimate": cost,
         "execution_time_ms": elapsed_ms,
@@ -205,7 +205,7 @@ async def _finish(
     else:
         step_changes["status"] = (RunStatus.CANCELLED if cancelled else RunStatus.FAILED).value
         step_changes["error_message"] = describe_error(error) if error is not None else None
-    run_changes: dict[str, Any] = {
+    run_changes: RunChanges = {
         "step_progress": ctx.completed_steps,
         "total_tokens": ctx.totals.tokens,
         "total_cost": ctx.totals.cost,
