@@ -41,7 +41,8 @@ def background_run(status: str, *, silent_for: float = 0.0, age: float = 0.0, **
         },
     }
     if status == "running":
-        values |= {"claimed_by": DEAD, "started_at": started, "last_heartbeat": now - timedelta(seconds=silent_for)}
+        beat = now - timedelta(seconds=silent_for)
+        values |= {"claimed_by": DEAD, "started_at": started, "last_heartbeat": beat}
     return RunRecord(**(values | fields))
 
 
@@ -140,7 +141,8 @@ async def test_runs_that_are_not_this_executors_orphans_are_left_alone(engine):
     not_installed.flow_name = "not_here"
     ids = await stored(engine, foreign, in_process, parent, child, not_installed)
     assert await scanner(engine).scan() == []
-    assert [engine.store.get_run(i).status for i in ids] == ["running", "running", "completed", "running", "running"]
+    statuses = [engine.store.get_run(i).status for i in ids]
+    assert statuses == ["running", "running", "completed", "running", "running"]
 
 
 async def test_a_run_that_kills_its_workers_is_failed_after_the_last_allowed_takeover(engine):

@@ -25,7 +25,9 @@ DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 
 def test_the_app_acknowledges_late_and_prefetches_nothing_extra():
-    settings = CelerySettings(broker_url="redis://127.0.0.1:6379/5", celery_queue="q1", celery_key_prefix="p:")
+    settings = CelerySettings(
+        broker_url="redis://127.0.0.1:6379/5", celery_queue="q1", celery_key_prefix="p:"
+    )
     app = celery_app.create_app(settings)
     conf = app.conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
