@@ -214,18 +214,25 @@ class Recovery:
         if pending and await self._messages_waiting():
             pending = []  # their messages may be among those waiting: workers will get them
         random.shuffle(stale)  # workers scanning at the same moment try different runs first
-        taken: list[uuid.UUID] = []
+        chosen: list[tuple[RunRecord, type[BaseFlow]]] = []
         for run in stale + pending:
-            if len(taken) >= free:
+            if len(chosen) >= free:
                 break
             flow_class = await self._flow_class(run)
-            if flow_class is None:
-                continue  # not installed here: a worker that has it will take it
-            max_takeovers = settings.recovery_max_takeovers
-            if await claim_orphan(self.engine, run, self.owner, before, max_takeovers):
-                self._start(run.id, flow_class)
-                taken.append(run.id)
-        return taken
+            if flow_class is not None:  # else not installed here: a worker that has it will take it
+                chosen.append((run, flow_class))
+        # all at once: the claims and records of many runs share the store's commits
+        taken = await asyncio.gather(*(self._take_over(run, cls, before) for run, cls in chosen))
+        return [run_id for run_id in taken if run_id is not None]
+
+    async def _take_over(
+        self, run: RunRecord, flow_class: type[BaseFlow], stale_before: datetime
+    ) -> uuid.UUID | None:
+        max_takeovers = self.settings.recovery_max_takeovers
+        if not await claim_orphan(self.engine, run, self.owner, stale_before, max_takeovers):
+            return None
+        self._start(run.id, flow_class)
+        return run.id
 
     async def _messages_waiting(self) -> bool:
         assert self.waiting is not None
