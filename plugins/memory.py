@@ -139,8 +139,12 @@ class MemoryStore(RunStore):
 
         with self._lock:
             runs = list(self._runs.values())
-        stale = [r for r in runs if orphan(r, "running") and r.last_heartbeat and r.last_heartbeat < stale_before]
-        stale.sort(key=lambda r: r.last_heartbeat or stale_before, reverse=True)
+
+        def beat(run: RunRecord) -> datetime:
+            return run.last_heartbeat or stale_before  # no heartbeat: not stale (SQL: NULL < x is not true)
+
+        stale = [r for r in runs if orphan(r, "running") and beat(r) < stale_before]
+        stale.sort(key=beat, reverse=True)
         pending = []
         if pending_before is not None:
             pending = [r for r in runs if orphan(r, "pending") and r.created_at < pending_before]
