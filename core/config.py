@@ -50,12 +50,6 @@ class Settings(BaseSettings):
     )
     # background execution (docs/background.md)
     executor: str = Field(default="local", description="Executor of submit() / flow run --background.")
-    broker_url: str | None = Field(default=None, description="Celery broker URL, e.g. redis://host:6379/0.")
-    celery_queue: str = Field(default="flow_engine", description="Celery queue runs are sent to.")
-    celery_visibility_timeout: float = Field(
-        default=3600.0, gt=0, description="Seconds before Redis redelivers an unacknowledged run."
-    )
-    celery_key_prefix: str | None = Field(default=None, description="Prefix of every Redis key Celery uses.")
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir or default_data_dir()

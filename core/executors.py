@@ -166,6 +166,15 @@ async def _fail(engine: Engine, run_id: uuid.UUID, owner: str, message: str) -> 
     await engine.store.update_run(run_id, changes)
 
 
+async def execute_claimed(run_id: uuid.UUID, owner: str, flow_class: type[BaseFlow] | None = None) -> str:
+    """Execute a run that ``owner`` has already claimed (``RunStore.claim_run``): started, or resumed
+    if an earlier execution left steps; return the status it ended with. For an executor that claims
+    runs itself, e.g. a worker taking over the runs of a dead one."""
+    from .engine import get_engine
+
+    return await _execute_claimed(get_engine(), run_id, owner, flow_class)
+
+
 _classes: dict[tuple[str | None, str], type[BaseFlow]] = {}
 
 

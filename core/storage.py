@@ -245,6 +245,21 @@ class RunStore(ABC):
         """
         raise NotImplementedError
 
+    def list_orphaned_runs(
+        self,
+        executor: str,
+        stale_before: datetime,
+        pending_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """Top-level background runs of ``executor`` that no live process executes, for workers'
+        recovery scans: ``running`` with a heartbeat older than ``stale_before`` (most recently
+        stopped first), then, if ``pending_before`` is given, ``pending`` since before it (oldest
+        first); at most ``limit`` of each. A read, so it may be stale: take a run only through
+        ``claim_run``. Workers of every deployment ask this often: answer it from an index on
+        ``(status, last_heartbeat)``, not by reading every run."""
+        raise NotImplementedError
+
     # -- reads ------------------------------------------------------------------------------
     @abstractmethod
     def get_run(self, run_id: uuid.UUID) -> RunRecord | None: ...

@@ -156,6 +156,36 @@ class MemoryStore(RunStore):
             run.started_at = run.started_at or now
             return True
 
+    def list_orphaned_runs(
+        self,
+        executor: str,
+        stale_before: datetime,
+        pending_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        def orphan(run: RunRecord, status: str) -> bool:
+            background = (run.flow_metadata or {}).get("background") or {}
+            return (
+                run.status == status
+                and run.execution_mode == "background"
+                and run.parent_run_id is None
+                and background.get("executor") == executor
+            )
+
+        with self._lock:
+            runs = list(self._runs.values())
+
+        def beat(run: RunRecord) -> datetime:
+            return run.last_heartbeat or stale_before  # no heartbeat: not stale (SQL: NULL < x is not true)
+
+        stale = [r for r in runs if orphan(r, "running") and beat(r) < stale_before]
+        stale.sort(key=beat, reverse=True)
+        pending = []
+        if pending_before is not None:
+            pending = [r for r in runs if orphan(r, "pending") and r.created_at < pending_before]
+            pending.sort(key=lambda r: r.created_at)
+        return [r.model_copy() for r in stale[:limit] + pending[:limit]]
+
     async def record_llm_request(self, request: LLMRequestRecord) -> None:
         with self._lock:
             if request.flow_run_id is not None:

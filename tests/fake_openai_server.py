@@ -22,6 +22,8 @@ Replies (:class:`Reply`, :class:`ImageReply`) and faults (:class:`Fault`):
 - ``Fault.status(429, retry_after=0.2)``, ``Fault.status(500)``, ``Fault.status(503)``: an OpenAI-style
   error JSON with that status (and a ``Retry-After`` header when given).
 - ``Fault.hang(seconds)``: answer nothing for that long (longer than the client's timeout).
+- ``Fault.hold()``: answer nothing until :meth:`FakeOpenAI.release` (or :meth:`reset`), then answer
+  as usual: as an :meth:`answer` rule it stops every run at the same step until the test lets go.
 - ``Fault.drop()``: close the connection without answering.
 - ``Fault.malformed()``: HTTP 200 with a body that is not JSON.
 - ``reject_json_schema`` (attribute, persistent) or ``Fault.reject_json_schema()`` (once): HTTP 400 to a
@@ -119,7 +121,7 @@ class ImageReply:
 class Fault:
     """A failure of one request. Build with the classmethods."""
 
-    kind: str  # status | hang | drop | malformed | reject_json_schema
+    kind: str  # status | hang | hold | drop | malformed | reject_json_schema
     status_code: int = 500
     retry_after: float | None = None
     seconds: float = 30.0
@@ -132,6 +134,10 @@ class Fault:
     @classmethod
     def hang(cls, seconds: float = 30.0) -> Fault:
         return cls("hang", seconds=seconds)
+
+    @classmethod
+    def hold(cls) -> Fault:
+        return cls("hold")
 
     @classmethod
     def drop(cls) -> Fault:
@@ -241,6 +247,7 @@ class FakeOpenAI:
         self._faults: dict[str, deque[Scripted]] = {"chat": deque(), "images": deque()}
         self._replies: dict[str, deque[Scripted]] = {"chat": deque(), "images": deque()}
         self._answers: list[tuple[str, Reply | Fault]] = []
+        self._released: asyncio.Event | None = None  # what requests held by Fault.hold() wait for
         self._files: dict[str, bytes] = {}
         self._counter = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -289,7 +296,29 @@ class FakeOpenAI:
         with self._lock:
             return next((reply for contains, reply in self._answers if contains in text), None)
 
+    def release(self) -> None:
+        """Answer the requests held by ``Fault.hold()`` rules, and drop those rules."""
+        with self._lock:
+            self._answers = [
+                (c, r) for c, r in self._answers if not (isinstance(r, Fault) and r.kind == "hold")
+            ]
+            released, self._released = self._released, None
+        if released is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(released.set)
+
+    async def _held(self) -> None:
+        with self._lock:
+            if self._released is None:
+                self._released = asyncio.Event()
+            released = self._released
+        assert self._stopping is not None
+        waits = [asyncio.ensure_future(e.wait()) for e in (released, self._stopping)]
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in pending:
+            waiting.cancel()
+
     def reset(self) -> None:
+        self.release()
         with self._lock:
             self.requests.clear()
             self._answers.clear()
@@ -351,6 +380,7 @@ class FakeOpenAI:
         app.router.add_post("/_fake/fail", self._ctl_fail)
         app.router.add_post("/_fake/answers", self._ctl_answers)
         app.router.add_post("/_fake/reset", self._ctl_reset)
+        app.router.add_post("/_fake/release", self._ctl_release)
         app.router.add_post("/_fake/config", self._ctl_config)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -451,6 +481,10 @@ class FakeOpenAI:
                 if item is not None:
                     (self._faults if isinstance(item, Fault) else self._replies)["chat"].appendleft(item)
             item = Fault.status(400, message=_SCHEMA_REJECTION)
+        if isinstance(item, Fault) and item.kind == "hold":
+            record.outcome = "held"
+            await self._held()
+            item = None
         if isinstance(item, Fault):
             return await self._fault(request, record, item)
         reply = item if isinstance(item, Reply) else Reply(text=f"fake answer to: {record.text[-200:]}")
@@ -554,6 +588,10 @@ class FakeOpenAI:
         self.reset()
         return web.json_response({"ok": True})
 
+    async def _ctl_release(self, request: web.Request) -> web.StreamResponse:
+        self.release()
+        return web.json_response({"ok": True})
+
     async def _ctl_config(self, request: web.Request) -> web.StreamResponse:
         config = await request.json()
         if "latency_ms" in config:
@@ -609,6 +647,9 @@ class RemoteFakeOpenAI:
 
     def reset(self) -> None:
         self._post("/_fake/reset", {})
+
+    def release(self) -> None:
+        self._post("/_fake/release", {})
 
     @property
     def requests(self) -> list[RecordedRequest]:

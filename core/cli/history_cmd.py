@@ -282,6 +282,8 @@ def _print_detail(console: Console, run: RunRecord) -> None:
         ("duration", fmt_duration(run)),
         ("last heartbeat", fmt_time(run.last_heartbeat)),
     ]
+    for takeover in (run.flow_metadata or {}).get("takeovers") or []:  # runs taken over from dead workers
+        rows.append(("taken over", esc(" ".join(f"{k}={v}" for k, v in takeover.items()))))
     if run.flow_metadata:
         rows.append(("metadata", esc(json.dumps(run.flow_metadata, ensure_ascii=False, default=str))))
     for key, value in rows:

@@ -53,9 +53,9 @@ def worker(concurrency: int, queues: tuple[str, ...], loglevel: str, executor: s
     """Start a worker that executes submitted runs (`flow run --background`, `BaseFlow.submit`).
 
     Needs FLOW_ENGINE_BROKER_URL and a database every process shares (FLOW_ENGINE_DATABASE_URL or
-    --db, e.g. PostgreSQL). The flows must be importable here as they are for `flow run`. A run whose
-    worker dies is delivered again and resumed by another worker; completed steps are not run again.
-    Stop with Ctrl-C or SIGTERM: running flows finish first.
+    --db, e.g. PostgreSQL). The flows must be importable here as they are for `flow run`. Workers
+    take over the runs of a dead worker (no heartbeat for FLOW_ENGINE_STALE_AFTER) and resume them;
+    completed steps are not run again. Stop with Ctrl-C or SIGTERM: running flows finish first.
 
     \b
     Exit codes: 0 stopped; 2 configuration error (no broker URL,

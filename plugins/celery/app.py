@@ -1,8 +1,10 @@
-"""The Celery application of flow-engine, configured in code from the engine's settings.
+"""The Celery application of flow-engine, configured in code from the plugin's settings.
 
 Submitters and workers build the same app from the same settings, so a run sent by one is understood
 by the other: one task, ``flow_engine.execute_run(run_id)``, on ``FLOW_ENGINE_CELERY_QUEUE``. The task
-carries only the run id; inputs, flow class and options are in the database both sides share.
+carries only the run id; inputs, flow class and options are in the database both sides share. A
+submitter sends the task by name; only a worker registers its body (``worker.py``), so this module
+knows nothing of workers.
 
 Delivery settings, and why:
 
@@ -11,10 +13,10 @@ Delivery settings, and why:
   worker, which resumes it); ``worker_prefetch_multiplier=1``: a worker reserves no more runs than it
   executes at once, so a dead worker strands no queued ones.
 - Redis ``visibility_timeout`` (``FLOW_ENGINE_CELERY_VISIBILITY_TIMEOUT``): how long an
-  unacknowledged message waits before Redis gives it to another worker - the time to recover the run
-  of a dead worker. A run that takes longer is delivered again while its worker lives; the claim
-  (``flow_engine.executors``) makes that copy watch the run instead of executing it twice. The restore
-  sweep runs every ``visibility_timeout / 5`` seconds (at most every 10 s) instead of kombu's 100 s.
+  unacknowledged message waits before Redis gives it to another worker. It is *not* how soon the run
+  of a dead worker is taken over: the workers' recovery scan (``recovery.py``) does that, after
+  ``FLOW_ENGINE_STALE_AFTER``. A copy delivered while the run is running or ended does nothing. The
+  restore sweep runs every ``visibility_timeout / 5`` seconds (at most every 10 s) instead of kombu's 100 s.
 - A key prefix (``FLOW_ENGINE_CELERY_KEY_PREFIX``) separates several deployments (or test runs) on
   one Redis database.
 - Publishing retries twice, quickly: an unreachable broker is reported in about a second, and the run
@@ -30,7 +32,7 @@ from flow_engine.errors import ConfigurationError
 if TYPE_CHECKING:  # pragma: no cover
     from celery import Celery
 
-    from flow_engine.config import Settings
+    from .settings import CelerySettings
 
 TASK_NAME = "flow_engine.execute_run"
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.3, "interval_max": 0.5}
@@ -47,7 +49,7 @@ def require_celery() -> Any:
     return celery
 
 
-def broker_url(settings: Settings) -> str:
+def broker_url(settings: CelerySettings) -> str:
     if not settings.broker_url:
         raise ConfigurationError(
             "the celery executor needs a broker: set FLOW_ENGINE_BROKER_URL, "
@@ -63,7 +65,7 @@ def display_broker(url: str) -> str:
     return str(maybe_sanitize_url(url))
 
 
-def transport_options(settings: Settings) -> dict[str, Any]:
+def transport_options(settings: CelerySettings) -> dict[str, Any]:
     visibility = settings.celery_visibility_timeout
     options: dict[str, Any] = {
         "visibility_timeout": visibility,
@@ -77,8 +79,8 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def create_app(settings: Settings) -> Celery:
-    """A Celery app for these settings, with the ``execute_run`` task registered."""
+def create_app(settings: CelerySettings) -> Celery:
+    """A Celery app for these settings (a worker registers the ``execute_run`` task on it)."""
     celery = require_celery()
     app = celery.Celery("flow_engine", broker=broker_url(settings), set_as_current=False)
     app.conf.update(
@@ -97,12 +99,20 @@ def create_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=True,
         timezone="UTC",
     )
-    app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(execute_run)
     return app
 
 
-def execute_run(run_id: str) -> str:
-    """The task: execute one submitted run on this worker's event loop; returns how it ended."""
-    from .worker import execute_in_loop
+def waiting_messages(app: Celery, queue: str) -> int:
+    """Messages waiting in ``queue`` (not those a worker holds): a passive declare, which Redis and
+    RabbitMQ both answer. Redis keeps no empty queue, so "no such queue" is zero."""
+    from amqp.exceptions import ChannelError
 
-    return execute_in_loop(run_id)
+    with app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, timeout=CONNECT_TIMEOUT)
+        try:
+            declared = conn.default_channel.queue_declare(queue=queue, passive=True)
+        except ChannelError as exc:  # RabbitMQ: NotFound; Redis: a ChannelError with code '404'
+            if str(getattr(exc, "reply_code", "")) == "404":
+                return 0
+            raise
+    return int(declared.message_count)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from flow_engine.executors import ExecutorUnavailable, RunExecutor
 
 from .app import PUBLISH_RETRY, TASK_NAME, create_app, display_broker
+from .settings import settings_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from flow_engine.engine import Engine
@@ -20,8 +21,9 @@ class CeleryExecutor(RunExecutor):
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self.app = create_app(engine.settings)  # a missing broker URL or Celery is an error here
-        self.queue = engine.settings.celery_queue
+        settings = settings_of(engine)
+        self.app = create_app(settings)  # a missing broker URL or Celery is an error here
+        self.queue = settings.celery_queue
 
     async def enqueue(self, run: RunRecord, flow_class: type[BaseFlow]) -> None:
         await asyncio.to_thread(self._publish, str(run.id))  # kombu publishes synchronously

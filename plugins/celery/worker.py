@@ -10,13 +10,15 @@ flows in flight per process; the threads only wait, the loop does the work. One 
 means one storage writer thread and one connection pool per process, shared by every run in it. (The
 prefork pool works too - the loop is created per process on first use - but wastes the point.)
 
+The same loop runs the recovery scan (``recovery.py``): the runs of dead workers it takes over execute
+there too, counted against ``--concurrency`` when the scan decides how many it may take.
+
 Before taking work the worker checks, and refuses to start (exit 2, one line) if any fails: the
 broker is reachable, the database opens (and is at the current schema), the database is one other
 processes can see (not ``memory://``). It then imports litellm and the model providers, so the first
 runs do not block the loop for seconds while their heartbeats are due.
 
-Warm shutdown (SIGTERM, Ctrl-C) lets running flows finish. A delivery that only watches a run owned by
-another worker gives its message back (``Reject(requeue=True)``) instead of holding the shutdown.
+Warm shutdown (SIGTERM, Ctrl-C) stops the scan and lets running flows finish, those it took over too.
 """
 
 from __future__ import annotations
@@ -28,17 +30,24 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from flow_engine.errors import ConfigurationError, UsageError
 
+from .app import CONNECT_TIMEOUT, TASK_NAME, create_app, display_broker, waiting_messages
+from .recovery import Recovery, deliver
+
 if TYPE_CHECKING:  # pragma: no cover
     from celery import Celery
 
     from flow_engine.engine import Engine
+
+    from .settings import CelerySettings
 
 
 class LoopThread:
@@ -46,7 +55,6 @@ class LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.stopping = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="flow-engine-loop", daemon=True)
         self._thread.start()
 
@@ -58,31 +66,67 @@ class LoopThread:
         """Run ``coro`` on the loop; block the calling thread until it ends, and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
+    def start(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
+        """Start ``coro`` on the loop without waiting for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+
+
+class WorkerProcess:
+    """What one worker process shares between its pool threads: the loop, its id as an owner of
+    runs (``flow_runs.claimed_by``), and how many runs it executes now."""
+
+    def __init__(self) -> None:
+        from flow_engine.executors import worker_id
+
+        self.loop = LoopThread()
+        self.owner = worker_id("celery")
+        self.concurrency = 0  # set by run_worker; runs of deliveries plus runs taken over by the scan
+        self.recovery: Recovery | None = None
+        self._deliveries = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def delivering(self) -> Iterator[None]:
+        with self._lock:
+            self._deliveries += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._deliveries -= 1
+
+    def free_slots(self) -> int:
+        recovered = len(self.recovery.executing) if self.recovery is not None else 0
+        return self.concurrency - self._deliveries - recovered
 
 
 log = logging.getLogger("flow_engine.executors.celery")
 RETRY_AFTER = 5.0  # seconds before a run whose execution hit an infrastructure error is requeued
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {}
+_process: dict[int, WorkerProcess] = {}
+
+
+def this_process() -> WorkerProcess:
+    """This process's state (created on first use, again after a fork: threads do not survive one)."""
+    with _lock:
+        pid = os.getpid()
+        if pid not in _process:
+            _process.clear()
+            _process[pid] = WorkerProcess()
+        return _process[pid]
 
 
 def loop_thread() -> LoopThread:
-    """This process's loop (created on first use, again after a fork: threads do not survive one)."""
-    with _lock:
-        if _state.get("pid") != os.getpid():
-            from flow_engine.executors import worker_id
-
-            _state.update(pid=os.getpid(), loop=LoopThread(), owner=worker_id("celery"))
-        loop: LoopThread = _state["loop"]
-        return loop
+    return this_process().loop
 
 
 def execute_in_loop(run_id: str) -> str:
-    """The body of the Celery task: claim and execute the run on this process's loop.
+    """The body of the Celery task: what a delivery does (``recovery.deliver``), on this process's loop.
 
     A flow's own failure is recorded on the run and is not an error here. What escapes is the
     infrastructure failing (the database unreachable mid-run, say): the message then goes back to the
@@ -91,27 +135,34 @@ def execute_in_loop(run_id: str) -> str:
     """
     from celery.exceptions import Reject
 
-    from flow_engine.executors import RELEASED, execute_submitted
+    from flow_engine.engine import get_engine
+
+    from .settings import settings_of
 
     parsed = uuid.UUID(run_id)  # a malformed message fails (and is dropped), it is not requeued
-    loop = loop_thread()
+    process = this_process()
+    engine = get_engine()
     try:
-        status = loop.run(execute_submitted(parsed, _state["owner"], should_stop=loop.stopping.is_set))
+        with process.delivering():
+            status = process.loop.run(deliver(engine, parsed, process.owner, settings_of(engine)))
     except Exception as exc:
         from flow_engine.jsonable import describe_error
 
         log.error("run %s: %s; back to the queue in %gs", run_id, describe_error(exc), RETRY_AFTER)
         time.sleep(RETRY_AFTER)  # a little backoff: the database may be down for every worker
         raise Reject(f"run {run_id}: {describe_error(exc)}", requeue=True) from exc
-    if status == RELEASED:
-        raise Reject(f"worker shutting down; run {run_id} is owned by another worker", requeue=True)
     return str(status)
+
+
+def create_worker_app(settings: CelerySettings) -> Celery:
+    """The app of a worker: the submitters' app with the task's body registered."""
+    app = create_app(settings)
+    app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(execute_in_loop)
+    return app
 
 
 # -- starting a worker ----------------------------------------------------------------------------
 def check_broker(app: Celery) -> None:
-    from .app import CONNECT_TIMEOUT, display_broker
-
     url = app.conf.broker_url
     try:
         with app.connection_for_write() as conn:
@@ -151,26 +202,43 @@ def run_worker(engine: Engine, *, concurrency: int, queues: list[str], loglevel:
     """Check the broker and the database, then run a Celery worker until it is stopped."""
     from celery.signals import worker_ready, worker_shutting_down
 
-    from .app import create_app, display_broker
+    from .settings import settings_of
 
-    settings = engine.settings
-    app = create_app(settings)
+    settings = settings_of(engine)
+    app = create_worker_app(settings)
     check_database(engine)
     check_broker(app)
     warm_up(engine)
-    loop = loop_thread()
+    process = this_process()
+    process.concurrency = concurrency
     queues = queues or [settings.celery_queue]
     hostname = f"flow{os.getpid()}@{socket.gethostname()}"  # unique per process: several on one host
+    recovery = None
+    if settings.recovery_interval > 0:
+        takes_pending = settings.celery_queue in queues  # the queue every run is sent to
+        recovery = Recovery(
+            engine,
+            process.owner,
+            settings,
+            free_slots=process.free_slots,
+            waiting=(lambda: waiting_messages(app, settings.celery_queue)) if takes_pending else None,
+        )
+    process.recovery = recovery
+    stop = asyncio.Event()
 
     def ready(sender: Any = None, **_: Any) -> None:
+        scan = f"every {settings.recovery_interval:g}s" if recovery is not None else "off"
         click.echo(
             f"flow worker ready: {getattr(sender, 'hostname', hostname)}, {concurrency} flows at once, "
-            f"queues {', '.join(queues)}, broker {display_broker(app.conf.broker_url)}",
+            f"queues {', '.join(queues)}, broker {display_broker(app.conf.broker_url)}, "
+            f"recovery scan {scan}",
             err=True,
         )
+        if recovery is not None:
+            process.loop.start(recovery.run(stop))
 
     def shutting_down(**_: Any) -> None:
-        loop.stopping.set()
+        process.loop.loop.call_soon_threadsafe(stop.set)
 
     worker_ready.connect(ready, weak=False)
     worker_shutting_down.connect(shutting_down, weak=False)
@@ -191,5 +259,8 @@ def run_worker(engine: Engine, *, concurrency: int, queues: list[str], loglevel:
     finally:
         worker_ready.disconnect(ready)
         worker_shutting_down.disconnect(shutting_down)
-        loop.stop()
+        process.loop.loop.call_soon_threadsafe(stop.set)
+        if recovery is not None:
+            process.loop.run(recovery.drain())  # the runs it took over finish, as the pool's did
+        process.loop.stop()
         engine.close()  # writes what is queued

@@ -260,6 +260,39 @@ class SqlStore(RunStore):
             models = LLMRequestRepo(session).find(flow_run_id=flow_run_id, step_run_id=step_run_id)
             return [LLMRequestRecord.model_validate(m, from_attributes=True) for m in models]
 
+    def list_orphaned_runs(
+        self,
+        executor: str,
+        stale_before: datetime,
+        pending_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """Two range scans: ``(status, last_heartbeat)`` read backwards from ``stale_before``, and
+        pending runs by ``created_at``; the other conditions only filter the rows those find."""
+        from sqlalchemy import select
+
+        from .models import FlowRunModel as Run
+
+        def orphans(status: str) -> Any:
+            return select(Run).where(
+                Run.status == status,
+                Run.execution_mode == "background",
+                Run.parent_run_id.is_(None),
+                Run.flow_metadata[("background", "executor")].as_string() == executor,
+            )
+
+        running = orphans(RunStatus.RUNNING.value).where(Run.last_heartbeat < stale_before)
+        queries = [running.order_by(Run.last_heartbeat.desc()).limit(limit)]
+        if pending_before is not None:
+            pending = orphans(RunStatus.PENDING.value).where(Run.created_at < pending_before)
+            queries.append(pending.order_by(Run.created_at).limit(limit))
+        with self._session() as session:
+            return [
+                RunRecord.model_validate(m, from_attributes=True)
+                for query in queries
+                for m in session.execute(query).scalars()
+            ]
+
     def run_ids_with_prefix(self, prefix: str, limit: int = 2) -> list[uuid.UUID]:
         with self._session() as session:
             return FlowRunRepo(session).ids_with_prefix(prefix, limit)

@@ -1,14 +1,16 @@
-"""A small real deployment for the Celery tests: Redis, a PostgreSQL schema, the fake OpenAI server in
-its own process, and ``flow worker`` subprocesses - everything on 127.0.0.1.
+"""A small real deployment for the Celery tests: a broker (Redis or RabbitMQ), a PostgreSQL schema, the
+fake OpenAI server in its own process, and ``flow worker`` subprocesses - everything on 127.0.0.1.
 
-Redis runs only when ``FLOW_ENGINE_TEST_REDIS_URL`` is set (PostgreSQL: ``FLOW_ENGINE_TEST_POSTGRES_URL``,
-see tests/plugins/sql/databases.py); without them the tests are skipped with a how-to, unless
-``FLOW_ENGINE_TEST_REQUIRE_SERVICES`` is set (CI), where they fail. Each deployment gets a queue name
-and Redis key prefix of its own (``global_keyprefix``) and a fresh PostgreSQL schema, so parallel test
-runs never see each other's runs or messages; its Redis keys are deleted at the end.
+The brokers are used only when ``FLOW_ENGINE_TEST_REDIS_URL`` / ``FLOW_ENGINE_TEST_AMQP_URL`` are set
+(PostgreSQL: ``FLOW_ENGINE_TEST_POSTGRES_URL``, see tests/plugins/sql/databases.py); without them the
+tests are skipped with a how-to, unless ``FLOW_ENGINE_TEST_REQUIRE_SERVICES`` is set (CI), where they
+fail. Each deployment gets a queue name and Redis key prefix of its own (``global_keyprefix``) and a
+fresh PostgreSQL schema, so parallel test runs never see each other's runs or messages; its Redis keys
+(or RabbitMQ queue and exchange) are deleted at the end.
 
-Timing settings are short so that recovery is quick to observe: heartbeat every 0.5 s, a run is stale
-after 5 s without one, Redis redelivers an unacknowledged message after 3 s.
+Timing settings are short so that recovery is quick to observe (``TIMINGS``, or a deployment's own):
+heartbeat every 0.5 s, a run is stale after 5 s without one, Redis redelivers an unacknowledged
+message after 3 s.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ import pytest
 from tests.fake_openai_server import API_KEY, RemoteFakeOpenAI, start_subprocess
 
 REDIS_ENV = "FLOW_ENGINE_TEST_REDIS_URL"
-REDIS_HINT = (
-    f"Celery tests need Redis: set {REDIS_ENV}, e.g. {REDIS_ENV}=redis://127.0.0.1:6379/0 "
-    "(and FLOW_ENGINE_TEST_POSTGRES_URL for the database; .ci/run sets both)"
-)
+AMQP_ENV = "FLOW_ENGINE_TEST_AMQP_URL"
+BROKERS = {  # kind -> (variable, example)
+    "redis": (REDIS_ENV, "redis://127.0.0.1:6379/0"),
+    "amqp": (AMQP_ENV, "amqp://guest:guest@127.0.0.1:5672//"),
+}
 ROOT = Path(__file__).resolve().parents[3]
 FLOW = Path(sys.executable).with_name("flow")
 READY = "flow worker ready"
@@ -44,19 +47,25 @@ TIMINGS = {
 }
 
 
-def redis_base_url() -> str:
-    """The Redis URL; skipped without one, failed where services are required or Redis is down."""
-    url = os.environ.get(REDIS_ENV)
+def broker_base_url(kind: str = "redis") -> str:
+    """The broker URL of ``kind``; skipped without one, failed where services are required or the
+    broker does not answer."""
+    variable, example = BROKERS[kind]
+    url = os.environ.get(variable)
     if not url:
         if os.environ.get("FLOW_ENGINE_TEST_REQUIRE_SERVICES"):
-            pytest.fail(f"FLOW_ENGINE_TEST_REQUIRE_SERVICES is set but {REDIS_ENV} is not")
-        pytest.skip(REDIS_HINT)
-    import redis
+            pytest.fail(f"FLOW_ENGINE_TEST_REQUIRE_SERVICES is set but {variable} is not")
+        pytest.skip(
+            f"Celery tests on {kind} need it: set {variable}, e.g. {variable}={example} "
+            "(and FLOW_ENGINE_TEST_POSTGRES_URL for the database; .ci/run sets them)"
+        )
+    from kombu import Connection
 
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"{REDIS_ENV}={url} but Redis does not answer: {exc}")
+        with Connection(url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=3)
+    except Exception as exc:
+        pytest.fail(f"{variable}={url} but the broker does not answer: {exc}")
     return url
 
 
@@ -103,6 +112,7 @@ class Deployment:
     broker_url: str
     fake: RemoteFakeOpenAI
     tmp: Path
+    timings: dict[str, str] = field(default_factory=lambda: dict(TIMINGS))
     prefix: str = field(default_factory=lambda: f"fe-test-{uuid.uuid4().hex[:10]}")
     workers: list[Worker] = field(default_factory=list)
     _store: Any = None
@@ -124,8 +134,8 @@ class Deployment:
             LITELLM_LOCAL_MODEL_COST_MAP="True",
             NO_COLOR="1",
             PYTHONPATH=os.pathsep.join(str(p) for p in [ROOT, *(pythonpath or [])]),
-            **TIMINGS,
         )
+        env.update(self.timings)
         env.update(extra)
         return env
 
@@ -193,12 +203,27 @@ class Deployment:
                 pass
         if self._store is not None:
             self._store.close()
-        import redis
+        if self.broker_url.startswith("redis"):
+            import redis
 
-        client = redis.Redis.from_url(self.broker_url)
-        keys = list(client.scan_iter(f"{self.prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
+            client = redis.Redis.from_url(self.broker_url)
+            keys = list(client.scan_iter(f"{self.prefix}*", count=1000))
+            if keys:
+                client.delete(*keys)
+        else:
+            from kombu import Connection
+
+            with Connection(self.broker_url, connect_timeout=3) as conn:
+                channel = conn.default_channel
+                channel.queue_delete(self.prefix)
+                channel.exchange_delete(self.prefix)
+
+    def live_workers(self, count: int, *, concurrency: int = 50) -> list[Worker]:
+        """``count`` running workers: those alive, and new ones started for the rest."""
+        alive = [w for w in self.workers if w.alive()]
+        if len(alive) < count:
+            alive += self.start_workers(count - len(alive), concurrency=concurrency)
+        return alive[:count]
 
     # -- the database -----------------------------------------------------------------------
     @property
@@ -222,17 +247,19 @@ class Deployment:
 
 
 @contextmanager
-def deployment(tmp: Path, *, latency_ms: float = 50) -> Iterator[Deployment]:
-    """Redis + a fresh PostgreSQL schema at the current revision + the fake server; workers are
-    started by the test (``start_workers``) and always killed at the end."""
+def deployment(
+    tmp: Path, *, broker: str = "redis", latency_ms: float = 50, timings: dict[str, str] | None = None
+) -> Iterator[Deployment]:
+    """A broker (``redis`` or ``amqp``) + a fresh PostgreSQL schema at the current revision + the fake
+    server; workers are started by the test (``start_workers``) and always killed at the end."""
     from flow_engine.plugins.sql import migrate
     from tests.plugins.sql.databases import pg_schema
 
-    broker = redis_base_url()
+    broker_url = broker_base_url(broker)
     with pg_schema() as db_url:
         migrate.upgrade(db_url)
         server, fake = start_subprocess(latency_ms=latency_ms)
-        setup = Deployment(db_url, broker, fake, tmp)
+        setup = Deployment(db_url, broker_url, fake, tmp, timings=dict(timings or TIMINGS))
         try:
             yield setup
         finally:
