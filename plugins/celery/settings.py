@@ -7,8 +7,7 @@ once per engine (pydantic-settings is imported only when the executor is first u
 
 from __future__ import annotations
 
-import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,12 +45,6 @@ class CelerySettings(BaseSettings):
     )
 
 
-_read: weakref.WeakKeyDictionary[Any, CelerySettings] = weakref.WeakKeyDictionary()
-
-
 def settings_of(engine: Engine) -> CelerySettings:
-    """The Celery settings of ``engine``: read from the environment once per engine."""
-    settings = _read.get(engine)
-    if settings is None:
-        settings = _read[engine] = CelerySettings()
-    return settings
+    """The Celery settings of ``engine``: the environment, overridden by ``configure(...)``."""
+    return engine.plugin_settings(CelerySettings)
