@@ -16,7 +16,7 @@ import contextlib
 import enum
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +24,16 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from flow_engine.errors import ConfigurationError
-from flow_engine.storage import LLMRequestRecord, RunRecord, RunStatus, RunStore, StepRecord, utcnow
+from flow_engine.storage import (
+    PRUNE_BATCH,
+    LLMRequestRecord,
+    PruneResult,
+    RunRecord,
+    RunStatus,
+    RunStore,
+    StepRecord,
+    utcnow,
+)
 
 from .connect import create_sql_engine, display_url, sqlite_path
 from .durable import cancel_flag, claim_run, delete_unfinished_steps, mark_crashed, request_cancel
@@ -198,6 +207,37 @@ class SqlStore(RunStore):
         action = ("call", claim_run, run_id, owner, stale_before, utcnow())
         operation = Operation(("claim of run {} by {}", run_id, owner), [action])
         return bool(await self._writer.submit(operation))
+
+    # -- retention ----------------------------------------------------------------------------
+    def prune_runs(
+        self,
+        before: datetime,
+        *,
+        statuses: Sequence[str] | None = None,
+        flow_name: str | None = None,
+        dry_run: bool = False,
+        batch_size: int = PRUNE_BATCH,
+        on_batch: Callable[[list[uuid.UUID]], None] | None = None,
+    ) -> PruneResult:
+        """See ``RunStore.prune_runs``; batches of short transactions on a connection of its own."""
+        from .retention import prune
+
+        try:
+            return prune(
+                self.engine,
+                self._lock,
+                before,
+                statuses=statuses,
+                flow_name=flow_name,
+                dry_run=dry_run,
+                batch_size=batch_size,
+                on_batch=on_batch,
+            )
+        except SQLAlchemyError as exc:
+            cause = getattr(exc, "orig", None) or exc
+            raise StorageError(
+                f"pruning {display_url(self.url)} failed: {type(cause).__name__}: {cause}"
+            ) from exc
 
     # -- reads ------------------------------------------------------------------------------
     @contextlib.contextmanager
