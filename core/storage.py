@@ -130,6 +130,17 @@ PRUNABLE_STATUSES = (
 PRUNE_BATCH = 200  # root runs per transaction of a prune: a few ms of write lock each
 
 
+def prunable_statuses(statuses: Sequence[str] | None) -> list[str]:
+    """The statuses a prune selects (default: every terminal one); a live status is refused."""
+    wanted = [str(s) for s in statuses] if statuses else list(PRUNABLE_STATUSES)
+    refused = [s for s in wanted if s not in PRUNABLE_STATUSES]
+    if refused:
+        raise UsageError(
+            f"runs that are {', '.join(refused)} are never pruned; prune takes {', '.join(PRUNABLE_STATUSES)}"
+        )
+    return wanted
+
+
 @dataclass
 class PruneResult:
     """What ``RunStore.prune_runs`` removed (or would remove): rows per table, and the database space

@@ -20,6 +20,7 @@ from flow_engine.storage import (
     StepRecord,
     StorageBackendInfo,
     claimable,
+    prunable_statuses,
     utcnow,
 )
 
@@ -139,7 +140,7 @@ class MemoryStore(RunStore):
         batch_size: int = PRUNE_BATCH,
         on_batch: Callable[[list[uuid.UUID]], None] | None = None,
     ) -> PruneResult:
-        wanted = set(statuses or PRUNABLE_STATUSES)
+        wanted = set(prunable_statuses(statuses))
         result = PruneResult(space_note="memory:// keeps nothing on disk")
         with self._lock:
             roots = sorted(
@@ -148,7 +149,6 @@ class MemoryStore(RunStore):
                     for r in self._runs.values()
                     if r.parent_run_id is None
                     and r.status in wanted
-                    and r.status in PRUNABLE_STATUSES
                     and r.created_at < before
                     and (flow_name is None or r.flow_name == flow_name)
                 ),

@@ -28,7 +28,7 @@ from sqlalchemy import and_, delete, func, literal_column, or_, select
 from sqlalchemy.engine import Connection, Engine
 
 from flow_engine.errors import UsageError
-from flow_engine.storage import PRUNABLE_STATUSES, PruneResult
+from flow_engine.storage import PRUNABLE_STATUSES, PruneResult, prunable_statuses
 
 from .connect import BEGIN_OPTION
 from .models import flow_runs, flow_step_runs, llm_requests
@@ -102,13 +102,7 @@ def prune(
     batch_size: int = 200,
     on_batch: Callable[[list[uuid.UUID]], None] | None = None,
 ) -> PruneResult:
-    wanted = list(statuses or PRUNABLE_STATUSES)
-    refused = [s for s in wanted if s not in PRUNABLE_STATUSES]
-    if refused:
-        raise UsageError(
-            f"runs that are {', '.join(refused)} are never pruned; --status takes "
-            f"{', '.join(PRUNABLE_STATUSES)}"
-        )
+    wanted = prunable_statuses(statuses)
     if batch_size < 1:
         raise UsageError("the batch size of a prune must be at least 1")
     sqlite = engine.dialect.name == "sqlite"
