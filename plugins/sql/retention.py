@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, literal_column, or_, select
+from sqlalchemy import delete, func, literal_column, select, tuple_
 from sqlalchemy.engine import Connection, Engine
 
 from flow_engine.errors import UsageError
@@ -58,7 +58,7 @@ def roots_query(
     if flow_name is not None:
         stmt = stmt.where(c.flow_name == flow_name)
     if after is not None:
-        stmt = stmt.where(or_(c.created_at > after[0], and_(c.created_at == after[0], c.id > after[1])))
+        stmt = stmt.where(tuple_(c.created_at, c.id) > tuple_(after[0], after[1]))
     stmt = stmt.order_by(c.created_at, c.id).limit(limit)
     return stmt.with_for_update(skip_locked=True) if lock else stmt
 

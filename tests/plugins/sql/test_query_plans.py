@@ -26,8 +26,9 @@ from benchmarks.fill_history import COMMON_FLOW, fill_runs
 from flow_engine.plugins.sql.durable import stale_runs_query
 from flow_engine.plugins.sql.models import FlowRunModel, flow_runs
 from flow_engine.plugins.sql.repo import FlowRunRepo
+from flow_engine.plugins.sql.retention import roots_query
 from flow_engine.plugins.sql.store import SqlStore
-from flow_engine.storage import utcnow
+from flow_engine.storage import PRUNABLE_STATUSES, utcnow
 
 from .databases import BACKENDS, empty_database
 
@@ -228,3 +229,30 @@ def test_a_missing_run_is_no_scan_either(history):
 def test_the_tables_are_big_enough_for_the_plans_to_mean_something(history):
     with history.engine.connect() as conn:
         assert len(conn.execute(select(flow_runs.c.id)).all()) == RUNS
+
+
+@pytest.mark.parametrize("flow_name", [None, COMMON_FLOW])
+def test_prune_walks_the_created_at_index(history, flow_name):
+    """Each batch of ``flow runs prune`` reads the oldest runs in (created_at, id) order from where the
+    last batch stopped: an index range, not a scan or a sort of every old run."""
+    sqlite = history.engine.dialect.name == "sqlite"
+    cutoff = utcnow() - timedelta(days=90)
+    with Session(history.engine) as session:  # where a first batch of 200 would have stopped
+        position = session.execute(
+            select(FlowRunModel.created_at, FlowRunModel.id)
+            .order_by(FlowRunModel.created_at)
+            .offset(200)
+            .limit(1)
+        ).one()
+    for after in (None, (position[0], position[1])):
+        query = roots_query(
+            cutoff, list(PRUNABLE_STATUSES), flow_name, after, 200, sqlite=sqlite, lock=not sqlite
+        )
+
+        def run(query: Any = query) -> None:
+            with history.engine.connect() as conn:
+                conn.execute(query).all()
+
+        plans = assert_indexed(history, captured(history, run))
+        assert "created_at" in plans[0]
+        assert "TEMP B-TREE" not in plans[0] and not re.search(r"\bSort\b", plans[0])
