@@ -1,6 +1,7 @@
 """Run every benchmark: ``python benchmarks/run.py [NAME ...]`` (results go into docs/performance.md by hand).
 
-``bench_history`` runs only when named (see OPTIONAL). Each benchmark runs with its default options (as ``python benchmarks/NAME.py`` with no arguments would);
+``bench_history`` runs only when named (OPTIONAL). Each benchmark runs with its default options
+(as ``python benchmarks/NAME.py`` with no arguments would);
 one that cannot run here (a missing service or optional package) says so and the others go on.
 """
 
