@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     stale_after: float = Field(
         default=60.0, gt=0, description="A running run whose heartbeat is older than this is crashed."
     )
+    retention: str | None = Field(
+        default=None,
+        description="Age past which `flow runs prune` deletes finished runs, e.g. 90d (m/h/d/w).",
+    )
     # background execution (docs/background.md)
     executor: str = Field(default="local", description="Executor of submit() / flow run --background.")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,6 +174,40 @@ class StepChanges(TypedDict, total=False):
     completed_at: datetime | None
 
 
+PRUNABLE_STATUSES = (
+    RunStatus.COMPLETED.value,
+    RunStatus.FAILED.value,
+    RunStatus.CANCELLED.value,
+    RunStatus.CRASHED.value,
+)
+PRUNE_BATCH = 200  # root runs per transaction of a prune: a few ms of write lock each
+
+
+def prunable_statuses(statuses: Sequence[str] | None) -> list[str]:
+    """The statuses a prune selects (default: every terminal one); a live status is refused."""
+    wanted = [str(s) for s in statuses] if statuses else list(PRUNABLE_STATUSES)
+    refused = [s for s in wanted if s not in PRUNABLE_STATUSES]
+    if refused:
+        raise UsageError(
+            f"runs that are {', '.join(refused)} are never pruned; prune takes {', '.join(PRUNABLE_STATUSES)}"
+        )
+    return wanted
+
+
+@dataclass
+class PruneResult:
+    """What ``RunStore.prune_runs`` removed (or would remove): rows per table, and the database space
+    given back to the file system (``None`` where the backend does not know; ``space_note`` says how to
+    get it back then)."""
+
+    runs: int = 0
+    child_runs: int = 0
+    steps: int = 0
+    llm_requests: int = 0
+    bytes_freed: int | None = None
+    space_note: str = ""
+
+
 class RunStore(ABC):
     """What a storage backend implements. Writes are ``async`` and awaited by the runner.
 
@@ -258,6 +292,28 @@ class RunStore(ABC):
         first); at most ``limit`` of each. A read, so it may be stale: take a run only through
         ``claim_run``. Workers of every deployment ask this often: answer it from an index on
         ``(status, last_heartbeat)``, not by reading every run."""
+        raise NotImplementedError
+
+    # -- retention (flow runs prune) ----------------------------------------------------------
+    def prune_runs(
+        self,
+        before: datetime,
+        *,
+        statuses: Sequence[str] | None = None,
+        flow_name: str | None = None,
+        dry_run: bool = False,
+        batch_size: int = PRUNE_BATCH,
+        on_batch: Callable[[list[uuid.UUID]], None] | None = None,
+    ) -> PruneResult:
+        """Delete finished runs created before ``before`` with their steps, LLM requests and child runs.
+
+        Only top-level runs are selected (a child run goes with its root run), with a status in
+        ``statuses`` (default: every terminal one) and, if given, the flow ``flow_name``. A tree that
+        holds a run still running or pending is left whole. Deleted in batches of ``batch_size`` root
+        runs, each its own short transaction, so flows that are running keep writing meanwhile;
+        ``on_batch`` gets the ids (roots and children) of each batch once it is committed (the caller
+        removes their artifacts). ``dry_run`` counts what would go and changes nothing.
+        """
         raise NotImplementedError
 
     # -- reads ------------------------------------------------------------------------------

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from flow_engine.errors import NotFoundError, StorageError
 from flow_engine.hookspecs import hookimpl
 from flow_engine.storage import (
+    PRUNABLE_STATUSES,
+    PRUNE_BATCH,
     LLMRequestRecord,
+    PruneResult,
     RunChanges,
     RunRecord,
     RunStatus,
@@ -20,6 +23,7 @@ from flow_engine.storage import (
     StepRecord,
     StorageBackendInfo,
     claimable,
+    prunable_statuses,
     utcnow,
 )
 
@@ -191,6 +195,58 @@ class MemoryStore(RunStore):
             if request.flow_run_id is not None:
                 self._run(request.flow_run_id, f"LLM request {request.id}")
             self._requests.append(request)
+
+    def prune_runs(
+        self,
+        before: datetime,
+        *,
+        statuses: Sequence[str] | None = None,
+        flow_name: str | None = None,
+        dry_run: bool = False,
+        batch_size: int = PRUNE_BATCH,
+        on_batch: Callable[[list[uuid.UUID]], None] | None = None,
+    ) -> PruneResult:
+        wanted = set(prunable_statuses(statuses))
+        result = PruneResult(space_note="memory:// keeps nothing on disk")
+        with self._lock:
+            roots = sorted(
+                (
+                    r
+                    for r in self._runs.values()
+                    if r.parent_run_id is None
+                    and r.status in wanted
+                    and r.created_at < before
+                    and (flow_name is None or r.flow_name == flow_name)
+                ),
+                key=lambda r: (r.created_at, r.id.hex),
+            )
+            children: dict[uuid.UUID, list[uuid.UUID]] = {}
+            for run in self._runs.values():
+                if run.parent_run_id is not None:
+                    children.setdefault(run.parent_run_id, []).append(run.id)
+            for start in range(0, len(roots), max(1, batch_size)):
+                batch: list[uuid.UUID] = []
+                for root in roots[start : start + batch_size]:
+                    tree, level = [root.id], [root.id]
+                    while level:
+                        level = [c for parent in level for c in children.get(parent, [])]
+                        tree += level
+                    if all(self._runs[i].status in PRUNABLE_STATUSES for i in tree):
+                        batch += tree
+                        result.runs += 1
+                        result.child_runs += len(tree) - 1
+                gone = set(batch)
+                result.steps += sum(1 for s in self._steps.values() if s.flow_run_id in gone)
+                result.llm_requests += sum(1 for r in self._requests if r.flow_run_id in gone)
+                if not dry_run:
+                    self._steps = {k: s for k, s in self._steps.items() if s.flow_run_id not in gone}
+                    self._requests = [r for r in self._requests if r.flow_run_id not in gone]
+                    for run_id in batch:
+                        del self._runs[run_id]
+                        self._cancel_requested.discard(run_id)
+                if batch and on_batch is not None:
+                    on_batch(batch)
+        return result
 
     def get_run(self, run_id: uuid.UUID) -> RunRecord | None:
         run = self._runs.get(run_id)

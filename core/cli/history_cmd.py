@@ -68,7 +68,26 @@ def _parse_user(value: str | None) -> uuid.UUID | None:
         raise UsageError(f"--user '{value}' is not a user id (a UUID)") from None
 
 
-@click.command("runs")
+class _RunsGroup(click.Group):
+    """``flow runs`` lists runs; its subcommands (``prune``) are modules of their own, imported on use."""
+
+    SUBCOMMANDS = {"prune": "flow_engine.cli.prune_cmd:prune"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        import importlib
+
+        target = self.SUBCOMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+
+@click.group("runs", cls=_RunsGroup, invoke_without_command=True)
 @db_option
 @click.option("--flow", "flow_name", metavar="NAME", help="Only runs of this flow.")
 @click.option(
@@ -97,7 +116,10 @@ def runs(
 
     A run that says running but whose heartbeat is older than
     FLOW_ENGINE_STALE_AFTER seconds is shown (and filtered) as crashed.
+    `flow runs prune` deletes old runs.
     """
+    if click.get_current_context().invoked_subcommand is not None:
+        return
     user_id = _parse_user(user)
     if stale and status:
         raise UsageError(

@@ -142,15 +142,19 @@ def claim_run(
     return bool(cursor.rowcount == 1)
 
 
-def mark_crashed(cursor: Any, dml: Any, stale_before: datetime, run_id: uuid.UUID | None) -> list[uuid.UUID]:
-    def build() -> Any:
-        stmt = select(flow_runs.c.id, flow_runs.c.last_heartbeat).where(
-            flow_runs.c.status == RunStatus.RUNNING.value,
-            or_(flow_runs.c.last_heartbeat.is_(None), flow_runs.c.last_heartbeat < bindparam("stale_before")),
-        )
-        return stmt.where(flow_runs.c.id == bindparam("run_id")) if run_id is not None else stmt
+def stale_runs_query(one_run: bool = False) -> Any:
+    """Running runs whose heartbeat is older than ``:stale_before`` (or missing); a range scan of
+    ``ix_flow_runs_status_last_heartbeat`` (tests check the plan)."""
+    stmt = select(flow_runs.c.id, flow_runs.c.last_heartbeat).where(
+        flow_runs.c.status == RunStatus.RUNNING.value,
+        or_(flow_runs.c.last_heartbeat.is_(None), flow_runs.c.last_heartbeat < bindparam("stale_before")),
+    )
+    return stmt.where(flow_runs.c.id == bindparam("run_id")) if one_run else stmt
 
+
+def mark_crashed(cursor: Any, dml: Any, stale_before: datetime, run_id: uuid.UUID | None) -> list[uuid.UUID]:
     key = "stale_runs" if run_id is None else "stale_run"
+    build = lambda: stale_runs_query(run_id is not None)  # noqa: E731
     sql, params = dml.statement(key, build, {"stale_before": stale_before, "run_id": run_id})
     cursor.execute(sql, params)
     rows = cursor.fetchall()

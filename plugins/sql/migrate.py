@@ -11,6 +11,8 @@ For maintainers: ``revision(url, message)`` autogenerates the next revision agai
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,6 +82,7 @@ def _locked(engine: Engine) -> Iterator[Connection]:
         ) from None
     try:
         if engine.dialect.name == "sqlite":
+            _incremental_vacuum_if_new(conn)
             conn = conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
         with conn.begin():
             if engine.dialect.name == "postgresql":
@@ -87,6 +90,21 @@ def _locked(engine: Engine) -> Iterator[Connection]:
             yield conn
     finally:
         conn.close()
+
+
+def _incremental_vacuum_if_new(conn: Connection) -> None:
+    """A new SQLite database gets ``auto_vacuum=INCREMENTAL``, so that ``flow runs prune`` can hand the
+    space of deleted runs back to the file system. It can only be chosen before the first table
+    exists (then ``VACUUM`` of the empty file applies it at once); older databases need one ``VACUUM``
+    (docs/storage.md)."""
+    driver = conn.connection.driver_connection  # outside a transaction: VACUUM refuses to run in one
+    assert driver is not None
+    if driver.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        return
+    if driver.execute("PRAGMA auto_vacuum").fetchone()[0] == 0:
+        driver.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        with contextlib.suppress(sqlite3.OperationalError):  # another process is creating it too
+            driver.execute("VACUUM")
 
 
 def _run(engine: Engine, action: str, *args: Any) -> str | None:

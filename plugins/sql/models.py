@@ -33,6 +33,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -74,19 +75,28 @@ class FlowRunModel(Base):
     """Tracks execution of complete flows."""
 
     __tablename__ = "flow_runs"
-    __table_args__ = (UniqueConstraint("parent_run_id", "run_key"),)
+    __table_args__ = (
+        UniqueConstraint("parent_run_id", "run_key"),
+        # history lookups stay index range scans however many runs there are (revision 0003): the
+        # seed's single-column indexes became the first column of these, newest-first listings read
+        # them backwards, and stale-run detection reads (status, last_heartbeat)
+        Index("ix_flow_runs_created_at_id", "created_at", "id"),
+        Index("ix_flow_runs_flow_name_created_at", "flow_name", "created_at", "id"),
+        Index("ix_flow_runs_status_created_at", "status", "created_at", "id"),
+        Index("ix_flow_runs_user_id_created_at", "user_id", "created_at", "id"),
+        Index("ix_flow_runs_parent_run_id_created_at", "parent_run_id", "created_at", "id"),
+        Index("ix_flow_runs_status_last_heartbeat", "status", "last_heartbeat"),
+    )
 
     # Core identification
     id: Mapped[uuid.UUID] = mapped_column(UUID(), primary_key=True, default=uuid.uuid4)
-    user_id: Mapped[uuid.UUID | None] = mapped_column(UUID(), nullable=True, index=True)
-    flow_name: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
-    parent_run_id: Mapped[uuid.UUID | None] = mapped_column(
-        UUID(), ForeignKey("flow_runs.id"), nullable=True, index=True
-    )
+    user_id: Mapped[uuid.UUID | None] = mapped_column(UUID(), nullable=True)
+    flow_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    parent_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(), ForeignKey("flow_runs.id"), nullable=True)
     run_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
     # Execution tracking
-    status: Mapped[str] = mapped_column(String(50), nullable=False, default="pending", index=True)
+    status: Mapped[str] = mapped_column(String(50), nullable=False, default="pending")
     execution_mode: Mapped[str] = mapped_column(String(20), nullable=False, default="sync")
 
     # Progress tracking
@@ -96,9 +106,7 @@ class FlowRunModel(Base):
     progress_percentage: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
 
     # Timing information
-    created_at: Mapped[datetime] = mapped_column(
-        UTCDateTime(), nullable=False, server_default=func.now(), index=True
-    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -136,11 +144,10 @@ class LLMRequestModel(Base):
     """One attempt of one LLM call: what was asked, what came back, what it cost (NULL = unknown)."""
 
     __tablename__ = "llm_requests"
+    __table_args__ = (Index("ix_llm_requests_flow_run_id_created_at", "flow_run_id", "created_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(), primary_key=True, default=uuid.uuid4)
-    flow_run_id: Mapped[uuid.UUID | None] = mapped_column(
-        UUID(), ForeignKey("flow_runs.id"), nullable=True, index=True
-    )
+    flow_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(), ForeignKey("flow_runs.id"), nullable=True)
     step_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(), nullable=True, index=True)
     call_id: Mapped[uuid.UUID] = mapped_column(UUID(), nullable=False, index=True)
     kind: Mapped[str] = mapped_column(String(30), nullable=False, default="completion")
@@ -165,13 +172,14 @@ class FlowStepRunModel(Base):
     """Tracks execution of individual steps within flows."""
 
     __tablename__ = "flow_step_runs"
-    __table_args__ = (UniqueConstraint("flow_run_id", "step_key"),)
+    __table_args__ = (
+        UniqueConstraint("flow_run_id", "step_key"),
+        Index("ix_flow_step_runs_flow_run_id_step_order", "flow_run_id", "step_order"),
+    )
 
     # Core identification
     id: Mapped[uuid.UUID] = mapped_column(UUID(), primary_key=True, default=uuid.uuid4)
-    flow_run_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(), ForeignKey("flow_runs.id"), nullable=False, index=True
-    )
+    flow_run_id: Mapped[uuid.UUID] = mapped_column(UUID(), ForeignKey("flow_runs.id"), nullable=False)
     llm_request_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(), ForeignKey("llm_requests.id"), nullable=True, index=True
     )

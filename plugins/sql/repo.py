@@ -9,9 +9,12 @@ for code that manages rows itself.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
-from sqlalchemy import String, cast, desc, func, select
+from sqlalchemy import desc, or_, select
 from sqlalchemy.orm import Session
+
+from flow_engine.storage import RunStatus
 
 from .models import FlowRunModel, FlowStepRunModel, LLMRequestModel
 
@@ -80,15 +83,54 @@ class FlowRunRepo:
         return list(self.s.execute(stmt).scalars())
 
     def ids_with_prefix(self, prefix: str, limit: int = 2) -> list[uuid.UUID]:
-        """Ids whose hex form (dashes ignored) starts with ``prefix``."""
-        wanted = prefix.strip().lower().replace("-", "")
-        if not wanted or not set(wanted) <= _HEX:
+        """Ids whose hex form (dashes ignored) starts with ``prefix``: a range of the primary key
+        (``prefix000...`` to ``prefixfff...``), the same order on PostgreSQL's uuid and SQLite's hex text."""
+        bounds = prefix_range(prefix)
+        if bounds is None:
             return []
-        text_id = func.replace(cast(FlowRunModel.id, String), "-", "")
+        low, high = bounds
         stmt = (
-            select(FlowRunModel.id).where(text_id.like(f"{wanted}%")).order_by(FlowRunModel.id).limit(limit)
+            select(FlowRunModel.id)
+            .where(FlowRunModel.id >= low, FlowRunModel.id <= high)
+            .order_by(FlowRunModel.id)
+            .limit(limit)
         )
         return list(self.s.execute(stmt).scalars())
+
+    def stale(
+        self, heartbeat_before: datetime, pending_before: datetime | None = None, limit: int = 1000
+    ) -> list[FlowRunModel]:
+        """Runs whose process probably died: running with a heartbeat older than ``heartbeat_before``
+        (or none), and, with ``pending_before``, pending (submitted) since before then. Two range
+        scans of (status, last_heartbeat) and (status, created_at), never a scan of the table."""
+        running = (
+            select(FlowRunModel)
+            .where(
+                FlowRunModel.status == RunStatus.RUNNING.value,
+                or_(FlowRunModel.last_heartbeat.is_(None), FlowRunModel.last_heartbeat < heartbeat_before),
+            )
+            .limit(limit)
+        )
+        found = list(self.s.execute(running).scalars())
+        if pending_before is not None:
+            pending = (
+                select(FlowRunModel)
+                .where(
+                    FlowRunModel.status == RunStatus.PENDING.value, FlowRunModel.created_at < pending_before
+                )
+                .limit(limit)
+            )
+            found += self.s.execute(pending).scalars()
+        return found
+
+
+def prefix_range(prefix: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The smallest and largest id starting with the hex ``prefix`` (dashes ignored); None if it is not
+    hex or longer than an id."""
+    wanted = prefix.strip().lower().replace("-", "")
+    if not wanted or len(wanted) > 32 or not set(wanted) <= _HEX:
+        return None
+    return uuid.UUID(wanted.ljust(32, "0")), uuid.UUID(wanted.ljust(32, "f"))
 
 
 class FlowStepRunRepo:

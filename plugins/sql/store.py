@@ -16,7 +16,7 @@ import contextlib
 import enum
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +25,9 @@ from sqlalchemy.orm import Session
 
 from flow_engine.errors import ConfigurationError, StorageError
 from flow_engine.storage import (
+    PRUNE_BATCH,
     LLMRequestRecord,
+    PruneResult,
     RunChanges,
     RunRecord,
     RunStatus,
@@ -109,6 +111,64 @@ def _values(record: Any) -> dict[str, Any]:
     return values
 
 
+# step_metadata keys that repeat a column of the step row: stored once, in the column (docs/performance.md,
+# "What a stored run weighs"). The metadata keeps a code per key taken out and gets them back on read.
+_FROM_COLUMNS = {
+    "t": "tokens_used",
+    "c": "cost_estimate",
+    "e": "execution_time_ms",
+    "y": "step_type",
+    "r": "run_id",
+    "k": "step_key",
+    "o": "step_order",
+    "l": "llm_request_id",
+}
+_MARK = "~columns"
+
+
+def _column_values(step: dict[str, Any]) -> dict[str, Any]:
+    """What each metadata key would be, from the step's columns (as the runner writes it)."""
+    request = step.get("llm_request_id")
+    return {
+        "tokens_used": step.get("tokens_used"),
+        "cost_estimate": step.get("cost_estimate"),
+        "execution_time_ms": step.get("execution_time_ms"),
+        "step_type": step.get("step_type"),
+        "run_id": str(step["flow_run_id"]) if step.get("flow_run_id") is not None else None,
+        "step_key": step.get("step_key"),
+        "step_order": step.get("step_order"),
+        "llm_request_id": str(request) if request is not None else None,
+    }
+
+
+def _slim_metadata(metadata: Any, columns: dict[str, Any]) -> Any:
+    """``metadata`` without the keys whose value its step's columns hold already."""
+    if not isinstance(metadata, dict) or _MARK in metadata:
+        return metadata
+    taken = "".join(
+        code
+        for code, key in _FROM_COLUMNS.items()
+        if key in metadata and type(metadata[key]) is type(columns[key]) and metadata[key] == columns[key]
+    )
+    if not taken:
+        return metadata
+    slim = {k: v for k, v in metadata.items() if k not in {_FROM_COLUMNS[c] for c in taken}}
+    slim[_MARK] = taken
+    return slim
+
+
+def _full_metadata(step: StepRecord) -> StepRecord:
+    metadata = step.step_metadata
+    if isinstance(metadata, dict) and isinstance(metadata.get(_MARK), str):
+        columns = _column_values(step.__dict__)
+        restored = {k: v for k, v in metadata.items() if k != _MARK}
+        restored.update(
+            {_FROM_COLUMNS[c]: columns[_FROM_COLUMNS[c]] for c in metadata[_MARK] if c in _FROM_COLUMNS}
+        )
+        step.step_metadata = restored
+    return step
+
+
 class SqlStore(RunStore):
     """Runs, steps and LLM requests in a SQL database."""
 
@@ -131,6 +191,8 @@ class SqlStore(RunStore):
         self._writer = Writer(self.engine, self._lock, inline=sqlite_file)
         # deferred writes of running steps' starts, by step id, until their finish_step looks at them
         self._starts: dict[uuid.UUID, asyncio.Future[Any]] = {}
+        # columns of running steps that their finish_step's metadata may repeat (see _slim_metadata)
+        self._step_columns: dict[uuid.UUID, tuple[uuid.UUID, str, int, str]] = {}
 
     def __repr__(self) -> str:
         return f"SqlStore({display_url(self.url)!r})"
@@ -154,7 +216,9 @@ class SqlStore(RunStore):
         if run_changes:
             actions.append(("update", _RUNS, step.flow_run_id, _check(_RUN_COLUMNS, run_changes, "a run")))
         operation = Operation(("step '{}' of run {}", step.step_key, step.flow_run_id), actions)
+        self._step_columns[step.id] = (step.flow_run_id, step.step_key, step.step_order, step.step_type)
         if step.status != RunStatus.RUNNING.value:
+            self._step_columns.pop(step.id, None)
             await self._writer.submit(operation)
             return
         self._starts[step.id] = self._writer.defer(operation)
@@ -164,6 +228,22 @@ class SqlStore(RunStore):
     ) -> bool:
         """Update the step and its run; True when a cancel of the run was requested meanwhile."""
         actions: list[tuple[Any, ...]] = []
+        known = self._step_columns.pop(step_id, None)
+        if known is not None and step_changes.get("step_metadata") is not None:
+            flow_run_id, step_key, step_order, step_type = known
+            columns = _column_values(
+                {
+                    **step_changes,
+                    "flow_run_id": flow_run_id,
+                    "step_key": step_key,
+                    "step_order": step_order,
+                    "step_type": step_type,
+                }
+            )
+            step_changes = {
+                **step_changes,
+                "step_metadata": _slim_metadata(step_changes["step_metadata"], columns),
+            }
         if step_changes:
             actions.append(("update", _STEPS, step_id, _check(_STEP_COLUMNS, step_changes, "a step")))
         if run_changes:
@@ -210,6 +290,37 @@ class SqlStore(RunStore):
         operation = Operation(("claim of run {} by {}", run_id, owner), [action])
         return bool(await self._writer.submit(operation))
 
+    # -- retention ----------------------------------------------------------------------------
+    def prune_runs(
+        self,
+        before: datetime,
+        *,
+        statuses: Sequence[str] | None = None,
+        flow_name: str | None = None,
+        dry_run: bool = False,
+        batch_size: int = PRUNE_BATCH,
+        on_batch: Callable[[list[uuid.UUID]], None] | None = None,
+    ) -> PruneResult:
+        """See ``RunStore.prune_runs``; batches of short transactions on a connection of its own."""
+        from .retention import prune
+
+        try:
+            return prune(
+                self.engine,
+                self._lock,
+                before,
+                statuses=statuses,
+                flow_name=flow_name,
+                dry_run=dry_run,
+                batch_size=batch_size,
+                on_batch=on_batch,
+            )
+        except SQLAlchemyError as exc:
+            cause = getattr(exc, "orig", None) or exc
+            raise StorageError(
+                f"pruning {display_url(self.url)} failed: {type(cause).__name__}: {cause}"
+            ) from exc
+
     # -- reads ------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _session(self) -> Iterator[Session]:
@@ -251,7 +362,7 @@ class SqlStore(RunStore):
     def list_steps(self, run_id: uuid.UUID) -> list[StepRecord]:
         with self._session() as session:
             models = FlowStepRunRepo(session).by_flow_run_id(run_id)
-            return [StepRecord.model_validate(m, from_attributes=True) for m in models]
+            return [_full_metadata(StepRecord.model_validate(m, from_attributes=True)) for m in models]
 
     def list_llm_requests(
         self, *, flow_run_id: uuid.UUID | None = None, step_run_id: uuid.UUID | None = None

@@ -150,6 +150,8 @@ class Writer:
         self._last_hand_over = 0.0  # when writes last went to the thread (time.monotonic())
         self._commits = 0
         self._dml = DmlCache(engine.dialect)
+        # PostgreSQL with psycopg 3: a batch is sent in pipeline mode (see _pipelined)
+        self._pipeline = self._dml.postgres and engine.dialect.driver == "psycopg"
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._conn: Any = None  # the pool's DBAPI connection, held by this thread
         self._cursor: Any = None
@@ -407,7 +409,18 @@ class Writer:
     def _transaction(self, operations: list[Operation], nowait: bool = False) -> list[Any]:
         cursor = self._start(nowait)
         dml = self._dml
-        if len(operations) > 1 and all(a[0] in _GROUPABLE for op in operations for a in op.actions):
+        if self._pipeline and all(a[0] in _GROUPABLE for op in operations for a in op.actions):
+            try:
+                return self._pipelined(cursor, dml, operations)
+            except Exception:
+                # a statement failed (or the connection): start over one statement at a time, which
+                # names the operation at fault, or fails the transaction if the connection is gone
+                try:
+                    self._conn.rollback()
+                except Exception as exc:
+                    raise _Failed(None, exc) from exc
+                cursor = self._start(nowait)
+        elif len(operations) > 1 and all(a[0] in _GROUPABLE for op in operations for a in op.actions):
             try:
                 grouped = self._perform_grouped(cursor, dml, operations)
             except Exception:
@@ -436,6 +449,24 @@ class Writer:
             raise _Failed(None, exc) from exc
         return results
 
+    def _pipelined(self, cursor: Any, dml: DmlCache, operations: list[Operation]) -> list[Any]:
+        """PostgreSQL: the batch's statements and its COMMIT sent in psycopg's pipeline mode, so a step
+        boundary (insert the step, update step and run, read the cancel flag, commit) costs two round
+        trips (one answered by the cancel-flag read, one by the commit) instead of one per statement.
+        Rows an UPDATE must find are counted once the answers are in (a cursor per UPDATE)."""
+        checks: list[tuple[Any, int, Table]] = []
+        with self._conn.driver_connection.pipeline():
+            results = self._perform_grouped(
+                cursor, dml, operations, checks=checks, new_cursor=self._conn.cursor
+            )
+            self._conn.commit()
+        for counted, expected, table in checks:  # after the commit's sync every answer is in
+            if counted.rowcount != expected:
+                raise _MissingRow(
+                    f"{expected - counted.rowcount} {_row_name(table)} row(s) of a batch not found"
+                )
+        return results
+
     @staticmethod
     def _perform(cursor: Any, dml: DmlCache, operation: Operation) -> Any:
         result = None
@@ -456,7 +487,14 @@ class Writer:
         return result
 
     @staticmethod
-    def _perform_grouped(cursor: Any, dml: DmlCache, operations: list[Operation]) -> list[Any]:
+    def _perform_grouped(
+        cursor: Any,
+        dml: DmlCache,
+        operations: list[Operation],
+        *,
+        checks: list[tuple[Any, int, Table]] | None = None,
+        new_cursor: Any = None,
+    ) -> list[Any]:
         """Apply a batch of inserts, updates and lookups with one statement per table and shape.
 
         Inserts go first, parent tables before child tables (foreign keys); then the updates: all the
@@ -500,6 +538,14 @@ class Writer:
                 else:
                     cursor.executemany(*dml.insert_params(table, rows))
         for table, items in groups.values():
+            if checks is not None:  # pipeline mode: counted once the answers are in
+                counted = new_cursor()
+                if len(items) == 1:
+                    counted.execute(*dml.update(table, *items[0]))
+                else:
+                    counted.execute(*dml.update_rows(table, items))
+                checks.append((counted, len(items), table))
+                continue
             if len(items) == 1:
                 cursor.execute(*dml.update(table, *items[0]))
                 found = cursor.rowcount

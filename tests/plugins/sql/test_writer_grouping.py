@@ -40,9 +40,9 @@ def spy_grouped(monkeypatch: Any) -> list[int]:
     sizes: list[int] = []
     original = writer_module.Writer._perform_grouped
 
-    def spy(cursor: Any, dml: Any, operations: list[Any]) -> list[Any]:
+    def spy(cursor: Any, dml: Any, operations: list[Any], **pipeline: Any) -> list[Any]:
         sizes.append(len(operations))
-        return original(cursor, dml, operations)
+        return original(cursor, dml, operations, **pipeline)
 
     monkeypatch.setattr(writer_module.Writer, "_perform_grouped", staticmethod(spy))
     return sizes
