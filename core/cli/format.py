@@ -105,14 +105,26 @@ def run_status_text(run: RunRecord) -> str:
     return status_text(display_status(run))
 
 
+def json_cost(total_cost: float, unpriced_calls: int) -> dict[str, Any]:
+    """A run's cost as every ``--json`` output writes it: ``total_cost`` is ``null`` when any call had no
+    known price (the total is unknown, never a silent 0), ``priced_cost`` what the priced calls cost."""
+    return {
+        "total_cost": None if unpriced_calls else total_cost,
+        "priced_cost": total_cost,
+        "unpriced_calls": unpriced_calls,
+    }
+
+
 def run_json(run: RunRecord) -> dict[str, Any]:
     """A run record as JSON, ``status`` as a person is shown it: a running run whose heartbeat stopped
-    is ``crashed`` (``"stale": true`` says the database still says running; `flow recover` marks it)."""
+    is ``crashed`` (``"stale": true`` says the database still says running; `flow recover` marks it).
+    Its cost as ``json_cost`` writes it."""
     from flow_engine.resume import display_status, is_stale
 
     data = run.model_dump(mode="json")
     data["status"] = display_status(run)
     data["stale"] = is_stale(run)
+    data.update(json_cost(run.total_cost, run.unpriced_calls))
     return data
 
 

@@ -122,6 +122,19 @@ def test_unknown_cost_is_never_shown_as_zero(cli_invoke, recorded):
     assert step_row.split()[1] == "ask" and "unknown" in step_row.split()
 
 
+def test_unknown_cost_is_null_in_every_json_output(cli_invoke, recorded):
+    """`flow run --json`, `flow runs --json` and `flow show --json` agree: an unpriced total is null."""
+    ran = cli_invoke("run", f"{__name__}:Unpriced", "--json")
+    assert ran.exit_code == 0, ran.output
+    payload = json.loads(ran.stdout)
+    listed = {r["id"]: r for r in json.loads(cli_invoke("runs", "--json").stdout)}
+    shown = json.loads(cli_invoke("show", payload["run_id"], "--json").stdout)["run"]
+    for view in (payload, listed[payload["run_id"]], shown, listed[str(recorded["unpriced"])]):
+        assert (view["total_cost"], view["priced_cost"], view["unpriced_calls"]) == (None, 0.0, 1), view
+    priced = listed[str(recorded["ok"])]
+    assert priced["total_cost"] == priced["priced_cost"] == 0.0 and priced["unpriced_calls"] == 0
+
+
 def test_runs_json_and_filters(cli_invoke, recorded):
     every = json.loads(cli_invoke("runs", "--json").stdout)
     assert {r["flow_name"] for r in every} == {"outer", "inner", "unpriced"} and len(every) == 7
