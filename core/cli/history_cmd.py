@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from flow_engine.cli.options import db_option
+from flow_engine.cli.options import db_option, reads_database
 from flow_engine.errors import UsageError
 from flow_engine.storage import RunStatus
 
@@ -85,6 +85,7 @@ def _parse_user(value: str | None) -> uuid.UUID | None:
 )
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of run records.")
+@reads_database
 def runs(
     flow_name: str | None, status: str | None, user: str | None, stale: bool, limit: int, as_json: bool
 ) -> None:
@@ -202,6 +203,7 @@ def _tree_data(store: RunStore, run: RunRecord, depth: int = 0) -> dict[str, Any
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the run, its steps, LLM requests and child runs as JSON."
 )
+@reads_database
 def show(run_id: str, as_json: bool) -> None:
     """Show one run: inputs, outputs, error, its steps and its child runs.
 

@@ -216,7 +216,37 @@ def test_bad_options_exit_2(cli_invoke):
     assert cli_invoke("runs", "--limit", "0").exit_code == 2
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["runs"],
+        ["runs", "--json"],
+        ["show", "abcd"],
+        ["wait", "abcd"],
+        ["resume", "abcd"],
+        ["cancel", "abcd"],
+        ["recover"],
+    ],
+)
+def test_reading_commands_never_create_a_database(flow, tmp_path, command):
+    missing = tmp_path / "typo" / "deeper" / "x.db"
+    for args in (["--db", f"sqlite:///{missing}", *command], [*command, "--db", f"sqlite:///{missing}"]):
+        result = flow(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr == (
+            f"Error: no database at {missing}: nothing has been recorded there (check --db or "
+            "FLOW_ENGINE_DATABASE_URL; `flow db path` prints the default)\n"
+        )
+        assert result.stdout == ""
+        assert not (tmp_path / "typo").exists()
+
+
 def test_nothing_recorded_yet(cli_invoke, tmp_path):
+    assert cli_invoke("runs").exit_code == 2  # no database file yet: not created by reading it
+    assert not (tmp_path / "flow.db").exists()
+    from flow_engine.engine import get_engine
+
+    get_engine().store  # noqa: B018 - a writing command creates it
     empty = cli_invoke("runs")
     assert (
         empty.exit_code == 0
