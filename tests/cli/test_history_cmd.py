@@ -292,3 +292,35 @@ async def test_a_running_run_whose_heartbeat_stopped_is_shown_as_crashed(cli_inv
     assert rows[stale.id.hex[:8]].split()[1:3] == ["stuck", "crashed"]
     assert rows[live.id.hex[:8]].split()[1:3] == ["busy", "running"]
     assert "…" in rows[live.id.hex[:8]]  # still running: the time so far
+
+
+class Keep(BaseStep):
+    step_name = "keep"
+
+    async def run(self, inputs: Any) -> int:
+        return len(inputs["text"])
+
+
+class Big(BaseFlow):
+    flow_name = "big"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        length = (await Keep().execute({"text": inputs["text"]})).output_content
+        return {"length": length, "tail": inputs["text"][-3000:], "many": list(range(500))}
+
+
+async def test_show_of_a_20_mb_input_prints_a_bounded_view_and_full_or_json_shows_all(flow, engine):
+    text = "word " * 4_000_000  # 20 MB
+    big = Big()
+    await big.execute({"text": text})
+    short = big.run_id.hex[:8]
+    shown = flow("show", short)
+    assert shown.returncode == 0, shown.stderr
+    assert len(shown.stdout) < 30_000  # was the whole 20 MB, through rich: 88 s
+    assert "19,998,000 more characters; --full shows all" in shown.stdout
+    assert "450 more items; --full shows all" in shown.stdout
+    assert "keep" in shown.stdout  # the steps table is still there
+    whole = flow("show", short, "--json")
+    assert whole.json()["run"]["inputs"]["text"] == text  # the JSON output stays whole
+    full = flow("show", short, "--full")
+    assert full.returncode == 0 and text in full.stdout and len(full.stdout) > 20_000_000
