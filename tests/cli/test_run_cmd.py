@@ -444,3 +444,25 @@ def test_token_budget_stops_an_llm_flow_and_fails_the_run(cli_invoke):
     assert payload["status"] == "failed" and payload["error"].startswith("BudgetExceeded")
     record = get_engine().store.get_run(uuid.UUID(payload["run_id"]))
     assert [s.step_name for s in get_engine().store.list_steps(record.id)] == ["extract_content"]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("x = 1\nresult = await thing()\n", "SyntaxError: 'await' outside function ({path}, line 2)"),
+        ("import os\ndef broken(:\n    pass\n", "SyntaxError: invalid syntax ({path}, line 2)"),
+        (
+            "import os\nfrom nosuch_module_xyz import thing\n",
+            "No module named 'nosuch_module_xyz' ({path}, line 2)",
+        ),
+        ("import os\nfrom os import no_such_name\n", "cannot import name 'no_such_name' from 'os'"),
+    ],
+)
+def test_an_import_error_in_a_flow_file_points_at_that_file_only(flow, tmp_path, source, expected):
+    path = tmp_path / "broken_flow_file.py"
+    path.write_text(source, encoding="utf-8")
+    result = flow("run", f"{path}:Flow")
+    assert result.returncode == 2
+    assert expected.format(path=path) in result.stderr
+    assert f"({path}, line 2)" in result.stderr
+    assert "flow_registry" not in result.stderr and "Traceback" not in result.stderr
