@@ -20,7 +20,7 @@ from .format import echo_json_line, fmt_cost, json_cost
 if TYPE_CHECKING:  # pragma: no cover
     from flow_engine.storage import RunRecord
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
 class Report:

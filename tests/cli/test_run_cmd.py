@@ -466,3 +466,47 @@ def test_an_import_error_in_a_flow_file_points_at_that_file_only(flow, tmp_path,
     assert expected.format(path=path) in result.stderr
     assert f"({path}, line 2)" in result.stderr
     assert "flow_registry" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_records_the_run_as_cancelled_at_once_and_exits_143(flow_env, tmp_path):
+    """What a container or process manager sends: the run is cancelled, not left running."""
+    proc = subprocess.Popen(
+        [*flow_command(), "run", "flowsrc/cli_test_flows.py:SlowFlow", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=flow_env(),
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # wait until the slow step is running
+            seen.append(line)
+            if line.startswith("→ nap"):
+                break
+        else:
+            pytest.fail(f"the slow step never started: {''.join(seen)}")
+        proc.send_signal(signal.SIGTERM)
+        stdout, rest = proc.communicate(timeout=30)  # the step sleeps 60 s: it must not be waited for
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = "".join(seen) + rest
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert "run recorded as cancelled" in stderr
+    payload = json.loads(stdout)
+    assert (payload["status"], payload["error"]) == ("cancelled", "terminated (SIGTERM)")
+    from flow_engine.engine import configure
+
+    from .conftest import SUBPROCESS_DATABASE_URL
+
+    store = configure(database_url=SUBPROCESS_DATABASE_URL.format(tmp=tmp_path)).store
+    record = store.get_run(uuid.UUID(payload["run_id"]))
+    assert record.status == "cancelled" and "SIGTERM" in (record.error_message or "")
+    assert [(s.step_name, s.status) for s in store.list_steps(record.id)] == [
+        ("echo", "completed"),
+        ("nap", "cancelled"),
+    ]
