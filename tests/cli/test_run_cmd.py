@@ -510,3 +510,59 @@ def test_sigterm_records_the_run_as_cancelled_at_once_and_exits_143(flow_env, tm
         ("echo", "completed"),
         ("nap", "cancelled"),
     ]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_program_that_lets_sigterm_cancel_its_task_gets_the_run_recorded_cancelled(flow_env, tmp_path):
+    """The pattern docs/durable-execution.md gives for a user's own program."""
+    script = tmp_path / "program.py"
+    script.write_text(
+        "import asyncio, signal, sys\n"
+        "from cli_test_flows import SlowFlow\n"
+        "async def main():\n"
+        "    task = asyncio.current_task()\n"
+        "    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)\n"
+        "    flow = SlowFlow()\n"
+        "    try:\n"
+        "        await flow.execute({})\n"
+        "    finally:\n"
+        "        print(flow.run_id, flush=True)\n"
+        "asyncio.run(main())\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=flow_env(),
+        cwd=tmp_path,
+    )
+    from flow_engine.engine import configure
+
+    from .conftest import SUBPROCESS_DATABASE_URL
+
+    try:
+        import time
+
+        deadline = time.monotonic() + 60
+        db = tmp_path / "flow.db"
+        while time.monotonic() < deadline:  # wait until the slow step is recorded running
+            if db.exists():
+                store = configure(database_url=SUBPROCESS_DATABASE_URL.format(tmp=tmp_path)).store
+                runs = store.list_runs()
+                if runs and [s.step_name for s in store.list_steps(runs[0].id)] == ["echo", "nap"]:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the slow step never started")
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and "CancelledError" in stderr
+    store = configure(database_url=SUBPROCESS_DATABASE_URL.format(tmp=tmp_path)).store
+    record = store.get_run(uuid.UUID(stdout.strip()))
+    assert record.status == "cancelled"
+    assert [s.status for s in store.list_steps(record.id)] == ["completed", "cancelled"]
