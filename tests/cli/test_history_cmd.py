@@ -208,7 +208,8 @@ async def test_run_id_errors_exit_2_with_one_line(cli_invoke, engine):
     assert cli_invoke("show", "abcd").exit_code == 0
 
 
-def test_bad_options_exit_2(cli_invoke):
+def test_bad_options_exit_2(cli_invoke, engine):
+    engine.store  # noqa: B018 - an existing, empty database (reading commands never create one)
     bad_status = cli_invoke("runs", "--status", "exploded")
     assert bad_status.exit_code == 2 and "Invalid value for '--status'" in bad_status.stderr
     bad_user = cli_invoke("runs", "--user", "bob")
