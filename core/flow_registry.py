@@ -77,11 +77,24 @@ def _conflict(name: str, eps: list[EntryPoint]) -> UsageError:
 
 
 def _describe_import_error(exc: BaseException) -> str:
-    """``Type: message (file, line N)`` with the innermost frame: enough to find the broken line."""
+    """``Type: message (file, line N)``: the user's broken line, never the engine's own frame that
+    imported their code (a SyntaxError carries its own file and line; other errors take the innermost
+    frame outside importlib and this module)."""
+    if isinstance(exc, SyntaxError):
+        text = f"{type(exc).__name__}: {exc.msg}"
+        if exc.filename:
+            text += f" ({exc.filename}, line {exc.lineno})"
+        if exc.text and exc.text.strip():
+            text += f": {exc.text.strip()}"
+        return text
     text = f"{type(exc).__name__}: {exc}".rstrip(": ")
     frames = traceback.extract_tb(exc.__traceback__)
-    user_frames = [f for f in frames if "importlib" not in f.filename and "<frozen" not in f.filename]
-    if user_frames and not isinstance(exc, ModuleNotFoundError):
+    user_frames = [
+        f
+        for f in frames
+        if "importlib" not in f.filename and "<frozen" not in f.filename and f.filename != __file__
+    ]
+    if user_frames:
         last = user_frames[-1]
         text += f" ({last.filename}, line {last.lineno})"
     return text

@@ -5,8 +5,13 @@ Search path, first hit wins:
 1. the folders in ``FLOW_ENGINE_PROMPTS_PATH`` (``os.pathsep``-separated), in order;
 2. ``prompts/`` beside the module that defines the step (then beside the modules of the step classes
    it inherits from, so a subclass finds its base's templates);
-3. ``./prompts`` (the current working directory's);
-4. the built-in templates (``prompts/`` in the source tree, package ``flow_engine.builtin_prompts``).
+3. ``./prompts`` (the current working directory's).
+
+The templates of flow-engine's own example flows (``prompts/`` in the source tree, package
+``flow_engine.builtin_prompts``) are the "beside the module" folder of the steps defined in
+``flow_engine.examples`` (and of their subclasses) only: a user's step
+never finds them, so a misplaced ``summarize.md`` is an error naming the search path, not the example's
+template used in silence.
 
 A ``prompt_file`` is a relative path inside one of those folders (``summaries/short.md`` is fine);
 absolute paths and ``..`` are refused, and so is a symlink that leads out of its folder. Templates may
@@ -31,10 +36,16 @@ def builtin_prompts_dir() -> Path:
     return Path(builtin.__file__).parent
 
 
+_BUILTIN_OWNERS = ("flow_engine.examples.",)
+
+
 def _module_dirs(step_cls: type) -> list[Path]:
     dirs: list[Path] = []
     for cls in step_cls.__mro__:
         module_name = getattr(cls, "__module__", "") or ""
+        if module_name.startswith(_BUILTIN_OWNERS):
+            dirs.append(builtin_prompts_dir())  # a built-in example step's own templates
+            continue
         if cls is not step_cls and (cls is object or module_name.split(".")[0] == "flow_engine"):
             continue  # the step types' base classes have no templates
         module = sys.modules.get(module_name)
@@ -51,7 +62,6 @@ def search_path(step_cls: type, prompts_path: str | None) -> list[Path]:
         dirs.extend(Path(p).expanduser() for p in prompts_path.split(os.pathsep) if p.strip())
     dirs.extend(_module_dirs(step_cls))
     dirs.append(Path.cwd() / "prompts")
-    dirs.append(builtin_prompts_dir())
     unique: list[Path] = []
     for d in dirs:
         if d not in unique:
@@ -89,9 +99,16 @@ def find_prompt(prompt_file: str, dirs: list[Path]) -> tuple[Path, Path]:
                     f"prompt_file '{prompt_file}' is refused: it leads out of its folder {folder}"
                 )
             return candidate, folder
+    example = builtin_prompts_dir() / prompt_file
+    hint = (
+        f"\n(flow-engine's example flows have a template of that name, {example}, which your steps do "
+        "not use: copy it into one of these folders)"
+        if example.is_file()
+        else ""
+    )
     raise PromptError(
         f"prompt file '{prompt_file}' not found; searched (first hit wins; add folders with "
-        f"FLOW_ENGINE_PROMPTS_PATH):\n{_describe(dirs)}"
+        f"FLOW_ENGINE_PROMPTS_PATH):\n{_describe(dirs)}{hint}"
     )
 
 

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from flow_engine.cli.options import db_option
+from flow_engine.cli.options import db_option, reads_database
 from flow_engine.errors import FlowEngineError, UsageError
 
 from .foreground import run_flow
@@ -25,6 +25,7 @@ from .report import EXIT_FAILED, EXIT_USAGE, Report
     "--json", "as_json", is_flag=True, help="Print one JSON object: run_id, status, outputs, error."
 )
 @click.option("--traceback", "show_traceback", is_flag=True, help="On failure, also print the traceback.")
+@reads_database
 def resume(
     run_id: str,
     model: str | None,
@@ -82,6 +83,7 @@ def resume(
 @click.command("cancel")
 @db_option
 @click.argument("run_id")
+@reads_database
 def cancel(run_id: str) -> None:
     """Cancel a run: it stops at its next step boundary, recorded as cancelled.
 
@@ -116,6 +118,7 @@ def cancel(run_id: str) -> None:
     metavar="SECONDS",
     help="Heartbeat age that counts as dead (default FLOW_ENGINE_STALE_AFTER).",
 )
+@reads_database
 def recover(stale_after: float | None) -> None:
     """Mark running runs whose heartbeat stopped as crashed, so they can be resumed.
 

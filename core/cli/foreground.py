@@ -2,13 +2,16 @@
 
 Shared by ``flow run`` (a new run) and ``flow resume`` (an old one). A failure after the run row
 exists is recorded on it and ends in exit 1 (2 if the failure is itself a usage error, such as a
-missing prompt template); Ctrl-C records the run as cancelled and exits 130.
+missing prompt template); Ctrl-C records the run as cancelled and exits 130, and so does SIGTERM (what
+containers and process managers send to stop a program) with exit 143: the run's task is cancelled, so
+the step in flight and the run are recorded as cancelled at once instead of waiting for a stale heartbeat.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import time
 import traceback
@@ -20,7 +23,7 @@ import click
 from flow_engine.errors import FlowEngineError, UsageError
 
 from .progress import ProgressReporter, err_console
-from .report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Report, stored_run
+from .report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Report, stored_run
 
 if TYPE_CHECKING:  # pragma: no cover
     from flow_engine.flows import BaseFlow
@@ -43,11 +46,16 @@ def run_flow(
     # under --json, stray print() calls of the flow must not corrupt the one JSON object on stdout
     quiet_stdout = contextlib.redirect_stdout(sys.stderr) if report.as_json else contextlib.nullcontext()
     started = time.perf_counter()
+    terminated = _Terminated()
     try:
         with quiet_stdout:
-            outputs = asyncio.run(start())
+            outputs = asyncio.run(terminated.cancels(start))
     except KeyboardInterrupt:
-        _interrupted(flow, report)
+        _interrupted(flow, report, "interrupted (Ctrl-C)", EXIT_INTERRUPTED)
+    except asyncio.CancelledError:
+        if not terminated.received:
+            raise
+        _interrupted(flow, report, "terminated (SIGTERM)", EXIT_TERMINATED)
     except Exception as exc:
         if show_traceback:
             traceback.print_exc()
@@ -75,10 +83,35 @@ def _failed(flow: BaseFlow, report: Report, failed_step: str | None, error: str,
     sys.exit(code)
 
 
-def _interrupted(flow: BaseFlow, report: Report) -> NoReturn:
+class _Terminated:
+    """SIGTERM cancels the run's task, as Ctrl-C does (asyncio turns SIGINT into a cancellation)."""
+
+    received = False
+
+    async def cancels(self, start: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_sigterm() -> None:
+            if not self.received:
+                self.received = True
+                task.cancel("terminated (SIGTERM)")
+
+        try:
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+            return await start()
+        try:
+            return await start()
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _interrupted(flow: BaseFlow, report: Report, why: str, code: int) -> NoReturn:
     if (record := stored_run(flow.run_id)) is None:  # before the run started
-        report.refuse(FlowEngineError("interrupted before the run started"), EXIT_INTERRUPTED)
+        report.refuse(FlowEngineError(f"{why} before the run started"), code)
     click.echo(f"Interrupted: flow '{flow.flow_name}' stopped; run recorded as {record.status}.", err=True)
     assert flow.run_id is not None
-    report.finished(record, flow.run_id, None, record.status, "interrupted (Ctrl-C)")
-    sys.exit(EXIT_INTERRUPTED)
+    report.finished(record, flow.run_id, None, record.status, why)
+    sys.exit(code)

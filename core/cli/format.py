@@ -105,14 +105,51 @@ def run_status_text(run: RunRecord) -> str:
     return status_text(display_status(run))
 
 
+def json_cost(total_cost: float, unpriced_calls: int) -> dict[str, Any]:
+    """A run's cost as every ``--json`` output writes it: ``total_cost`` is ``null`` when any call had no
+    known price (the total is unknown, never a silent 0), ``priced_cost`` what the priced calls cost."""
+    return {
+        "total_cost": None if unpriced_calls else total_cost,
+        "priced_cost": total_cost,
+        "unpriced_calls": unpriced_calls,
+    }
+
+
+VALUE_LIMIT = 2000  # characters of one text in a human view (`flow show`); --full and --json show all
+ITEMS_LIMIT = 50  # items of one list or object in a human view
+
+
+def shorten(data: Any, limit: int = VALUE_LIMIT) -> Any:
+    """``data`` with long texts and long lists cut, each cut saying how much is left out: what a person
+    reads of a run whose input is a 20 MB document (the JSON output stays whole)."""
+    if isinstance(data, str):
+        if len(data) <= limit:
+            return data
+        return f"{data[:limit]}… [{len(data) - limit:,} more characters; --full shows all]"
+    if isinstance(data, dict):
+        items = list(data.items())
+        cut = {str(k): shorten(v, limit) for k, v in items[:ITEMS_LIMIT]}
+        if len(items) > ITEMS_LIMIT:
+            cut["…"] = f"{len(items) - ITEMS_LIMIT:,} more keys; --full shows all"
+        return cut
+    if isinstance(data, list | tuple):
+        cut_list = [shorten(v, limit) for v in data[:ITEMS_LIMIT]]
+        if len(data) > ITEMS_LIMIT:
+            cut_list.append(f"… {len(data) - ITEMS_LIMIT:,} more items; --full shows all")
+        return cut_list
+    return data
+
+
 def run_json(run: RunRecord) -> dict[str, Any]:
     """A run record as JSON, ``status`` as a person is shown it: a running run whose heartbeat stopped
-    is ``crashed`` (``"stale": true`` says the database still says running; `flow recover` marks it)."""
+    is ``crashed`` (``"stale": true`` says the database still says running; `flow recover` marks it).
+    Its cost as ``json_cost`` writes it."""
     from flow_engine.resume import display_status, is_stale
 
     data = run.model_dump(mode="json")
     data["status"] = display_status(run)
     data["stale"] = is_stale(run)
+    data.update(json_cost(run.total_cost, run.unpriced_calls))
     return data
 
 

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from flow_engine.cli.options import db_option
+from flow_engine.cli.options import db_option, reads_database
 from flow_engine.errors import UsageError
 from flow_engine.storage import RunStatus
 
 from .format import (
+    VALUE_LIMIT,
     dump_json,
     esc,
     fmt_cost,
@@ -27,6 +28,7 @@ from .format import (
     run_json,
     run_status_text,
     short_id,
+    shorten,
     status_text,
 )
 
@@ -104,6 +106,7 @@ class _RunsGroup(click.Group):
 )
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of run records.")
+@reads_database
 def runs(
     flow_name: str | None, status: str | None, user: str | None, stale: bool, limit: int, as_json: bool
 ) -> None:
@@ -222,12 +225,21 @@ def _tree_data(store: RunStore, run: RunRecord, depth: int = 0) -> dict[str, Any
 @db_option
 @click.argument("run_id")
 @click.option(
-    "--json", "as_json", is_flag=True, help="Print the run, its steps, LLM requests and child runs as JSON."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the run, its steps, LLM requests and child runs as JSON (values whole).",
 )
-def show(run_id: str, as_json: bool) -> None:
+@click.option(
+    "--full", is_flag=True, help=f"Print long values whole (by default cut after {VALUE_LIMIT:,} characters)."
+)
+@reads_database
+def show(run_id: str, as_json: bool, full: bool) -> None:
     """Show one run: inputs, outputs, error, its steps and its child runs.
 
-    RUN_ID may be any unique prefix of the id (as `flow runs` shows it).
+    RUN_ID may be any unique prefix of the id (as `flow runs` shows it). Long values (a text of
+    more than 2,000 characters, a list of more than 50 items) are cut in this view; --full or
+    --json shows them whole.
     """
     store = _store()
     run = store.load_run(run_id)
@@ -235,7 +247,7 @@ def show(run_id: str, as_json: bool) -> None:
         dump_json(_tree_data(store, run))
         return
     console = _console()
-    _print_detail(console, run)
+    _print_detail(console, run, full)
     steps = store.list_steps(run.id)
     console.print()
     if steps:
@@ -275,7 +287,7 @@ def resume_hint(store: RunStore, run: RunRecord) -> str | None:
     return f"Resume it with: {how} (completed steps are not run again)"
 
 
-def _print_detail(console: Console, run: RunRecord) -> None:
+def _print_detail(console: Console, run: RunRecord, full: bool) -> None:
     from rich.table import Table
 
     grid = Table.grid(padding=(0, 2))
@@ -307,27 +319,31 @@ def _print_detail(console: Console, run: RunRecord) -> None:
     for takeover in (run.flow_metadata or {}).get("takeovers") or []:  # runs taken over from dead workers
         rows.append(("taken over", esc(" ".join(f"{k}={v}" for k, v in takeover.items()))))
     if run.flow_metadata:
-        rows.append(("metadata", esc(json.dumps(run.flow_metadata, ensure_ascii=False, default=str))))
+        metadata = run.flow_metadata if full else shorten(run.flow_metadata)
+        rows.append(("metadata", esc(json.dumps(metadata, ensure_ascii=False, default=str))))
     for key, value in rows:
         grid.add_row(key, value)
     console.print(grid)
-    _print_json(console, "inputs", run.inputs)
+    _print_json(console, "inputs", run.inputs, full)
     if run.outputs is not None:
-        _print_json(console, "outputs", run.outputs)
+        _print_json(console, "outputs", run.outputs, full)
     if run.error_message:
         from rich.text import Text
 
         console.print()
         console.print("[bold red]error[/]")
-        console.print(Text(run.error_message, style="red"))
+        console.print(
+            Text(run.error_message if full else shorten(run.error_message, 4 * VALUE_LIMIT), style="red")
+        )
 
 
-def _print_json(console: Console, title: str, data: Any) -> None:
-    from rich.text import Text
-
+def _print_json(console: Console, title: str, data: Any, full: bool) -> None:
+    """Written as plain text, not rendered by rich: a value of megabytes must not take minutes."""
     console.print()
     console.print(f"[bold]{title}[/]")
-    console.print(Text(json.dumps(data, ensure_ascii=False, indent=2, default=str)))
+    text = json.dumps(data if full else shorten(data), ensure_ascii=False, indent=2, default=str)
+    console.file.write(text + "\n")
+    console.file.flush()
 
 
 def _first_line(text: str | None, width: int = 100) -> str:

@@ -1,8 +1,14 @@
 """Options every ``flow`` command shares: ``--db URL`` is accepted before or after the subcommand
-(``flow --db URL runs`` and ``flow runs --db URL`` mean the same)."""
+(``flow --db URL runs`` and ``flow runs --db URL`` mean the same).
+
+Commands that only look at runs already recorded (``runs``, ``show``, ``wait``, ``resume``, ``cancel``,
+``recover``) are marked ``reads_database``: they never create a database; a SQLite file that does not
+exist is a usage error (exit 2) naming the path, so a typo in ``--db`` is not answered with "No runs".
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -37,3 +43,33 @@ def db_option(command: F) -> F:
         callback=_set_db,
         help=DB_HELP,
     )(command)
+
+
+def require_database() -> None:
+    """Refuse (``UsageError``, exit 2) when the database named by ``--db`` / FLOW_ENGINE_DATABASE_URL is a
+    local file that does not exist: opening it would create an empty one. Server databases are not
+    checked here (opening one creates nothing but the schema)."""
+    from flow_engine.engine import get_engine
+    from flow_engine.errors import UsageError
+    from flow_engine.storage import pick_backend
+
+    engine = get_engine()
+    url = engine.database_url
+    backend = pick_backend(url, engine.plugins.storage_backends())
+    path = backend.local_path(url) if backend.local_path is not None else None
+    if path is not None and not path.exists():
+        raise UsageError(
+            f"no database at {path.absolute()}: nothing has been recorded there (check --db or "
+            "FLOW_ENGINE_DATABASE_URL; `flow db path` prints the default)"
+        )
+
+
+def reads_database(command: F) -> F:
+    """Mark a command's function as reading recorded runs: it checks ``require_database`` first."""
+
+    @functools.wraps(command)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        require_database()
+        return command(*args, **kwargs)
+
+    return checked  # type: ignore[return-value]

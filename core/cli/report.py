@@ -15,12 +15,12 @@ import click
 
 from flow_engine.errors import FlowEngineError
 
-from .format import echo_json_line, fmt_cost
+from .format import echo_json_line, fmt_cost, json_cost
 
 if TYPE_CHECKING:  # pragma: no cover
     from flow_engine.storage import RunRecord
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
 class Report:
@@ -59,13 +59,9 @@ class Report:
             "error": error,
         }
         if record is not None:
-            cost = None if record.unpriced_calls else record.total_cost
-            payload.update(
-                total_tokens=record.total_tokens,
-                total_cost=cost,
-                unpriced_calls=record.unpriced_calls,
-                execution_time_ms=record.execution_time_ms,
-            )
+            payload["total_tokens"] = record.total_tokens
+            payload.update(json_cost(record.total_cost, record.unpriced_calls))
+            payload["execution_time_ms"] = record.execution_time_ms
         if self.as_json:
             self.json(payload)
         elif outputs is not None:

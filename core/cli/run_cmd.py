@@ -4,8 +4,8 @@ Everything that can be wrong with the request (unknown flow, unreadable file, in
 conflicting plugins, unknown storage URL) is found before the run row is written, and ends in exit 2
 with one readable message. Once the run exists, a failure is recorded on it and the command exits 1
 (2 if the failure is itself a usage error, such as a missing prompt template); Ctrl-C records the run
-as cancelled and exits 130. stdout carries only the outputs (or, under ``--json``, one JSON object);
-progress, notices and errors go to stderr.
+as cancelled and exits 130 (SIGTERM: 143). stdout carries only the outputs (or, under ``--json``,
+one JSON object); progress, notices and errors go to stderr.
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ def run(
     \b
     Exit codes: 0 completed; 1 the flow failed (run recorded as failed);
     2 usage error: unknown flow, invalid inputs (nothing recorded),
-    missing prompt, conflicting plugins; 130 interrupted (run cancelled).
+    missing prompt, conflicting plugins; 130 interrupted (run cancelled);
+    143 terminated by SIGTERM (run cancelled).
     """
     report = Report(as_json)
     try:

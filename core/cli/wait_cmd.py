@@ -12,7 +12,7 @@ import time
 
 import click
 
-from flow_engine.cli.options import db_option
+from flow_engine.cli.options import db_option, reads_database
 from flow_engine.errors import UsageError
 
 from .progress import WaitProgress
@@ -29,6 +29,7 @@ from .report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Report
     help="Give up after this long (exit 1; the run goes on).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (as flow run --json does).")
+@reads_database
 def wait(run_id: str, timeout: float | None, as_json: bool) -> None:
     """Wait until a run ends, then print its result like `flow run` does.
 

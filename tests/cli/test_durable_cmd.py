@@ -196,7 +196,8 @@ def test_resume_of_changed_code_fails_without_mixing_results(cli_invoke):
     assert CALLS == {"a": 1, "b": 2, "c": 1}
 
 
-def test_in_a_real_process_refusals_are_one_line_without_traceback(flow):
+def test_in_a_real_process_refusals_are_one_line_without_traceback(flow, engine):
+    engine.store  # noqa: B018 - an existing, empty database (reading commands never create one)
     for command in ("resume", "cancel"):
         result = flow(command, "ffff")
         assert (result.returncode, result.stderr) == (

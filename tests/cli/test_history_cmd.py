@@ -122,6 +122,19 @@ def test_unknown_cost_is_never_shown_as_zero(cli_invoke, recorded):
     assert step_row.split()[1] == "ask" and "unknown" in step_row.split()
 
 
+def test_unknown_cost_is_null_in_every_json_output(cli_invoke, recorded):
+    """`flow run --json`, `flow runs --json` and `flow show --json` agree: an unpriced total is null."""
+    ran = cli_invoke("run", f"{__name__}:Unpriced", "--json")
+    assert ran.exit_code == 0, ran.output
+    payload = json.loads(ran.stdout)
+    listed = {r["id"]: r for r in json.loads(cli_invoke("runs", "--json").stdout)}
+    shown = json.loads(cli_invoke("show", payload["run_id"], "--json").stdout)["run"]
+    for view in (payload, listed[payload["run_id"]], shown, listed[str(recorded["unpriced"])]):
+        assert (view["total_cost"], view["priced_cost"], view["unpriced_calls"]) == (None, 0.0, 1), view
+    priced = listed[str(recorded["ok"])]
+    assert priced["total_cost"] == priced["priced_cost"] == 0.0 and priced["unpriced_calls"] == 0
+
+
 def test_runs_json_and_filters(cli_invoke, recorded):
     every = json.loads(cli_invoke("runs", "--json").stdout)
     assert {r["flow_name"] for r in every} == {"outer", "inner", "unpriced"} and len(every) == 7
@@ -195,7 +208,8 @@ async def test_run_id_errors_exit_2_with_one_line(cli_invoke, engine):
     assert cli_invoke("show", "abcd").exit_code == 0
 
 
-def test_bad_options_exit_2(cli_invoke):
+def test_bad_options_exit_2(cli_invoke, engine):
+    engine.store  # noqa: B018 - an existing, empty database (reading commands never create one)
     bad_status = cli_invoke("runs", "--status", "exploded")
     assert bad_status.exit_code == 2 and "Invalid value for '--status'" in bad_status.stderr
     bad_user = cli_invoke("runs", "--user", "bob")
@@ -203,7 +217,37 @@ def test_bad_options_exit_2(cli_invoke):
     assert cli_invoke("runs", "--limit", "0").exit_code == 2
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["runs"],
+        ["runs", "--json"],
+        ["show", "abcd"],
+        ["wait", "abcd"],
+        ["resume", "abcd"],
+        ["cancel", "abcd"],
+        ["recover"],
+    ],
+)
+def test_reading_commands_never_create_a_database(flow, tmp_path, command):
+    missing = tmp_path / "typo" / "deeper" / "x.db"
+    for args in (["--db", f"sqlite:///{missing}", *command], [*command, "--db", f"sqlite:///{missing}"]):
+        result = flow(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr == (
+            f"Error: no database at {missing}: nothing has been recorded there (check --db or "
+            "FLOW_ENGINE_DATABASE_URL; `flow db path` prints the default)\n"
+        )
+        assert result.stdout == ""
+        assert not (tmp_path / "typo").exists()
+
+
 def test_nothing_recorded_yet(cli_invoke, tmp_path):
+    assert cli_invoke("runs").exit_code == 2  # no database file yet: not created by reading it
+    assert not (tmp_path / "flow.db").exists()
+    from flow_engine.engine import get_engine
+
+    get_engine().store  # noqa: B018 - a writing command creates it
     empty = cli_invoke("runs")
     assert (
         empty.exit_code == 0
@@ -249,3 +293,35 @@ async def test_a_running_run_whose_heartbeat_stopped_is_shown_as_crashed(cli_inv
     assert rows[stale.id.hex[:8]].split()[1:3] == ["stuck", "crashed"]
     assert rows[live.id.hex[:8]].split()[1:3] == ["busy", "running"]
     assert "…" in rows[live.id.hex[:8]]  # still running: the time so far
+
+
+class Keep(BaseStep):
+    step_name = "keep"
+
+    async def run(self, inputs: Any) -> int:
+        return len(inputs["text"])
+
+
+class Big(BaseFlow):
+    flow_name = "big"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        length = (await Keep().execute({"text": inputs["text"]})).output_content
+        return {"length": length, "tail": inputs["text"][-3000:], "many": list(range(500))}
+
+
+async def test_show_of_a_20_mb_input_prints_a_bounded_view_and_full_or_json_shows_all(flow, engine):
+    text = "word " * 4_000_000  # 20 MB
+    big = Big()
+    await big.execute({"text": text})
+    short = big.run_id.hex[:8]
+    shown = flow("show", short)
+    assert shown.returncode == 0, shown.stderr
+    assert len(shown.stdout) < 30_000  # was the whole 20 MB, through rich: 88 s
+    assert "19,998,000 more characters; --full shows all" in shown.stdout
+    assert "450 more items; --full shows all" in shown.stdout
+    assert "keep" in shown.stdout  # the steps table is still there
+    whole = flow("show", short, "--json")
+    assert whole.json()["run"]["inputs"]["text"] == text  # the JSON output stays whole
+    full = flow("show", short, "--full")
+    assert full.returncode == 0 and text in full.stdout and len(full.stdout) > 20_000_000

@@ -444,3 +444,125 @@ def test_token_budget_stops_an_llm_flow_and_fails_the_run(cli_invoke):
     assert payload["status"] == "failed" and payload["error"].startswith("BudgetExceeded")
     record = get_engine().store.get_run(uuid.UUID(payload["run_id"]))
     assert [s.step_name for s in get_engine().store.list_steps(record.id)] == ["extract_content"]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("x = 1\nresult = await thing()\n", "SyntaxError: 'await' outside function ({path}, line 2)"),
+        ("import os\ndef broken(:\n    pass\n", "SyntaxError: invalid syntax ({path}, line 2)"),
+        (
+            "import os\nfrom nosuch_module_xyz import thing\n",
+            "No module named 'nosuch_module_xyz' ({path}, line 2)",
+        ),
+        ("import os\nfrom os import no_such_name\n", "cannot import name 'no_such_name' from 'os'"),
+    ],
+)
+def test_an_import_error_in_a_flow_file_points_at_that_file_only(flow, tmp_path, source, expected):
+    path = tmp_path / "broken_flow_file.py"
+    path.write_text(source, encoding="utf-8")
+    result = flow("run", f"{path}:Flow")
+    assert result.returncode == 2
+    assert expected.format(path=path) in result.stderr
+    assert f"({path}, line 2)" in result.stderr
+    assert "flow_registry" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_records_the_run_as_cancelled_at_once_and_exits_143(flow_env, tmp_path):
+    """What a container or process manager sends: the run is cancelled, not left running."""
+    proc = subprocess.Popen(
+        [*flow_command(), "run", "flowsrc/cli_test_flows.py:SlowFlow", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=flow_env(),
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # wait until the slow step is running
+            seen.append(line)
+            if line.startswith("→ nap"):
+                break
+        else:
+            pytest.fail(f"the slow step never started: {''.join(seen)}")
+        proc.send_signal(signal.SIGTERM)
+        stdout, rest = proc.communicate(timeout=30)  # the step sleeps 60 s: it must not be waited for
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = "".join(seen) + rest
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert "run recorded as cancelled" in stderr
+    payload = json.loads(stdout)
+    assert (payload["status"], payload["error"]) == ("cancelled", "terminated (SIGTERM)")
+    from flow_engine.engine import configure
+
+    from .conftest import SUBPROCESS_DATABASE_URL
+
+    store = configure(database_url=SUBPROCESS_DATABASE_URL.format(tmp=tmp_path)).store
+    record = store.get_run(uuid.UUID(payload["run_id"]))
+    assert record.status == "cancelled" and "SIGTERM" in (record.error_message or "")
+    assert [(s.step_name, s.status) for s in store.list_steps(record.id)] == [
+        ("echo", "completed"),
+        ("nap", "cancelled"),
+    ]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_program_that_lets_sigterm_cancel_its_task_gets_the_run_recorded_cancelled(flow_env, tmp_path):
+    """The pattern docs/durable-execution.md gives for a user's own program."""
+    script = tmp_path / "program.py"
+    script.write_text(
+        "import asyncio, signal, sys\n"
+        "from cli_test_flows import SlowFlow\n"
+        "async def main():\n"
+        "    task = asyncio.current_task()\n"
+        "    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)\n"
+        "    flow = SlowFlow()\n"
+        "    try:\n"
+        "        await flow.execute({})\n"
+        "    finally:\n"
+        "        print(flow.run_id, flush=True)\n"
+        "asyncio.run(main())\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=flow_env(),
+        cwd=tmp_path,
+    )
+    from flow_engine.engine import configure
+
+    from .conftest import SUBPROCESS_DATABASE_URL
+
+    try:
+        import time
+
+        deadline = time.monotonic() + 60
+        db = tmp_path / "flow.db"
+        while time.monotonic() < deadline:  # wait until the slow step is recorded running
+            if db.exists():
+                store = configure(database_url=SUBPROCESS_DATABASE_URL.format(tmp=tmp_path)).store
+                runs = store.list_runs()
+                if runs and [s.step_name for s in store.list_steps(runs[0].id)] == ["echo", "nap"]:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the slow step never started")
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and "CancelledError" in stderr
+    store = configure(database_url=SUBPROCESS_DATABASE_URL.format(tmp=tmp_path)).store
+    record = store.get_run(uuid.UUID(stdout.strip()))
+    assert record.status == "cancelled"
+    assert [s.status for s in store.list_steps(record.id)] == ["completed", "cancelled"]

@@ -65,7 +65,8 @@ async def test_wait_ends_on_a_crashed_run_that_no_worker_will_take_over(flow, en
     assert "died_with_its_process' crashed" in waited.stderr
 
 
-def test_wait_for_an_unknown_run_is_a_usage_error(flow):
+def test_wait_for_an_unknown_run_is_a_usage_error(flow, engine):
+    engine.store  # noqa: B018 - an existing, empty database (reading commands never create one)
     waited = flow("wait", "0123abcd")
     assert waited.returncode == 2
     assert "no run with id starting '0123abcd'" in waited.stderr

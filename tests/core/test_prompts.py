@@ -77,7 +77,6 @@ def test_search_path_order_first_hit_wins(tmp_path, monkeypatch):
         env_b,
         module_prompts,
         cwd_prompts,
-        builtin_prompts_dir(),
     ]
     files = [
         write(env_a / "p.md", "env_a {{ name }}"),
@@ -88,9 +87,33 @@ def test_search_path_order_first_hit_wins(tmp_path, monkeypatch):
     for expected, file in zip(["env_a", "env_b", "module", "cwd"], files, strict=True):
         assert render(module.Step) == f"{expected} Ada"
         file.unlink()
-    # and last, the built-in prompts shipped with flow-engine
-    text = render(module.Step, {"article_text": "ARTICLE", "max_length": 10}, "extract_content.md")
-    assert "ARTICLE" in text and "10 characters" in text
+
+
+def test_a_user_step_never_finds_the_example_flows_templates(tmp_path, monkeypatch):
+    """A misplaced `summarize.md` is an error, not the built-in example's template used in silence."""
+    module = make_step_module(tmp_path / "code")
+    configure(database_url="memory://", data_dir=tmp_path / "data")
+    assert builtin_prompts_dir() not in search_path(module.Step, None)
+    for name in ("extract_content.md", "summarize.md"):
+        assert (builtin_prompts_dir() / name).is_file()
+        with pytest.raises(PromptError) as info:
+            render(module.Step, {"article_text": "A", "max_length": 1, "content": "c", "style": "s"}, name)
+        assert f"prompt file '{name}' not found" in str(info.value)
+        assert "example flows have a template of that name" in str(info.value)
+
+
+def test_the_example_flows_steps_and_their_subclasses_find_their_templates(tmp_path):
+    from flow_engine.examples.article_processing import ExtractContentStep
+
+    configure(database_url="memory://", data_dir=tmp_path / "data")
+    write(tmp_path / "prompts" / "extract_content.md", "a user's own {{ article_text }}")  # ./prompts
+
+    class Mine(ExtractContentStep):
+        pass
+
+    for step in (ExtractContentStep, Mine):
+        text = render(step, {"article_text": "ARTICLE", "max_length": 10}, "extract_content.md")
+        assert "ARTICLE" in text and "10 characters" in text and "a user's own" not in text
 
 
 def test_a_missing_template_names_the_file_and_the_search_path(tmp_path, monkeypatch):
@@ -119,7 +142,7 @@ def test_a_missing_variable_names_the_variable_the_file_and_the_search_path(tmp_
     assert "p.md" in message and str(tmp_path / "prompts" / "p.md") in message
     assert "the step's inputs are: name" in message
     folders = search_path(module.Step, str(tmp_path / "mine"))
-    assert len(folders) == 4  # FLOW_ENGINE_PROMPTS_PATH, beside the module, ./prompts, built-in
+    assert len(folders) == 3  # FLOW_ENGINE_PROMPTS_PATH, beside the module, ./prompts
     for folder in folders:
         assert f"  - {folder}" in message
     assert f"  - {tmp_path / 'mine'} (does not exist)" in message
