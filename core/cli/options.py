@@ -37,3 +37,12 @@ def db_option(command: F) -> F:
         callback=_set_db,
         help=DB_HELP,
     )(command)
+
+
+def finite_usd(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """``--max-cost``: NaN, infinity or a negative amount would never stop a run; refused (exit 2)."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(f"{value} is not an amount of USD (a finite number >= 0)")
+    return value
