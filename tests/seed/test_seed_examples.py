@@ -80,13 +80,18 @@ async def test_example_3_individual_steps_outside_any_flow(engine):
     assert all(r.flow_run_id is None for r in requests)
 
 
-async def test_the_seed_examples_run_verbatim_against_an_unpriced_model(fake_openai, tmp_path, capsys):
+async def test_the_seed_examples_run_verbatim_against_an_unpriced_model(
+    fake_openai, tmp_path, capsys, monkeypatch
+):
     """A local server's model has no price: the seed's ``cost_estimate + cost_estimate`` still works
     (0.0 with ``cost_known`` False, one warning per model), while every record says unknown."""
     import pytest
 
+    from flow_engine import step_runner
     from flow_engine.engine import get_engine
     from flow_engine.step_runner import UnpricedModelWarning
+
+    monkeypatch.setattr(step_runner, "_warned_unpriced", set())  # once per model and process
     from tests.fake_openai_server import ImageReply, Reply, use_fake_openai
 
     use_fake_openai(fake_openai.base_url, tmp_path, model="openai/my-local-model")
