@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import sys
 import time
 import uuid
@@ -27,11 +28,12 @@ from pydantic import BaseModel, ValidationError
 
 from .context import RunContext, RunTotals, current_run
 from .engine import get_engine
-from .errors import FlowEngineError, InputValidationError, ResumeMismatch, RunCancelled
+from .errors import FlowEngineError, InputValidationError, ResumeMismatch, RunCancelled, UsageError
 from .executor_base import ExecutorUnavailable, executor_info, get_executor
-from .jsonable import describe_error, to_jsonable
+from .jsonable import NotStorable, describe_error, storable, to_jsonable
 from .pacing import start_turn
 from .runtime_info import FlowEvent
+from .step_runner import report_hook
 from .storage import RunChanges, RunRecord, RunStatus, RunStore, StepRecord, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -112,6 +114,14 @@ def _resolved(path: str) -> Path:
     return Path(path).resolve()
 
 
+def check_budget(max_cost: float | None, max_tokens: int | None) -> None:
+    """A budget that could never stop a run (NaN, infinite, negative) is a usage error."""
+    if max_cost is not None and not (math.isfinite(max_cost) and max_cost >= 0):
+        raise UsageError(f"max_cost must be a finite number of USD >= 0, not {max_cost}")
+    if max_tokens is not None and max_tokens < 0:
+        raise UsageError(f"max_tokens must be >= 0, not {max_tokens}")
+
+
 # -- starting a run ---------------------------------------------------------------------------------
 async def start(
     flow: BaseFlow,
@@ -124,6 +134,7 @@ async def start(
     max_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Run ``flow`` now as a recorded run (a child run inside another flow); return its outputs."""
+    check_budget(max_cost, max_tokens)
     validated = flow.validate_inputs(inputs)
     parsed_user = parse_user_id(user_id)
     await start_turn()  # many flows started at once take turns (pacing.py)
@@ -175,6 +186,7 @@ async def submit(
     not stored yet); if handing it over fails, the run is marked ``failed`` with the reason. How the
     run is to be executed (model, budget, executor) is kept in ``flow_metadata["background"]``.
     """
+    check_budget(max_cost, max_tokens)
     validated = flow.validate_inputs(inputs)
     parsed_user = parse_user_id(user_id)
     engine = get_engine()
@@ -243,9 +255,17 @@ async def resume(
     max_cost: float | None = None,
     max_tokens: int | None = None,
     parent: RunContext | None = None,
+    claim: bool | None = None,
+    force: bool | None = None,
 ) -> dict[str, Any]:
     """Run a stored run of ``flow`` again in place: completed steps return their stored outputs,
-    execution goes on live from the first step without one. See ``BaseFlow.resume``."""
+    execution goes on live from the first step without one. See ``BaseFlow.resume``.
+
+    With ``claim`` (resuming by hand: ``BaseFlow.resume``, ``flow resume``), a root run that says
+    ``running`` or ``crashed`` is claimed first (``RunStore.claim_run``, as executors claim theirs
+    before calling this), so a run another process still executes is never resumed beside it;
+    ``force`` claims it even with a fresh heartbeat."""
+    check_budget(max_cost, max_tokens)
     engine = get_engine()
     store = engine.store
     if not isinstance(run, RunRecord):
@@ -256,6 +276,8 @@ async def resume(
         flow.run_id = run.id
         return dict(run.outputs or {})
     validated = flow.validate_inputs(run.inputs)
+    if claim and parent is None and run.status in (RunStatus.RUNNING, RunStatus.CRASHED):
+        await _claim_for_resume(store, run, bool(force))
     steps, children, spent = await asyncio.to_thread(_history, store, run.id)
     history = list((run.flow_metadata or {}).get("resumed", []))
     history.append({"at": utcnow().isoformat(), "previous_status": run.status, "error": run.error_message})
@@ -290,6 +312,16 @@ async def resume(
     # was cut off by a crash (and child runs, which add their own when they end or are replayed)
     ctx.totals.add_totals(spent)
     return await _run_recorded(flow, ctx, validated, previous_ms=run.execution_time_ms or 0)
+
+
+async def _claim_for_resume(store: RunStore, run: RunRecord, force: bool) -> None:
+    """Take the run atomically; ``force`` takes it even with a fresh heartbeat (its process is gone)."""
+    threshold = utcnow() + timedelta(days=1) if force else stale_before()
+    if not await store.claim_run(run.id, f"resume-{uuid.uuid4().hex[:8]}", threshold):
+        raise UsageError(
+            f"run {run.id} is being executed by another process (its heartbeat is fresh); "
+            "cancel it first, or wait until it is reported crashed"
+        )
 
 
 def _history(store: RunStore, run_id: uuid.UUID) -> tuple[list[StepRecord], list[RunRecord], RunTotals]:
@@ -377,28 +409,52 @@ async def _run_recorded(
     try:
         await plugins.fire("before_flow", event=event)
         outputs = _checked_outputs(flow, await flow._execute_flow_logic(validated))
+        outputs_json = _storable_outputs(flow, outputs)
     except BaseException as exc:
         heartbeat.cancel()
         status = _status_for(exc)
-        await ctx.store.update_run(
-            ctx.run_id, _end_changes(ctx, started, previous_ms, status, error=describe_error(exc))
-        )
+        await _record_end(ctx, _end_changes(ctx, started, previous_ms, status, error=describe_error(exc)))
         event.error = exc
         if status is RunStatus.FAILED:
-            await plugins.fire("on_flow_error", event=event)
+            await report_hook(plugins, "on_flow_error", event=event)
         raise
     finally:
         heartbeat.cancel()
         current_run.reset(token)
         if ctx.parent is not None:  # a parent's totals include what its child runs spent
             ctx.parent.totals.add_totals(ctx.totals)
-    outputs_json = to_jsonable(outputs)
-    await ctx.store.update_run(
-        ctx.run_id, _end_changes(ctx, started, previous_ms, RunStatus.COMPLETED, outputs=outputs_json)
-    )
+    changes = _end_changes(ctx, started, previous_ms, RunStatus.COMPLETED, outputs=outputs_json)
+    try:
+        await ctx.store.update_run(ctx.run_id, changes)
+    except Exception as exc:  # the database refused the outputs: the run must not stay running
+        error = f"the flow's outputs could not be stored: {describe_error(exc)}"
+        failed = _end_changes(ctx, started, previous_ms, RunStatus.FAILED, error=error)
+        await _record_end(ctx, failed)
+        event.error = exc
+        await report_hook(plugins, "on_flow_error", event=event)
+        raise FlowEngineError(f"flow '{flow.flow_name}': {error}") from exc
     event.outputs = outputs
-    await plugins.fire("after_flow", event=event)
+    await report_hook(plugins, "after_flow", event=event)
     return outputs
+
+
+async def _record_end(ctx: RunContext, changes: RunChanges) -> None:
+    """Write how the run ended; an error text the database refuses is written in ASCII instead."""
+    try:
+        await ctx.store.update_run(ctx.run_id, changes)
+    except Exception:
+        changes["error_message"] = ascii(changes.get("error_message"))
+        await ctx.store.update_run(ctx.run_id, changes)
+
+
+def _storable_outputs(flow: BaseFlow, outputs: dict[str, Any]) -> Any:
+    try:
+        return storable(outputs, "outputs")
+    except NotStorable as exc:
+        raise FlowEngineError(
+            f"flow '{flow.flow_name}' returned outputs that cannot be stored ({exc}); return JSON "
+            "values, pydantic models or dataclasses"
+        ) from None
 
 
 def _checked_outputs(flow: BaseFlow, outputs: Any) -> dict[str, Any]:

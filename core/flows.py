@@ -13,6 +13,7 @@ from . import flow_runner
 from .context import RunContext
 from .errors import InputValidationError
 from .flow_runner import flow_reference
+from .jsonable import storable_inputs
 from .storage import RunRecord
 
 __all__ = ["BaseFlow", "flow_reference"]
@@ -57,12 +58,17 @@ class BaseFlow:
             raise InputValidationError(
                 owner, [{"loc": (), "msg": f"expected a dict, got {type(inputs).__name__}"}]
             )
-        if cls.Inputs is None:
+        if cls.Inputs is None:  # what a run cannot store (too deep, NaN, NUL, surrogates) is refused
+            storable_inputs(inputs, owner, InputValidationError)
             return dict(inputs)
         try:
-            return cls.Inputs.model_validate(inputs).model_dump()
+            validated = cls.Inputs.model_validate(inputs).model_dump()
         except ValidationError as exc:
             raise InputValidationError.from_pydantic(owner, exc) from None
+        except (ValueError, RecursionError) as exc:  # pydantic's own limits (nesting depth)
+            raise InputValidationError(owner, [{"loc": (), "msg": str(exc)}]) from None
+        storable_inputs(validated, owner, InputValidationError)
+        return validated
 
     async def execute(
         self,
@@ -125,6 +131,7 @@ class BaseFlow:
         max_cost: float | None = None,
         max_tokens: int | None = None,
         parent: RunContext | None = None,
+        force: bool = False,
     ) -> dict[str, Any]:
         """Run a stored run again in place: completed steps return their stored outputs (no LLM call),
         execution goes on live from the first step without one. ``flow_engine.resume_run(run_id)`` finds
@@ -132,7 +139,16 @@ class BaseFlow:
 
         The run keeps the run-level model and budget it was started with unless ``model`` /
         ``max_cost`` / ``max_tokens`` are given; a budget given here replaces the run's whole budget
-        (``max_tokens`` alone lifts an earlier ``max_cost``), the class attributes filling the rest."""
+        (``max_tokens`` alone lifts an earlier ``max_cost``), the class attributes filling the rest.
+
+        A run still ``running`` with a fresh heartbeat is refused (``UsageError``) unless ``force``."""
         return await flow_runner.resume(
-            self, run, model=model, max_cost=max_cost, max_tokens=max_tokens, parent=parent
+            self,
+            run,
+            model=model,
+            max_cost=max_cost,
+            max_tokens=max_tokens,
+            parent=parent,
+            claim=parent is None,
+            force=force,
         )

@@ -114,6 +114,7 @@ class PluginRegistry:
         self._disabled = disabled or set()
         self._lock = threading.RLock()
         self._step_types: dict[str, StepTypeInfo] | None = None
+        self.step_type_conflicts: dict[str, str] = {}  # step type -> why it is not registered
         self._backends: list[StorageBackendInfo] | None = None
         self._providers: dict[str, ModelProviderInfo] | None = None
         self._executors: dict[str, ExecutorInfo] | None = None
@@ -275,7 +276,11 @@ class PluginRegistry:
         self._step_hooks = None
 
     # -- registries -------------------------------------------------------------------------
-    def _collect(self, hook_name: str, kind: str, key: Any) -> list[Any]:
+    def _collect(
+        self, hook_name: str, kind: str, key: Any, conflicts: dict[Any, str] | None = None
+    ) -> list[Any]:
+        """What the plugins register through ``hook_name``. Two plugins claiming one name raise
+        ``PluginConflictError``, or, given ``conflicts``, are noted there and the name left out."""
         found: dict[Any, Any] = {}
         ordered: list[Any] = []
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
@@ -285,10 +290,14 @@ class PluginRegistry:
                 info = replace(info, plugin=_plugin)
                 k = key(info)
                 if k in found and found[k].plugin != _plugin:
-                    raise PluginConflictError(
+                    message = (
                         f"{kind} '{k}' is registered by two plugins: '{found[k].plugin}' and '{_plugin}'; "
                         f"uninstall one or disable it with FLOW_ENGINE_DISABLE_PLUGINS"
                     )
+                    if conflicts is None:
+                        raise PluginConflictError(message)
+                    conflicts[k] = message
+                    self._note_conflict((found[k].plugin, _plugin), message)
                 found[k] = info
                 ordered.append(info)
 
@@ -298,7 +307,16 @@ class PluginRegistry:
                 raise
             except Exception as exc:  # one plugin's broken hook must not take the registry down
                 self._hook_failed(plugin_name, hook_name, exc)
+        if conflicts:
+            ordered = [info for info in ordered if key(info) not in conflicts]
         return ordered
+
+    def _note_conflict(self, plugins: tuple[str, str], message: str) -> None:
+        """Both plugins stay loaded (their other parts work); ``flow plugins`` shows the conflict."""
+        for status in self.statuses:
+            if status.name in plugins and message not in (status.error or ""):
+                status.error = f"{status.error}; {message}" if status.error else message
+        warnings.warn(f"flow-engine: {message}", RuntimeWarning, stacklevel=4)
 
     def _hook_failed(self, plugin_name: str, hook_name: str, exc: Exception) -> None:
         error = f"{hook_name} raised {type(exc).__name__}: {exc}"
@@ -314,7 +332,11 @@ class PluginRegistry:
             return known
         with self._lock:
             if self._step_types is None:
-                infos = self._collect("register_step_types", "step type", lambda i: i.name)
+                # a step type two plugins claim is left out (a step using it fails naming both);
+                # unrelated flows and `flow plugins` keep working
+                conflicts: dict[str, str] = {}
+                infos = self._collect("register_step_types", "step type", lambda i: i.name, conflicts)
+                self.step_type_conflicts = conflicts
                 self._step_types = {i.name: i for i in infos}
             return self._step_types
 

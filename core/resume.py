@@ -64,7 +64,9 @@ async def resume(
             "cancel it first, or wait until it is reported crashed"
         )
     flow = flow_class_for(run)()
-    return await flow_runner.resume(flow, run, model=model, max_cost=max_cost, max_tokens=max_tokens)
+    return await flow_runner.resume(
+        flow, run, model=model, max_cost=max_cost, max_tokens=max_tokens, claim=True, force=force
+    )
 
 
 async def cancel(run_id: uuid.UUID | str) -> tuple[RunRecord, str]:
@@ -92,6 +94,20 @@ async def _mark_crashed_tree(store: RunStore, run: RunRecord, depth: int = 0) ->
                 await _mark_crashed_tree(store, child, depth + 1)
 
 
+def check_stale_after(threshold_seconds: float | None) -> None:
+    if threshold_seconds is None:
+        return
+    interval = get_engine().settings.heartbeat_interval
+    if not threshold_seconds > 2 * interval:
+        raise UsageError(
+            f"a stale-after of {threshold_seconds:g} s would mark live runs crashed: runs heartbeat every "
+            f"{interval:g} s (FLOW_ENGINE_HEARTBEAT_INTERVAL); give more than {2 * interval:g} s"
+        )
+
+
 async def recover(threshold_seconds: float | None = None) -> list[uuid.UUID]:
-    """Mark every stale running run as crashed (so it can be resumed); return their ids."""
+    """Mark every stale running run as crashed (so it can be resumed); return their ids.
+
+    A threshold not above twice the heartbeat interval would call live runs dead: refused."""
+    check_stale_after(threshold_seconds)
     return await get_engine().store.mark_crashed(stale_before(threshold_seconds))

@@ -29,3 +29,4 @@ class StepEvent:
     inputs: dict[str, Any]
     result: Any = None
     error: BaseException | None = None
+    replayed: bool = False  # after_step of a step a resumed run replayed from its stored result

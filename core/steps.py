@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from .context import current_run
 from .engine import get_engine
 from .errors import InputValidationError, UsageError
+from .jsonable import storable_inputs
 from .step_runner import StepOutput, StepResult, run_step
 
 __all__ = ["BaseStep", "StepOutput", "StepResult", "StepType"]
@@ -84,6 +85,13 @@ class BaseStep:
     # -- helpers shared by step types -------------------------------------------------------
     @classmethod
     def validate_inputs(cls, inputs: dict[str, Any] | BaseModel | None) -> Any:
+        """The step's inputs, validated; a run stores them, so what it cannot store is refused."""
+        validated = cls._validated(inputs)
+        storable_inputs(validated, f"step '{cls.step_name}'", InputValidationError)
+        return validated
+
+    @classmethod
+    def _validated(cls, inputs: dict[str, Any] | BaseModel | None) -> Any:
         if cls.Inputs is None:
             if inputs is None:
                 return {}

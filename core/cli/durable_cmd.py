@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from flow_engine.cli.options import db_option, reads_database
+from flow_engine.cli.options import db_option, finite_usd, reads_database
 from flow_engine.errors import FlowEngineError, UsageError
 
 from .foreground import run_flow
@@ -18,7 +18,7 @@ from .report import EXIT_FAILED, EXIT_USAGE, Report
 @db_option
 @click.argument("run_id")
 @click.option("--model", "-m", metavar="MODEL", help="Run-level model for the steps that still run.")
-@click.option("--max-cost", type=click.FloatRange(min=0), metavar="USD", help="A new budget in USD.")
+@click.option("--max-cost", type=float, callback=finite_usd, metavar="USD", help="A new budget in USD.")
 @click.option("--max-tokens", type=click.IntRange(min=0), metavar="N", help="A new token budget.")
 @click.option("--force", is_flag=True, help="Resume even if the run's heartbeat is still fresh.")
 @click.option(
@@ -74,7 +74,7 @@ def resume(
     click.echo(f"Resuming run {run.id} ({run.flow_name}, was {run.status}).", err=True)
     run_flow(
         flow,
-        lambda: flow.resume(run, model=model, max_cost=max_cost, max_tokens=max_tokens),
+        lambda: flow.resume(run, model=model, max_cost=max_cost, max_tokens=max_tokens, force=force),
         report,
         show_traceback,
     )
@@ -116,7 +116,8 @@ def cancel(run_id: str) -> None:
     "--stale-after",
     type=click.FloatRange(min=0, min_open=True),
     metavar="SECONDS",
-    help="Heartbeat age that counts as dead (default FLOW_ENGINE_STALE_AFTER).",
+    help="Heartbeat age that counts as dead (default FLOW_ENGINE_STALE_AFTER); must exceed twice "
+    "FLOW_ENGINE_HEARTBEAT_INTERVAL.",
 )
 @reads_database
 def recover(stale_after: float | None) -> None:
@@ -125,8 +126,13 @@ def recover(stale_after: float | None) -> None:
     A run counts as dead when its heartbeat is older than --stale-after seconds (default
     FLOW_ENGINE_STALE_AFTER); a run that finished is never marked. Prints one line per run marked.
     """
+    from flow_engine.resume import check_stale_after
     from flow_engine.resume import recover as recover_runs
 
+    try:
+        check_stale_after(stale_after)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
     ids = asyncio.run(recover_runs(stale_after))
     for run_id in ids:
         click.echo(f"{run_id} crashed (no heartbeat); resume it with: flow resume {str(run_id)[:8]}")

@@ -78,6 +78,7 @@ def _failed(flow: BaseFlow, report: Report, failed_step: str | None, error: str,
     record = stored_run(flow.run_id)
     status = record.status if record is not None else "failed"  # "cancelled" after `flow cancel`
     where = f" at step '{failed_step}'" if failed_step else ""
+    report.fix_first = code == EXIT_USAGE
     click.echo(f"Error: flow '{flow.flow_name}' {status}{where}: {error}", err=True)
     report.finished(record, flow.run_id, None, status, error)
     sys.exit(code)

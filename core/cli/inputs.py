@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flow_engine.errors import UsageError
+from flow_engine.errors import InputValidationError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     from flow_engine.flows import BaseFlow
@@ -61,6 +61,8 @@ def read_inputs_file(name: str, stdin: Stdin) -> dict[str, Any]:
         source = "stdin" if name == "-" else f"'{name}'"
         where = f"line {exc.lineno}, column {exc.colno}"
         raise UsageError(f"{who}: {source} is not valid JSON: {exc.msg} ({where})") from None
+    except RecursionError:  # nesting deeper than Python's JSON reader goes: not inputs a run can store
+        raise InputValidationError(who, [{"loc": (), "msg": "nested too deeply"}]) from None
     if not isinstance(data, dict):
         raise UsageError(f"{who}: expected a JSON object of inputs, got {type(data).__name__}")
     return data

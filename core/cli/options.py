@@ -73,3 +73,12 @@ def reads_database(command: F) -> F:
         return command(*args, **kwargs)
 
     return checked  # type: ignore[return-value]
+
+
+def finite_usd(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """``--max-cost``: NaN, infinity or a negative amount would never stop a run; refused (exit 2)."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(f"{value} is not an amount of USD (a finite number >= 0)")
+    return value

@@ -79,6 +79,9 @@ class ProgressReporter:
     @hookimpl
     def after_step(self, event: StepEvent) -> None:
         label = event.step_key or event.step_name
+        if getattr(event, "replayed", False):  # resumed: its stored output is used, nothing ran
+            self._echo(f"{self._indent(event.run_id)}↺ {label} · replayed (stored output)", "dim")
+            return
         meta = getattr(event.result, "metadata", None) or {}
         details = [f"{(meta.get('execution_time_ms') or 0) / 1000:.2f}s"]
         if meta.get("llm_calls"):

@@ -29,6 +29,7 @@ class Report:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
         self.flow_name: str | None = None
+        self.fix_first = False  # the run failed on a usage error (exit 2): resuming alone cannot help
 
     def json(self, payload: dict[str, Any]) -> None:
         echo_json_line(payload)
@@ -80,7 +81,13 @@ class Report:
                 parts.append(fmt_cost(payload["total_cost"]))  # a tiny cost is not shown as $0.0000
         click.echo(" · ".join(parts), err=True)
         click.echo(f"See it again with: flow show {run_id}", err=True)
-        if payload["status"] in ("failed", "cancelled", "crashed"):
+        if payload["status"] in ("failed", "cancelled", "crashed") and self.fix_first:
+            click.echo(
+                f"Fix the cause above first (the flow's code or its files); resuming as it is fails the "
+                f"same way. Then: flow resume {run_id} (its completed steps are not run again)",
+                err=True,
+            )
+        elif payload["status"] in ("failed", "cancelled", "crashed"):
             click.echo(
                 f"Resume it with: flow resume {run_id} (its completed steps are not run again)", err=True
             )

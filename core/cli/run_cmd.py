@@ -1,7 +1,7 @@
 """``flow run``: resolve a flow, gather and validate its inputs, run it with live progress, report.
 
 Everything that can be wrong with the request (unknown flow, unreadable file, invalid inputs,
-conflicting plugins, unknown storage URL) is found before the run row is written, and ends in exit 2
+unknown model, unknown storage URL) is found before the run row is written, and ends in exit 2
 with one readable message. Once the run exists, a failure is recorded on it and the command exits 1
 (2 if the failure is itself a usage error, such as a missing prompt template); Ctrl-C records the run
 as cancelled and exits 130 (SIGTERM: 143). stdout carries only the outputs (or, under ``--json``,
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from flow_engine.cli.options import db_option
+from flow_engine.cli.options import db_option, finite_usd
 from flow_engine.errors import FlowEngineError, InputValidationError, UsageError
 
 from .background import submit_in_background
@@ -48,7 +48,8 @@ if TYPE_CHECKING:  # pragma: no cover
 @click.option("--model", "-m", metavar="MODEL", help="Run-level model: any litellm model string.")
 @click.option(
     "--max-cost",
-    type=click.FloatRange(min=0),
+    type=float,
+    callback=finite_usd,
     metavar="USD",
     help="Budget: stop before the next step once the run has spent this much.",
 )
@@ -100,12 +101,12 @@ def run(
     \b
     Exit codes: 0 completed; 1 the flow failed (run recorded as failed);
     2 usage error: unknown flow, invalid inputs (nothing recorded),
-    missing prompt, conflicting plugins; 130 interrupted (run cancelled);
+    unknown model, missing prompt; 130 interrupted (run cancelled);
     143 terminated by SIGTERM (run cancelled).
     """
     report = Report(as_json)
     try:
-        flow_cls, inputs = _prepare(target, pairs, inputs_file, report)
+        flow_cls, inputs = _prepare(target, pairs, inputs_file, report, model)
     except UsageError as exc:
         report.refuse(exc, EXIT_USAGE)
     except FlowEngineError as exc:
@@ -121,7 +122,7 @@ def run(
 
 
 def _prepare(
-    target: str, pairs: tuple[str, ...], inputs_file: str | None, report: Report
+    target: str, pairs: tuple[str, ...], inputs_file: str | None, report: Report, model: str | None
 ) -> tuple[type[BaseFlow], dict[str, Any]]:
     """Everything checked before a run row exists: the flow, its inputs, plugins and storage."""
     from flow_engine.engine import get_engine
@@ -135,7 +136,7 @@ def _prepare(
     except InputValidationError as exc:
         raise UsageError(f"{exc}\n(`flow list` shows the inputs of every flow)") from None
     engine = get_engine()
-    engine.plugins.step_types()  # two plugins claiming one step type: refuse now, not mid-run
+    _check_model(model or flow_cls.model or engine.settings.model, engine)
     try:  # an unknown URL scheme or an unreachable database: refuse before writing anything
         engine.store  # noqa: B018
     except FlowEngineError:
@@ -147,6 +148,27 @@ def _prepare(
         url = redact_url(engine.database_url)  # never print a password
         raise FlowEngineError(f"cannot open the database {url}: {redact_text(describe_error(exc))}") from exc
     return flow_cls, inputs
+
+
+def _check_model(name: str | None, engine: Any) -> None:
+    """A run-level model that litellm cannot map to a provider would fail the run's first LLM step;
+    it is a usage error, found before the run row exists."""
+    if not name:
+        return
+    providers = engine.plugins.model_providers()
+    if name.split("/", 1)[0] in providers:
+        return
+    from flow_engine.llm.loader import ensure_providers
+
+    litellm = ensure_providers(providers)
+    try:
+        litellm.get_llm_provider(name, api_base=engine.settings.api_base)
+    except Exception:
+        raise UsageError(
+            f"unknown model '{name}': litellm cannot tell which provider serves it; write it as "
+            f"provider/model (openai/{name.split('/')[-1]} for an OpenAI-compatible server, "
+            "anthropic/..., ollama/...); see docs/models.md"
+        ) from None
 
 
 def _open_cassette(record_to: str | None, replay_from: str | None, background: bool, report: Report) -> Any:

@@ -66,10 +66,9 @@ class ArticleProcessingFlow(BaseFlow):
 def total_cost(*results: StepResult) -> float | None:
     """The steps' summed cost in USD, or None (unknown) when any step's model has no known price.
 
-    A step's ``cost_estimate`` is None for a model litellm has no price for (a local model behind an
-    OpenAI-compatible server, say): an unknown cost is never counted as 0, so neither is the total.
+    A step whose model litellm has no price for (a local model behind an OpenAI-compatible server, say)
+    has ``cost_known`` False (its ``cost_estimate`` reads 0.0): an unknown cost is not a total of 0.
     """
-    costs = [result.metadata["cost_estimate"] for result in results]
-    if any(cost is None for cost in costs):
+    if not all(result.metadata.get("cost_known", True) for result in results):
         return None
-    return sum(costs)
+    return sum(result.metadata["cost_estimate"] for result in results)

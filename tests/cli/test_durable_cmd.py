@@ -117,6 +117,8 @@ def test_resume_finishes_a_failed_run_without_running_its_completed_steps(cli_in
     assert f"Resuming run {run_id} (cli_three, was failed)." in result.stderr
     assert json.loads(result.stdout) == {"b": "B", "c": "C"}
     assert CALLS == {"a": 1, "b": 1, "c": 2}  # a and b were replayed
+    # the progress says which steps were replayed (two of the three)
+    assert result.stderr.count("· replayed (stored output)") == 2
     assert stored(run_id).status == RunStatus.COMPLETED
     assert f"Run {run_id} completed" in result.stderr and "Resume it with" not in result.stderr
 

@@ -118,7 +118,7 @@ async def test_image_cost_comes_from_litellm(online):
 
     online.script(ImageReply())
     result = await Unpriced().execute({"prompt": "a cat"})
-    assert result.metadata["cost_estimate"] is None
+    assert result.metadata["cost_estimate"] == 0.0 and result.metadata["cost_known"] is False
 
 
 async def test_image_failures_are_retried(online):

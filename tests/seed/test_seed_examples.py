@@ -78,3 +78,41 @@ async def test_example_3_individual_steps_outside_any_flow(engine):
     requests = engine.store.list_llm_requests()
     assert [r.kind for r in requests] == ["completion", "completion", "image_generation"]
     assert all(r.flow_run_id is None for r in requests)
+
+
+async def test_the_seed_examples_run_verbatim_against_an_unpriced_model(
+    fake_openai, tmp_path, capsys, monkeypatch
+):
+    """A local server's model has no price: the seed's ``cost_estimate + cost_estimate`` still works
+    (0.0 with ``cost_known`` False, one warning per model), while every record says unknown."""
+    import pytest
+
+    from flow_engine import step_runner
+    from flow_engine.engine import get_engine
+    from flow_engine.step_runner import UnpricedModelWarning
+
+    monkeypatch.setattr(step_runner, "_warned_unpriced", set())  # once per model and process
+    from tests.fake_openai_server import ImageReply, Reply, use_fake_openai
+
+    use_fake_openai(fake_openai.base_url, tmp_path, model="openai/my-local-model")
+    summary = {"title": "Local", "summary": "Unpriced.", "key_points": ["free?"]}
+    fake_openai.script(Reply("Essential content.", usage=(10, 5)), Reply(json=summary, usage=(12, 6)))
+    with pytest.warns(UnpricedModelWarning, match="'openai/my-local-model' has no known price") as caught:
+        await seed.process_article()
+    assert len([w for w in caught if w.category is UnpricedModelWarning]) == 1  # once per model
+    assert "Title: Local\nSummary: Unpriced.\nTotal tokens: 33\n" in capsys.readouterr().out
+    store = get_engine().store
+    [run] = store.list_runs(flow_name="article_processing")
+    assert run.status == RunStatus.COMPLETED
+    assert run.outputs["metadata"]["total_cost"] == 0.0  # what the seed's own arithmetic made
+    assert run.total_cost in (None, 0.0) and run.unpriced_calls == 2  # the record: unknown
+    for step in store.list_steps(run.id):
+        assert step.cost_estimate is None and step.step_metadata["cost_known"] is False
+    fake_openai.script(
+        Reply("Rivers.", usage=(3, 3)), Reply(json=summary, usage=(3, 3)), ImageReply(),
+        Reply("Rivers.", usage=(3, 3)), Reply(json=summary, usage=(3, 3)), ImageReply(),
+    )  # fmt: skip
+    result = await seed.MasterContentFlow().execute({"article_text": "A", "create_image": True})
+    assert result["article"]["metadata"]["total_cost"] == 0.0
+    individual = await seed.use_individual_steps()
+    assert individual["summary"]["title"] == "Local"

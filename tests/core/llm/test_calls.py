@@ -87,16 +87,19 @@ async def test_an_unpriced_model_costs_unknown_not_zero(online):
     class UnpricedFlow(BaseFlow):
         async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
             result = await Unpriced().execute({"prompt": "hi"})
-            return {"cost": result.metadata["cost_estimate"], "tokens": result.metadata["tokens_used"]}
+            meta = result.metadata
+            return {"cost": meta["cost_estimate"], "known": meta["cost_known"], "tokens": meta["tokens_used"]}
 
     flow = UnpricedFlow()
+    # the result says 0.0 (arithmetic works) and cost_known False; every record says unknown
     outputs = await flow.execute({})
-    assert outputs == {"cost": None, "tokens": 10}
+    assert outputs == {"cost": 0.0, "known": False, "tokens": 10}
     [record] = records()
     assert record.cost is None
     store = get_engine().store
     [step] = store.list_steps(flow.run_id)
     assert step.cost_estimate is None
+    assert step.step_metadata["cost_estimate"] is None and step.step_metadata["cost_known"] is False
     assert step.tokens_used == 10
     run = store.get_run(flow.run_id)
     assert run.unpriced_calls == 1
