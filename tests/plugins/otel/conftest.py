@@ -8,14 +8,17 @@ from typing import Any
 
 import pytest
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 _EXPORTER = InMemorySpanExporter()
-_READER = InMemoryMetricReader()
+# delta temporality: each collection holds only what was measured since the previous one
+_READER = InMemoryMetricReader(
+    preferred_temporality={Counter: AggregationTemporality.DELTA, Histogram: AggregationTemporality.DELTA}
+)
 _installed = False
 
 
@@ -33,7 +36,7 @@ def _install() -> None:
 def spans() -> Iterator[InMemorySpanExporter]:
     _install()
     _EXPORTER.clear()
-    _READER.get_metrics_data()  # drop what earlier tests measured (cumulative: tests compare deltas)
+    _READER.get_metrics_data()  # drop what earlier tests measured 
     yield _EXPORTER
 
 
@@ -43,13 +46,13 @@ def metric_reader() -> InMemoryMetricReader:
     return _READER
 
 
-def points(reader: InMemoryMetricReader, name: str) -> list[Any]:
-    """Every data point of metric ``name`` (cumulative since the session started)."""
+def points(reader: InMemoryMetricReader, name: str | None) -> list[Any]:
+    """(metric name, data point) of metric ``name`` (every one if None) since the previous collection."""
     data = reader.get_metrics_data()
     found = []
     for resource in data.resource_metrics if data else []:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
-                if metric.name == name:
-                    found.extend(metric.data.data_points)
+                if name is None or metric.name == name:
+                    found.extend((metric.name, p) for p in metric.data.data_points)
     return found
