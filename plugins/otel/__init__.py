@@ -67,6 +67,12 @@ def on_step_error(event: Any) -> None:
         t.step_ended(event)
 
 
+@hookimpl
+def submit_metadata(flow_name: str) -> Any:
+    t = _tracer()
+    return t.submit_metadata() if t is not None else None
+
+
 @hookimpl(wrapper=True)
 def wrap_llm_call(call: Any) -> Any:
     send = yield

@@ -149,6 +149,11 @@ class Tracer:
             _record_error(span, event.error)
         span.end()
 
+    def submit_metadata(self) -> dict[str, Any] | None:
+        """The submitter's current span, for the worker's run span to use as its parent."""
+        ctx = trace.get_current_span().get_span_context()
+        return {"otel": {"submitted": _traceparent(ctx)}} if ctx.is_valid else None
+
     # -- steps ---------------------------------------------------------------------------------
     def step_started(self, event: Any) -> None:
         if event.step_id is None:

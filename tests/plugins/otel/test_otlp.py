@@ -45,6 +45,16 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+def received_spans(receiver: Receiver) -> list[tuple[object, object]]:
+    """(resource, span) of every span the receiver decoded so far."""
+    found = []
+    for request in list(receiver.traces):
+        for resource in request.resource_spans:
+            for scope in resource.scope_spans:
+                found.extend((resource.resource, span) for span in scope.spans)
+    return found
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     server = Receiver()
