@@ -170,8 +170,12 @@ def main_otel(n: int = 100, repeats: int = 25) -> dict[str, float]:
     row("litellm.acompletion directly (baseline)", f"{direct * 1e6:.0f} µs", "1.00x")
     row("UnstructuredStep in a flow, tracing off", f"{off * 1e6:.0f} µs", f"{off / direct:.2f}x")
     row("UnstructuredStep in a flow, tracing on", f"{on * 1e6:.0f} µs", f"{on / direct:.2f}x")
-    row("tracing per step (median of paired differences)", f"{added * direct * 1e6:.0f} µs", f"{added:.1%}",
-        "target < 5%")
+    row(
+        "tracing per step (median of paired differences)",
+        f"{added * direct * 1e6:.0f} µs",
+        f"{added:.1%}",
+        "target < 5%",
+    )
     return {"direct": direct, "off": off, "on": on, "added_ratio": added}
 
 

@@ -219,7 +219,10 @@ class Tracer:
     def _start_call(self, call: Any) -> tuple[Any, dict[str, Any]]:
         provider, model = split_model(call.model)
         operation = "chat" if call.kind == "completion" else call.kind
-        metric_attributes: dict[str, Any] = {"gen_ai.operation.name": operation, "gen_ai.request.model": model}
+        metric_attributes: dict[str, Any] = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.request.model": model,
+        }
         if provider:
             metric_attributes["gen_ai.provider.name"] = provider
         attributes = {**metric_attributes, "flow_engine.llm.attempt": call.attempt}
@@ -247,7 +250,9 @@ class Tracer:
             self.calls_in_step[call.step_id] = index
             attributes["flow_engine.llm.call_index"] = index
         if capture_content():
-            request = call.messages if call.messages is not None else [{"role": "user", "content": call.prompt}]
+            request = (
+                call.messages if call.messages is not None else [{"role": "user", "content": call.prompt}]
+            )
             attributes["gen_ai.input.messages"] = json.dumps(request, default=str)
         parent = self.step_spans.get(call.step_id) if call.step_id else None
         if parent is None and call.run_id is not None:
@@ -305,4 +310,6 @@ def _traceparent(ctx: SpanContext) -> str:
 
 def _span_context(traceparent: str) -> SpanContext:
     _version, trace_id, span_id, flags = traceparent.split("-")
-    return SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=TraceFlags(int(flags, 16)))
+    return SpanContext(
+        int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=TraceFlags(int(flags, 16))
+    )

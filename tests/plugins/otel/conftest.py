@@ -36,7 +36,7 @@ def _install() -> None:
 def spans() -> Iterator[InMemorySpanExporter]:
     _install()
     _EXPORTER.clear()
-    _READER.get_metrics_data()  # drop what earlier tests measured 
+    _READER.get_metrics_data()  # drop what earlier tests measured
     yield _EXPORTER
 
 

@@ -4,6 +4,7 @@ the submitter's trace under the span that submitted it."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -65,13 +66,17 @@ async def test_a_background_run_joins_the_submitters_trace(cluster, receiver, sp
     assert stored.flow_metadata["otel"]["submitted"].split("-")[1] == f"{submitter.context.trace_id:032x}"
 
     def worker_spans():
-        found = [s for _r, s in received_spans(receiver) if s.trace_id == submitter.context.trace_id.to_bytes(16)]
+        found = [
+            s for _r, s in received_spans(receiver) if s.trace_id == submitter.context.trace_id.to_bytes(16)
+        ]
         return found if len([s for s in found if s.name.startswith("chat ")]) == 2 else None
 
     deadline = time.monotonic() + 120
     while (found := worker_spans()) is None:
-        assert time.monotonic() < deadline, f"no worker spans: {[s.name for _r, s in received_spans(receiver)]}"
-        time.sleep(0.2)
+        assert time.monotonic() < deadline, (
+            f"no worker spans: {[s.name for _r, s in received_spans(receiver)]}"
+        )
+        await asyncio.sleep(0.2)
     names = {s.name: s for s in found}
     run = names["invoke_workflow celery_questions"]
     assert run.parent_span_id == submitter.context.span_id.to_bytes(8)
@@ -79,5 +84,10 @@ async def test_a_background_run_joins_the_submitters_trace(cluster, receiver, sp
     assert run_attrs["flow_engine.run.id"] == str(run_id)
     steps = [s for s in found if s.name == "step ask"]
     assert len(steps) == 2 and all(s.parent_span_id == run.span_id for s in steps)
-    services = {a.value.string_value for r, _s in received_spans(receiver) for a in r.attributes if a.key == "service.name"}
+    services = {
+        a.value.string_value
+        for r, _s in received_spans(receiver)
+        for a in r.attributes
+        if a.key == "service.name"
+    }
     assert "flow-worker" in services

@@ -77,14 +77,20 @@ def test_spans_arrive_over_otlp_http(receiver: Receiver, tmp_path: Path) -> None
     )
     done = subprocess.run(
         [sys.executable, "-m", "tests.plugins.otel.otlp_flow"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode == 0, done.stderr
     spans = {}
     services = set()
     for request in receiver.traces:
         for resource in request.resource_spans:
-            services |= {a.value.string_value for a in resource.resource.attributes if a.key == "service.name"}
+            services |= {
+                a.value.string_value for a in resource.resource.attributes if a.key == "service.name"
+            }
             for scope in resource.scope_spans:
                 for span in scope.spans:
                     spans[span.name] = span
