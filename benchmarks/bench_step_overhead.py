@@ -5,6 +5,10 @@ engine side runs an ``UnstructuredStep`` inside a flow (validation, prompt rende
 retry wrapper, usage/cost accounting, step and request records) on the in-memory store, so what is
 measured is the engine, not a database (see bench_storage.py for persistence). Target (issue 2): the
 overhead under 10% of litellm's own cost per call.
+
+``--otel``: the same steps with tracing off and on (the ``otel`` plugin, an SDK tracer provider with a
+batch processor and an exporter that drops the spans, an SDK meter provider): what tracing adds per step,
+against litellm's own cost per call. Target (issue 16): under 5%.
 """
 
 from __future__ import annotations
@@ -59,12 +63,12 @@ async def engine_steps(n: int) -> float:
     return (time.perf_counter() - started) / n
 
 
-def fresh_engine() -> None:
+def fresh_engine(otel: bool = False) -> None:
     """A new engine on an empty ``memory://`` store (which keeps every record it is given: left to
     grow, it would make each garbage collection of the later samples longer than the earlier ones')."""
     import flow_engine
 
-    engine = flow_engine.configure(database_url="memory://", model="offline/default")
+    engine = flow_engine.configure(database_url="memory://", model="offline/default", otel=otel)
     engine.plugins.step_types()
     engine.plugins.model_providers()
 
@@ -112,5 +116,71 @@ def main(n: int = 100, repeats: int = 25) -> dict[str, float]:
     return {"direct": direct, "engine": engine, "overhead_ratio": overhead}
 
 
+def install_sdk_providers() -> None:
+    """The application's providers, as a traced service has them; the spans are dropped at export."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
+async def otel_sample(on: bool, n: int) -> float:
+    fresh_engine(otel=on)
+    gc.collect()
+    return float(await engine_steps(n))
+
+
+async def measure_otel(n: int, repeats: int) -> tuple[float, float, float, float]:
+    """Medians of litellm directly, steps untraced, steps traced, and of the per-round added cost of
+    tracing relative to the round's direct sample (the three samples of a round taken one after the
+    other, their order alternating)."""
+    direct, off, on, added = [], [], [], []
+    await sample(litellm_direct, 50)
+    await otel_sample(False, 50)
+    await otel_sample(True, 50)
+    for rep in range(repeats):
+        if rep % 2:
+            t_on, t_off = await otel_sample(True, n), await otel_sample(False, n)
+            d = await sample(litellm_direct, n)
+        else:
+            d = await sample(litellm_direct, n)
+            t_off, t_on = await otel_sample(False, n), await otel_sample(True, n)
+        direct.append(d)
+        off.append(t_off)
+        on.append(t_on)
+        added.append((t_on - t_off) / d)
+    return statistics.median(direct), statistics.median(off), statistics.median(on), statistics.median(added)
+
+
+def main_otel(n: int = 100, repeats: int = 25) -> dict[str, float]:
+    install_sdk_providers()
+    fresh_engine()
+    header("Tracing overhead per LLM step (otel plugin on/off, offline model, in-memory store)")
+    direct, off, on, added = asyncio.run(measure_otel(n, repeats))
+    row("litellm.acompletion directly (baseline)", f"{direct * 1e6:.0f} µs", "1.00x")
+    row("UnstructuredStep in a flow, tracing off", f"{off * 1e6:.0f} µs", f"{off / direct:.2f}x")
+    row("UnstructuredStep in a flow, tracing on", f"{on * 1e6:.0f} µs", f"{on / direct:.2f}x")
+    row(
+        "tracing per step (median of paired differences)",
+        f"{added * direct * 1e6:.0f} µs",
+        f"{added:.1%}",
+        "target < 5%",
+    )
+    return {"direct": direct, "off": off, "on": on, "added_ratio": added}
+
+
 if __name__ == "__main__":
-    main()
+    if "--otel" in sys.argv:
+        main_otel()
+    else:
+        main()

@@ -168,6 +168,14 @@ async def start(
     return await _run_recorded(flow, ctx, validated)
 
 
+def _plugin_metadata(engine: Any, flow_name: str) -> dict[str, Any]:
+    """What plugins add to a submitted run's ``flow_metadata`` (the ``submit_metadata`` hook)."""
+    merged: dict[str, Any] = {}
+    for entries in engine.plugins.pm.hook.submit_metadata(flow_name=flow_name):
+        merged.update(to_jsonable(entries or {}))
+    return merged
+
+
 async def submit(
     flow: BaseFlow,
     inputs: dict[str, Any] | BaseModel | None = None,
@@ -203,6 +211,7 @@ async def submit(
         flow_metadata={
             "flow_ref": flow_reference(type(flow)),
             **(to_jsonable(metadata) if metadata else {}),
+            **_plugin_metadata(engine, flow.flow_name),
             "background": background,
         },
     )

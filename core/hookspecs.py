@@ -102,6 +102,13 @@ def on_step_error(event: StepEvent) -> Any:
     """Called after a step failed (``event.error`` set) and the failure was stored. May be ``async def``."""
 
 
+@hookspec
+def submit_metadata(flow_name: str) -> Any:
+    """Entries to add to the ``flow_metadata`` of a run submitted in the background (a JSON-able dict,
+    or None), asked in the submitting process before the run is stored: what its worker must know that
+    only the submitter has, e.g. the submitter's trace context."""
+
+
 @hookspec(firstresult=True)
 def wrap_llm_call(call: Any) -> Any:
     """Wrap each attempt of each LLM call: implement it as ``@hookimpl(wrapper=True)``.

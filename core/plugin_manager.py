@@ -51,6 +51,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = tuple(
         "news",
         "local_executor",
         "celery",
+        "otel",
     )
 )
 # hooks whose answers `flow plugins` shows as what a plugin provides, not as "hooks"

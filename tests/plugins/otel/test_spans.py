@@ -1,0 +1,218 @@
+"""The span tree of runs, steps and LLM calls, with the application's provider and in-memory exporters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry.trace import SpanKind, StatusCode
+from pydantic import BaseModel
+
+from flow_engine import BaseFlow, BaseStep, UnstructuredStep, resume_run
+from tests.fake_openai_server import API_KEY, Fault, Reply, use_fake_openai
+
+pytestmark = pytest.mark.usefixtures("no_network")
+
+
+class Ask(UnstructuredStep):
+    model = "openai/gpt-4o-mini"
+    llm_params = {"temperature": 0.2, "max_tokens": 40}
+
+    class Inputs(BaseModel):
+        prompt: str
+
+
+class Summarise(Ask):
+    step_name = "summarise"
+
+
+class Title(Ask):
+    step_name = "title"
+
+
+class TwoCalls(BaseFlow):
+    flow_name = "two_calls"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        summary = await Summarise().execute({"prompt": "Summarise the secret plan"})
+        title = await Title().execute({"prompt": "Title it"})
+        return {"summary": summary.output_content, "title": title.output_content}
+
+
+class Child(BaseFlow):
+    flow_name = "child"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        title = await Title().execute({"prompt": "Child title"})
+        return {"title": title.output_content}
+
+
+class Parent(BaseFlow):
+    flow_name = "parent"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        await Summarise().execute({"prompt": "Parent summary"})
+        return await Child().execute({})
+
+
+FAIL = {"on": True}
+
+
+class Flaky(BaseStep):
+    step_name = "flaky"
+
+    async def run(self, inputs: Any) -> str:
+        if FAIL["on"]:
+            raise RuntimeError("flaky failed")
+        return "ok"
+
+
+class Resumable(BaseFlow):
+    flow_name = "resumable"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        await Summarise().execute({"prompt": "Before the failure"})
+        await Flaky().execute({})
+        return {"done": True}
+
+
+@pytest.fixture
+def online(fake_openai, tmp_path, spans):
+    use_fake_openai(fake_openai.base_url, tmp_path, otel=True)
+    return fake_openai
+
+
+def by_name(spans, name: str) -> list[Any]:
+    return [s for s in spans.get_finished_spans() if s.name == name]
+
+
+def one(spans, name: str) -> Any:
+    [span] = by_name(spans, name)
+    return span
+
+
+def children(spans, parent) -> list[Any]:
+    return [s for s in spans.get_finished_spans() if s.parent and s.parent.span_id == parent.context.span_id]
+
+
+async def test_a_flow_with_two_llm_steps_is_one_trace(online, spans):
+    online.script(Reply("A summary", usage=(30, 5)), Reply("A title", usage=(12, 3)))
+    flow = TwoCalls()
+    await flow.execute({})
+
+    run = one(spans, "invoke_workflow two_calls")
+    assert run.parent is None
+    assert run.attributes["gen_ai.operation.name"] == "invoke_workflow"
+    assert run.attributes["flow_engine.run.id"] == str(flow.run_id)
+    assert run.attributes["flow_engine.run.status"] == "completed"
+    assert run.attributes["flow_engine.run.total_tokens"] == 50
+    assert run.attributes["flow_engine.run.total_cost"] > 0
+    steps = sorted(children(spans, run), key=lambda s: s.attributes["flow_engine.step.order"])
+    assert [s.name for s in steps] == ["step summarise", "step title"]
+    assert steps[0].attributes["flow_engine.step.tokens"] == 35
+    assert steps[0].attributes["flow_engine.step.status"] == "completed"
+    assert steps[0].attributes["flow_engine.step.cost"] > 0
+
+    calls = [children(spans, s) for s in steps]
+    assert [len(c) for c in calls] == [1, 1]
+    chat = calls[0][0]
+    assert chat.name == "chat gpt-4o-mini" and chat.kind is SpanKind.CLIENT
+    assert chat.context.trace_id == run.context.trace_id
+    a = chat.attributes
+    assert a["gen_ai.operation.name"] == "chat"
+    assert a["gen_ai.provider.name"] == "openai"
+    assert a["gen_ai.request.model"] == "gpt-4o-mini"
+    assert a["gen_ai.response.model"]
+    assert a["gen_ai.response.id"]
+    assert tuple(a["gen_ai.response.finish_reasons"]) == ("stop",)
+    assert a["gen_ai.usage.input_tokens"] == 30 and a["gen_ai.usage.output_tokens"] == 5
+    assert a["gen_ai.request.temperature"] == 0.2 and a["gen_ai.request.max_tokens"] == 40
+    assert a["server.address"] == "127.0.0.1" and a["server.port"] == int(online.base_url.split(":")[2][:-3])
+    assert a["flow_engine.llm.attempt"] == 1
+    assert "error.type" not in a
+    assert calls[1][0].attributes["gen_ai.usage.input_tokens"] == 12
+
+
+async def test_content_is_absent_unless_opted_in_and_no_key_anywhere(online, spans, monkeypatch):
+    monkeypatch.delenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", raising=False)
+    online.script(Reply("The answer text"), Reply("Another"))
+    await TwoCalls().execute({})
+    everything = repr([dict(s.attributes) for s in spans.get_finished_spans()])
+    assert "secret plan" not in everything and "The answer text" not in everything
+    assert API_KEY not in everything
+
+    spans.clear()
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    online.script(Reply("The answer text"), Reply("Another"))
+    await TwoCalls().execute({})
+    chat = by_name(spans, "chat gpt-4o-mini")[0]
+    assert "Summarise the secret plan" in chat.attributes["gen_ai.input.messages"]
+    assert "The answer text" in chat.attributes["gen_ai.output.messages"]
+    everything = repr([dict(s.attributes) for s in spans.get_finished_spans()])
+    assert API_KEY not in everything
+
+
+async def test_each_attempt_of_a_retried_call_is_a_span_with_its_wait(online, spans):
+    online.fail_next(Fault.status(503))
+    online.script(Reply("A summary"), Reply("A title"))
+    await TwoCalls().execute({})
+    step = one(spans, "step summarise")
+    attempts = sorted(children(spans, step), key=lambda s: s.attributes["flow_engine.llm.attempt"])
+    assert [s.attributes["flow_engine.llm.attempt"] for s in attempts] == [1, 2]
+    failed, retried = attempts
+    assert failed.attributes["error.type"] == "503" and failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes["flow_engine.llm.call_id"] == retried.attributes["flow_engine.llm.call_id"]
+    assert "error.type" not in retried.attributes
+    assert retried.attributes["flow_engine.llm.retry_wait_s"] >= 0.005  # the backoff (0.01 s +- jitter)
+    assert retried.start_time >= failed.end_time
+
+
+async def test_a_failed_step_marks_its_span_and_the_run(online, spans):
+    online.fail_next(Fault.status(400))  # not transient: the step fails
+    with pytest.raises(Exception):  # noqa: B017 - the LLM error as the engine raises it
+        await TwoCalls().execute({})
+    step = one(spans, "step summarise")
+    assert step.status.status_code is StatusCode.ERROR
+    assert step.attributes["flow_engine.step.status"] == "failed"
+    assert step.attributes["error.type"]
+    [call] = children(spans, step)
+    assert call.attributes["error.type"] == "400"
+    run = one(spans, "invoke_workflow two_calls")
+    assert run.status.status_code is StatusCode.ERROR
+    assert run.attributes["flow_engine.run.status"] == "failed"
+    assert not by_name(spans, "step title")
+
+
+async def test_a_child_flow_nests_under_its_parent(online, spans):
+    await Parent().execute({})
+    parent = one(spans, "invoke_workflow parent")
+    child = one(spans, "invoke_workflow child")
+    assert child.parent.span_id == parent.context.span_id
+    assert child.context.trace_id == parent.context.trace_id
+    assert child.attributes["flow_engine.run.parent_id"] == parent.attributes["flow_engine.run.id"]
+    [title] = children(spans, child)
+    assert title.name == "step title"
+    assert [c.name for c in children(spans, title)] == ["chat gpt-4o-mini"]
+
+
+async def test_a_resumed_run_links_to_its_first_attempt(online, spans):
+    FAIL["on"] = True
+    flow = Resumable()
+    with pytest.raises(RuntimeError):
+        await flow.execute({})
+    [first] = by_name(spans, "invoke_workflow resumable")
+    FAIL["on"] = False
+    spans.clear()
+    await resume_run(flow.run_id)
+    [second] = by_name(spans, "invoke_workflow resumable")
+    assert second.attributes["flow_engine.run.id"] == first.attributes["flow_engine.run.id"]
+    [link] = second.links
+    assert link.context.trace_id == first.context.trace_id
+    assert link.context.span_id == first.context.span_id
+    assert second.attributes["flow_engine.run.status"] == "completed"
+
+
+async def test_off_by_default(fake_openai, tmp_path, spans):
+    use_fake_openai(fake_openai.base_url, tmp_path)
+    await TwoCalls().execute({})
+    assert spans.get_finished_spans() == ()
