@@ -475,7 +475,10 @@ class FakeOpenAI:
                 if item is not None:
                     (self._faults if isinstance(item, Fault) else self._replies)["chat"].appendleft(item)
             item = Fault.status(400, message=_SCHEMA_REJECTION)
-        if self.reject_json_schema_500 and wants_schema:
+        if self.reject_json_schema_500 and wants_schema:  # persistent, and the script is kept
+            with self._lock:
+                if item is not None:
+                    (self._faults if isinstance(item, Fault) else self._replies)["chat"].appendleft(item)
             return await self._fault(request, record, Fault.status(500, message=_SCHEMA_500))
         if isinstance(item, Fault):
             return await self._fault(request, record, item)

@@ -141,7 +141,7 @@ async def _call(
             give_up = not retry_server_errors and is_server_rejection(exc)
             if give_up or not should_retry(exc, attempt, retries, in_process=in_process):
                 spent = time.monotonic() - started
-                error = _final_error(engine, info, exc, in_process, recorder.last_request_id, spent)
+                error = _final_error(engine, info, exc, in_process, recorder.last_request_id, spent, give_up)
                 if isinstance(error, LLMRequestError):
                     raise error from exc
                 raise error from None
@@ -452,6 +452,7 @@ def _final_error(
     in_process: bool,
     request_id: uuid.UUID | None,
     spent: float = 0.0,
+    rejected: bool = False,
 ) -> FlowEngineError:
     """What the caller gets when the call failed for good: flow-engine's own error as it is, else an
     :class:`LLMRequestError` saying what happened (by cause, not by litellm's mapping), how often, how
@@ -472,6 +473,8 @@ def _final_error(
         )
     elif failure.kind in ("refused", "dns", "connection"):
         hint = f"{tried}; is the server running, and is api_base (FLOW_ENGINE_API_BASE) right?"
+    elif rejected:
+        hint = f"not retried ({tried}): the server rejected the request"
     elif failure.kind == "empty":
         hint = f"{tried}; the model gave no answer"
     elif transient:
