@@ -176,3 +176,21 @@ def test_a_slow_call_shows_that_it_is_still_waiting(fake_openai, tmp_path, monke
     waiting = [line for line in result.stderr.splitlines() if "waiting for openai/gpt-4o-mini" in line]
     assert waiting and "say waiting for openai/gpt-4o-mini · 0s" not in waiting[-1]
     assert "(timeout 5s)" in waiting[0]
+
+
+def test_flow_show_lists_each_attempt_with_its_http_status(fake_openai, tmp_path, flows):
+    fake_openai.fail_next(503).script(Reply("fine"))
+    result = run_flow_cli(
+        fake_openai.base_url, tmp_path, "run", f"{flows}:SayFlow", "-i", "topic=x", "--json", **FAST
+    )
+    assert result.returncode == 0, result.stderr
+    import json
+
+    run_id = json.loads(result.stdout)["run_id"]
+    shown = run_flow_cli(fake_openai.base_url, tmp_path, "show", run_id)
+    assert shown.returncode == 0, shown.stderr
+    table = shown.stdout[shown.stdout.index("LLM requests") :]
+    rows = [line.split() for line in table.splitlines() if line.strip().startswith("say")]
+    assert [(row[1], row[3], row[4]) for row in rows] == [("1", "failed", "503"), ("2", "completed", "200")]
+    as_json = json.loads(run_flow_cli(fake_openai.base_url, tmp_path, "show", run_id, "--json").stdout)
+    assert [r["http_status"] for r in as_json["llm_requests"]] == [503, 200]

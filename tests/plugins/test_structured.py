@@ -304,7 +304,7 @@ async def test_a_server_rejecting_json_schema_with_http_500_gets_json_mode_at_on
     assert (fallback["from"], fallback["to"]) == ("native", "json")
     assert "Input should be 'text' or 'json_object'" in fallback["error"]
     failed, completed = get_engine().store.list_llm_requests()
-    assert (failed.status, failed.http_status) == ("failed", 500)
+    assert (failed.status, failed.http_status, completed.http_status) == ("failed", 500, 200)
     assert "Input should be 'text' or 'json_object'" in failed.error_message
 
 
