@@ -39,7 +39,15 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=3, ge=0, description="Retries of a transient LLM failure.")
     retry_initial_delay: float = Field(default=0.5, ge=0, description="First backoff delay, seconds.")
     retry_max_delay: float = Field(default=30.0, ge=0, description="Cap of one backoff delay, seconds.")
-    request_timeout: float = Field(default=120.0, gt=0, description="Timeout of one LLM request, seconds.")
+    request_timeout: float = Field(
+        default=120.0, gt=0, description="Timeout of one LLM attempt, first to last byte, seconds."
+    )
+    timeout_retries: int = Field(
+        default=1, ge=0, description="Retries of an LLM attempt that timed out (at most max_retries)."
+    )
+    max_output_tokens: int = Field(
+        default=2048, ge=0, description="Default limit on an LLM step's answer, in tokens (0: none)."
+    )
     structured_max_reasks: int = Field(default=2, ge=0, description="Re-asks after invalid output.")
     gc_freeze: bool = Field(
         default=True, description="gc.freeze() litellm's import-time objects (shorter GC pauses)."

@@ -24,10 +24,13 @@ def input_variables(inputs: Any) -> dict[str, Any]:
 class LLMStep(BaseStep):
     """Base of the LLM step types. ``prompt_file`` is rendered with the inputs; without one, the
     ``prompt`` input is the prompt. ``system_prompt`` and ``llm_params`` (temperature, max_tokens, ...)
-    are optional class attributes."""
+    are optional class attributes. ``max_output_tokens`` limits the answer's length (default
+    FLOW_ENGINE_MAX_OUTPUT_TOKENS; ``max_tokens`` in ``llm_params`` wins): a model writing until its
+    context is full would otherwise outlast the request timeout."""
 
     system_prompt: ClassVar[str | None] = None
     llm_params: ClassVar[dict[str, Any]] = {}
+    max_output_tokens: ClassVar[int | None] = None
 
     def render(self, inputs: Any) -> str:
         variables = input_variables(inputs)
@@ -46,6 +49,20 @@ class LLMStep(BaseStep):
             messages.append({"role": "system", "content": self.system_prompt})
         messages.append({"role": "user", "content": self.render(inputs)})
         return messages
+
+    def call_params(self, model: str) -> dict[str, Any]:
+        """``llm_params`` with the output limit: the step's ``max_output_tokens``, else the setting (for a
+        model behind a server; an in-process model such as the offline one gets only an explicit one)."""
+        params = dict(self.llm_params)
+        if any(k in params for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")):
+            return params
+        limit = self.max_output_tokens
+        if limit is None:
+            in_process = "/" in model and model.split("/", 1)[0] in get_engine().plugins.model_providers()
+            limit = None if in_process else get_engine().settings.max_output_tokens
+        if limit:
+            params["max_tokens"] = limit
+        return params
 
     def call_model(self) -> str:
         scope = current_step.get()

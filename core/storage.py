@@ -133,6 +133,7 @@ class LLMRequestRecord(_Record):
     latency_ms: int | None = None
     attempt: int = 1
     status: str = "completed"
+    http_status: int | None = None  # the status a server really answered with; None: no answer
     error_message: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 

@@ -37,19 +37,23 @@ class StructuredStep(LLMStep):
         if self.Outputs is None:
             raise UsageError(f"structured step '{self.step_name}' must define an Outputs pydantic model")
         engine = get_engine()
+        messages = self.build_messages(inputs)  # before the model: a missing prompt is not about models
         model = self.call_model()
         reasks = self.max_reasks if self.max_reasks is not None else engine.settings.structured_max_reasks
         obj, call, mode = await complete_structured(
-            self.build_messages(inputs),
+            messages,
             self.Outputs,
             model=model,
             api_base=self.resolve_api_base(),
             providers=engine.plugins.model_providers(),
             max_reasks=reasks,
             mode=self.structured_output,
-            **self.llm_params,
+            **self.call_params(model),
         )
-        return StepOutput(content=obj, provider=call.provider, model=model, extra={"structured_mode": mode})
+        extra: dict[str, Any] = {"structured_mode": mode}
+        if call.fallbacks:
+            extra["structured_fallbacks"] = call.fallbacks
+        return StepOutput(content=obj, provider=call.provider, model=model, extra=extra)
 
     @classmethod
     def restore_output(cls, stored: Any) -> Any:

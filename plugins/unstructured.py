@@ -18,9 +18,10 @@ class UnstructuredStep(LLMStep):
     async def run(self, inputs: Any) -> StepOutput:
         from flow_engine.llm import complete
 
+        messages = self.build_messages(inputs)  # before the model: a missing prompt is not about models
         model = self.call_model()
         call = await complete(
-            self.build_messages(inputs), model=model, api_base=self.resolve_api_base(), **self.llm_params
+            messages, model=model, api_base=self.resolve_api_base(), **self.call_params(model)
         )
         return StepOutput(content=call.text or "", provider=call.provider, model=model)
 

@@ -26,6 +26,10 @@ Replies (:class:`Reply`, :class:`ImageReply`) and faults (:class:`Fault`):
   as usual: as an :meth:`answer` rule it stops every run at the same step until the test lets go.
 - ``Fault.drop()``: close the connection without answering.
 - ``Fault.malformed()``: HTTP 200 with a body that is not JSON.
+- ``Fault.drip(0.5)``: HTTP 200 at once, then the answer one byte every 0.5 s (no single read times out).
+- ``Fault.empty()`` / ``Fault.empty("none")``: HTTP 200 with ``content: null`` / with no choices.
+- ``reject_json_schema_500`` (attribute, persistent): HTTP 500 "Input should be 'text' or 'json_object'"
+  to a ``json_schema`` request, JSON mode answered (as llama.cpp's server does).
 - ``reject_json_schema`` (attribute, persistent) or ``Fault.reject_json_schema()`` (once): HTTP 400 to a
   request whose ``response_format.type`` is ``json_schema``, as some OpenAI-compatible servers do.
 
@@ -148,6 +152,16 @@ class Fault:
         return cls("malformed")
 
     @classmethod
+    def drip(cls, seconds: float = 0.5) -> Fault:
+        """HTTP 200 at once, then a valid answer one byte every ``seconds`` (no read ever times out)."""
+        return cls("drip", status_code=200, seconds=seconds)
+
+    @classmethod
+    def empty(cls, message: str | None = "null") -> Fault:
+        """HTTP 200 with ``content: null`` (``message="null"``) or with no choices at all (``"none"``)."""
+        return cls("empty", status_code=200, message=message)
+
+    @classmethod
     def reject_json_schema(cls) -> Fault:
         """HTTP 400 if this request asks for ``json_schema``; otherwise it is consumed and answered."""
         return cls("reject_json_schema", status_code=400)
@@ -241,6 +255,8 @@ class FakeOpenAI:
         self.port = port
         self.latency_ms = latency_ms
         self.reject_json_schema = False
+        # persistent: HTTP 500 "Input should be 'text' or 'json_object'" to json_schema (as llama.cpp)
+        self.reject_json_schema_500 = False
         self._defaults = {"latency_ms": latency_ms, "reject_json_schema": False}
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
@@ -326,6 +342,7 @@ class FakeOpenAI:
                 queue.clear()
             self.latency_ms = self._defaults["latency_ms"]
             self.reject_json_schema = self._defaults["reject_json_schema"]
+            self.reject_json_schema_500 = False
 
     def pending(self) -> int:
         """Scripted items not consumed yet (a test may assert its script was used up)."""
@@ -403,6 +420,11 @@ class FakeOpenAI:
         self.stop()
 
     # -- request handling -------------------------------------------------------------------------
+    async def _answer_oddly(
+        self, request: web.Request, record: RecordedRequest, fault: Fault
+    ) -> web.StreamResponse:
+        return await _drip_or_empty(request, record, fault)
+
     @staticmethod
     def _endpoint_of(item: Scripted) -> str:
         return "images" if isinstance(item, ImageReply) else "chat"
@@ -447,6 +469,8 @@ class FakeOpenAI:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 request.transport.abort()
             raise asyncio.CancelledError  # aiohttp drops the handler quietly
+        if fault.kind in ("drip", "empty"):
+            return await self._answer_oddly(request, record, fault)
         if fault.kind == "malformed":
             record.outcome = "malformed"
             return web.Response(
@@ -485,6 +509,11 @@ class FakeOpenAI:
             record.outcome = "held"
             await self._held()
             item = None
+        if self.reject_json_schema_500 and wants_schema:  # persistent, and the script is kept
+            with self._lock:
+                if item is not None:
+                    (self._faults if isinstance(item, Fault) else self._replies)["chat"].appendleft(item)
+            return await self._fault(request, record, Fault.status(500, message=_SCHEMA_500))
         if isinstance(item, Fault):
             return await self._fault(request, record, item)
         reply = item if isinstance(item, Reply) else Reply(text=f"fake answer to: {record.text[-200:]}")
@@ -598,12 +627,41 @@ class FakeOpenAI:
             self.latency_ms = float(config["latency_ms"])
         if "reject_json_schema" in config:
             self.reject_json_schema = bool(config["reject_json_schema"])
+        if "reject_json_schema_500" in config:
+            self.reject_json_schema_500 = bool(config["reject_json_schema_500"])
         return web.json_response(
             {"latency_ms": self.latency_ms, "reject_json_schema": self.reject_json_schema}
         )
 
 
 _SCHEMA_REJECTION = "response_format.type 'json_schema' is not supported by this server"
+_SCHEMA_500 = "Input should be 'text' or 'json_object'"
+
+
+async def _drip_or_empty(request: web.Request, record: RecordedRequest, fault: Fault) -> web.StreamResponse:
+    """``Fault.drip``: a valid answer sent one byte at a time; ``Fault.empty``: a 200 without text."""
+    message: dict[str, Any] = {"role": "assistant", "content": "dripped" if fault.kind == "drip" else None}
+    choices = [{"index": 0, "message": message, "finish_reason": "stop"}]
+    body = {
+        "id": "chatcmpl-odd",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": (record.body or {}).get("model", "fake-model"),
+        "choices": [] if fault.message == "none" else choices,
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+    record.outcome = fault.kind
+    if fault.kind == "empty":
+        return web.json_response(body)
+    data = json.dumps(body).encode()
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    response.content_length = len(data)
+    await response.prepare(request)
+    for i in range(len(data)):
+        await response.write(data[i : i + 1])
+        await asyncio.sleep(fault.seconds)
+    await response.write_eof()
+    return response
 
 
 def _error(message: str, kind: str) -> dict[str, Any]:

@@ -63,7 +63,8 @@ def run_flow(
         if stored_run(flow.run_id) is None:  # failed before the run row existed
             known = exc if isinstance(exc, FlowEngineError) else FlowEngineError(describe_error(exc))
             report.refuse(known, code)
-        _failed(flow, report, progress.failed_step, describe_error(exc), code)
+        error = describe_error(exc)
+        _failed(flow, report, progress.failed_step, error, code, error in progress.printed_errors)
     finally:
         engine.plugins.unregister(plugin_name)
     assert flow.run_id is not None
@@ -73,13 +74,17 @@ def run_flow(
     report.finished(record, flow.run_id, outputs, "completed", None)
 
 
-def _failed(flow: BaseFlow, report: Report, failed_step: str | None, error: str, code: int) -> NoReturn:
+def _failed(
+    flow: BaseFlow, report: Report, failed_step: str | None, error: str, code: int, shown: bool = False
+) -> NoReturn:
+    """``shown``: the step's ✗ line printed this very error whole already; it is not printed twice."""
     assert flow.run_id is not None
     record = stored_run(flow.run_id)
     status = record.status if record is not None else "failed"  # "cancelled" after `flow cancel`
     where = f" at step '{failed_step}'" if failed_step else ""
     report.fix_first = code == EXIT_USAGE
-    click.echo(f"Error: flow '{flow.flow_name}' {status}{where}: {error}", err=True)
+    what = " (the error is above)" if shown and failed_step else f": {error}"
+    click.echo(f"Error: flow '{flow.flow_name}' {status}{where}{what}", err=True)
     report.finished(record, flow.run_id, None, status, error)
     sys.exit(code)
 

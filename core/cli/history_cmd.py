@@ -254,6 +254,10 @@ def show(run_id: str, as_json: bool, full: bool) -> None:
         console.print(_steps_table(steps))
     else:
         console.print("[dim]No steps recorded.[/]")
+    requests = store.list_llm_requests(flow_run_id=run.id)
+    if requests:
+        console.print()
+        console.print(_requests_table(requests, {s.id: s.step_key for s in steps}))
     children = sorted(store.list_runs(parent_run_id=run.id, limit=10_000), key=lambda r: r.created_at)
     if children:
         from rich.tree import Tree
@@ -377,6 +381,31 @@ def _steps_table(steps: list[StepRecord]) -> Any:
             fmt_cost(step.cost_estimate, 1 if step.cost_estimate is None else 0),
             "-" if step.execution_time_ms is None else f"{step.execution_time_ms:,}",
             Text(_first_line(step.error_message), style="red"),
+        )
+    return table
+
+
+def _requests_table(requests: list[Any], step_keys: dict[Any, str]) -> Any:
+    """Each attempt of each LLM call: its step, model, outcome and the HTTP status a server gave."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(
+        title="LLM requests", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False
+    )
+    for name in ("step", "attempt", "model", "status", "HTTP", "tokens", "ms", "error"):
+        table.add_column(name, no_wrap=name not in ("step", "model", "error"), overflow="fold")
+    for request in requests:
+        table.add_row(
+            Text(step_keys.get(request.step_run_id, "-")),
+            str(request.attempt),
+            Text(request.model),
+            status_text(request.status),
+            "-" if request.http_status is None else str(request.http_status),
+            f"{request.total_tokens:,}",
+            "-" if request.latency_ms is None else f"{request.latency_ms:,}",
+            Text(_first_line(request.error_message), style="red"),
         )
     return table
 

@@ -143,5 +143,5 @@ def _refuse_unknown(
         close = difflib.get_close_matches(key, list(annotations), n=1)
         if close:
             lines.append(f"Did you mean '{close[0]}' instead of '{key}'?")
-    lines.append(f"Its inputs: {', '.join(flow_cls.Inputs.model_fields) or 'none'} (see `flow list`).")
+    lines.append(f"Its inputs: {', '.join(flow_cls.Inputs.model_fields) or 'none'}.")
     raise UsageError("\n".join(lines))

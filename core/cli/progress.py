@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from flow_engine.storage import RunRecord
 
 PENDING_HINT_AFTER = 10.0  # seconds before `flow wait` says nobody seems to take the run
+WAITING_AFTER, WAITING_EVERY = 10.0, 30.0  # seconds before/between "still waiting for the model" lines
 
 
 def err_console() -> Any | None:
@@ -45,6 +46,9 @@ class ProgressReporter:
         self._depth: dict[uuid.UUID, int] = {}
         self.top_run_id: uuid.UUID | None = None
         self.failed_step: str | None = None
+        self.printed_errors: set[str] = set()  # printed whole on a ✗ line: the final report refers to it
+        self.waiting_after = WAITING_AFTER
+        self.waiting_every = WAITING_EVERY
 
     def _echo(self, text: str, style: str | None = None) -> None:
         if self._console is not None:
@@ -98,8 +102,43 @@ class ProgressReporter:
         if self.failed_step is None and event.run_id == self.top_run_id:
             self.failed_step = label
         error = describe_error(event.error) if event.error is not None else "failed"
-        first_line = error.splitlines()[0] if error else "failed"
-        self._echo(f"{self._indent(event.run_id)}✗ {label} failed: {first_line}", "red")
+        indent = self._indent(event.run_id)
+        self.printed_errors.add(error)
+        whole = error.replace("\n", "\n" + indent + "  ")  # once and whole, continuation lines indented
+        self._echo(f"{indent}✗ {label} failed: {whole}", "red")
+
+    @hookimpl(wrapper=True)
+    def wrap_llm_call(self, call: Any) -> Any:
+        """Say that a model call is still waiting, with its elapsed time, while it waits."""
+        send = yield
+
+        async def waiting_send() -> Any:
+            import asyncio
+
+            ticker = asyncio.ensure_future(self._tick(call, time.monotonic()))
+            try:
+                return await send()
+            finally:
+                ticker.cancel()
+
+        return waiting_send
+
+    async def _tick(self, call: Any, started: float) -> None:
+        import asyncio
+
+        from flow_engine.engine import get_engine
+
+        timeout = get_engine().settings.request_timeout
+        await asyncio.sleep(self.waiting_after)
+        while True:
+            elapsed = time.monotonic() - started
+            attempt = f", attempt {call.attempt}" if call.attempt > 1 else ""
+            self._echo(
+                f"  … {call.step or call.kind} waiting for {call.model} · {elapsed:.0f}s "
+                f"(timeout {timeout:g}s{attempt})",
+                "dim",
+            )
+            await asyncio.sleep(self.waiting_every)
 
 
 class WaitProgress:

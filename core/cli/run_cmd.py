@@ -60,6 +60,13 @@ if TYPE_CHECKING:  # pragma: no cover
     help="Budget: stop before the next step once the run has used this many tokens.",
 )
 @click.option(
+    "--max-output-tokens",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Limit on each LLM answer's length, in tokens, for steps that set none (0: no limit); "
+    "overrides FLOW_ENGINE_MAX_OUTPUT_TOKENS for this run. Not a budget: see --max-tokens.",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object: run_id, status, outputs, error."
 )
 @click.option("--traceback", "show_traceback", is_flag=True, help="On failure, also print the traceback.")
@@ -87,6 +94,7 @@ def run(
     model: str | None,
     max_cost: float | None,
     max_tokens: int | None,
+    max_output_tokens: int | None,
     as_json: bool,
     show_traceback: bool,
     record_to: str | None,
@@ -116,7 +124,19 @@ def run(
     if background or executor:
         if not background:
             report.refuse(UsageError("--executor goes with --background"), EXIT_USAGE)
+        if max_output_tokens is not None:
+            report.refuse(
+                UsageError(
+                    "--max-output-tokens applies to runs in this process; for workers set "
+                    "FLOW_ENGINE_MAX_OUTPUT_TOKENS in their environment"
+                ),
+                EXIT_USAGE,
+            )
         submit_in_background(flow_cls, inputs, model, budget, executor, report)
+    if max_output_tokens is not None:
+        from flow_engine.engine import get_engine
+
+        get_engine().settings.max_output_tokens = max_output_tokens
     with _using_cassette(tape):
         _execute(flow_cls, inputs, model, budget, report, show_traceback)
 
@@ -134,6 +154,9 @@ def _prepare(
     try:
         flow_cls.validate_inputs(inputs)
     except InputValidationError as exc:
+        if ":" in target:  # a module or file flow: `flow list` does not list it
+            inputs_of = ", ".join(flow_cls.Inputs.model_fields) if flow_cls.Inputs is not None else "none"
+            raise UsageError(f"{exc}\n(flow '{flow_cls.flow_name}' takes: {inputs_of})") from None
         raise UsageError(f"{exc}\n(`flow list` shows the inputs of every flow)") from None
     engine = get_engine()
     _check_model(model or flow_cls.model or engine.settings.model, engine)

@@ -24,10 +24,11 @@ from ..engine import Engine, get_engine
 from ..errors import FlowEngineError, LLMError
 from ..ids import new_id
 from ..storage import LLMRequestRecord, utcnow
+from .failures import EmptyAnswer, classify, is_server_rejection
 from .hook import LLMCallInfo, Send, join_scoped_plugins, wrapped
 from .loader import ensure_providers, provider_guess, provider_of
 from .redact import known_secrets, redact_params, redact_text, redact_url
-from .retry_policy import is_transient, retry_delay, should_retry, status_of
+from .retry_policy import is_transient, retry_delay, should_retry
 
 log = logging.getLogger("flow_engine.llm")
 
@@ -43,8 +44,10 @@ class LLMRequestError(LLMError):
         transient: bool,
         attempts: int,
         request_id: uuid.UUID | None = None,
+        kind: str = "other",
     ):
         super().__init__(message)
+        self.kind = kind  # what happened: http | refused | dns | timeout | connection | empty | other
         self.status_code = status_code
         self.transient = transient
         self.attempts = attempts
@@ -66,6 +69,8 @@ class LLMCall:
     cost: float | None
     latency_ms: int
     attempts: int
+    # set by structured output: the ways of asking for JSON that a server rejected before this one
+    fallbacks: list[dict[str, Any]] | None = None
 
 
 async def complete(
@@ -73,14 +78,17 @@ async def complete(
     *,
     model: str,
     api_base: str | None = None,
+    retry_server_errors: bool = True,
     **params: Any,
 ) -> LLMCall:
     """A chat completion with retries; ``params`` go to ``litellm.acompletion`` as they are.
 
     ``api_base`` defaults to FLOW_ENGINE_API_BASE; the API key to FLOW_ENGINE_API_KEY (else litellm
-    reads the provider's own variable, e.g. OPENAI_API_KEY).
+    reads the provider's own variable, e.g. OPENAI_API_KEY). ``retry_server_errors=False`` gives up at
+    once on an error answer other than rate limiting or a gateway/overload status (a structured call
+    that can ask another way instead).
     """
-    return await _call("completion", model, api_base, messages, None, params)
+    return await _call("completion", model, api_base, messages, None, params, retry_server_errors)
 
 
 async def generate_image(prompt: str, *, model: str, api_base: str | None = None, **params: Any) -> LLMCall:
@@ -95,6 +103,7 @@ async def _call(
     messages: list[dict[str, Any]] | None,
     prompt: str | None,
     params: dict[str, Any],
+    retry_server_errors: bool = True,
 ) -> LLMCall:
     """Attempts until one succeeds, a failure is not transient, or the retries are spent."""
     engine = get_engine()
@@ -104,6 +113,7 @@ async def _call(
     recorder = AttemptRecorder(engine, kind, messages if prompt is None else _as_messages(prompt), params)
     call_id = new_id()
     attempt = 0
+    started = time.monotonic()
     while True:
         attempt += 1
         info = LLMCallInfo(
@@ -124,21 +134,25 @@ async def _call(
             break
         except Exception as exc:
             in_process = _target(engine, info).in_process
-            if not should_retry(exc, attempt, settings.max_retries, in_process=in_process):
-                error = _final_error(engine, info, exc, in_process, recorder.last_request_id)
+            failure = classify(exc, info.api_base, settings.request_timeout, in_process=in_process)
+            retries = settings.max_retries
+            if failure.kind == "timeout":  # a server that did not answer in time rarely will on a retry
+                retries = min(retries, settings.timeout_retries)
+            give_up = not retry_server_errors and is_server_rejection(exc)
+            if give_up or not should_retry(exc, attempt, retries, in_process=in_process):
+                spent = time.monotonic() - started
+                error = _final_error(engine, info, exc, in_process, recorder.last_request_id, spent, give_up)
                 if isinstance(error, LLMRequestError):
                     raise error from exc
                 raise error from None
             delay = retry_delay(exc, attempt, settings.retry_initial_delay, settings.retry_max_delay)
-            status = status_of(exc)
             log.warning(
-                "%s with model '%s' failed (%s%s); retry %d/%d in %.2fs",
+                "%s with model '%s' failed (%s); retry %d/%d in %.2fs",
                 kind,
                 info.model,
-                type(exc).__name__,
-                f", HTTP {status}" if status is not None else "",
+                _first_line(redact_error(engine, params, failure.text)),
                 attempt,
-                settings.max_retries,
+                retries,
                 delay,
             )
             await asyncio.sleep(delay)
@@ -154,6 +168,7 @@ async def _attempt(engine: Engine, info: LLMCallInfo, recorder: AttemptRecorder)
     request_id, created_at, started = new_id(), utcnow(), time.perf_counter()
     try:
         response = await send()
+        _check_answer(info, response)
     except BaseException as exc:
         await recorder.failed(info, target, request_id, created_at, started, exc)
         raise
@@ -214,7 +229,13 @@ def _litellm_send(call: LLMCallInfo) -> Send:
             kwargs["api_base"] = call.api_base
         if settings.api_key and "api_key" not in kwargs:
             kwargs["api_key"] = settings.api_key
-        return await fn(**kwargs)
+        # the HTTP client's timeout bounds each read, not the whole answer: a server dripping bytes
+        # would keep an attempt alive forever
+        try:
+            async with asyncio.timeout(settings.request_timeout):
+                return await fn(**kwargs)
+        except TimeoutError as exc:
+            raise TimeoutError(f"no answer within {settings.request_timeout:g} s") from exc
 
     return send
 
@@ -265,8 +286,10 @@ class AttemptRecorder:
         exc: BaseException,
     ) -> None:
         cancelled = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
-        status = status_of(exc)
-        prefix = f"HTTP {status} " if status is not None and not cancelled else ""
+        timeout = self.engine.settings.request_timeout
+        failure = None if cancelled else classify(exc, info.api_base, timeout, in_process=target.in_process)
+        status = failure.http_status if failure is not None else None
+        prefix = f"{failure.text} — " if failure is not None else ""
         message = redact_error(self.engine, self.params, f"{prefix}{type(exc).__name__}: {exc}")
         record = self._record(
             info,
@@ -277,6 +300,7 @@ class AttemptRecorder:
             request_params=self.stored_params,
             latency_ms=int((time.perf_counter() - started) * 1000),
             status="cancelled" if cancelled else "failed",
+            http_status=status,
             error_message=message[:4000],
         )
         try:
@@ -315,6 +339,7 @@ class AttemptRecorder:
             latency_ms=latency,
             cost=cost,
             response=_response_json(response),
+            http_status=None if target.in_process or info.replayed_from is not None else 200,
         )
         await self.engine.store.record_llm_request(record)
         text = None
@@ -396,28 +421,69 @@ def _own_error(exc: BaseException, in_process: bool) -> FlowEngineError | None:
     return None
 
 
+def _check_answer(info: LLMCallInfo, response: Any) -> None:
+    """An HTTP 200 without an answer is a failed attempt, never a completed step with ""."""
+    if info.kind != "completion":
+        return
+    choices = getattr(response, "choices", None) or []
+    if not choices:
+        raise EmptyAnswer("the server answered HTTP 200 with no choices")
+    message = getattr(choices[0], "message", None)
+    if getattr(message, "content", None) is None and not getattr(message, "tool_calls", None):
+        raise EmptyAnswer("the server answered HTTP 200 with no content (content: null)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m {rest:02d}s"
+
+
 def _first_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[0][:500] if lines else ""
 
 
 def _final_error(
-    engine: Engine, info: LLMCallInfo, exc: Exception, in_process: bool, request_id: uuid.UUID | None
+    engine: Engine,
+    info: LLMCallInfo,
+    exc: Exception,
+    in_process: bool,
+    request_id: uuid.UUID | None,
+    spent: float = 0.0,
+    rejected: bool = False,
 ) -> FlowEngineError:
     """What the caller gets when the call failed for good: flow-engine's own error as it is, else an
-    :class:`LLMRequestError` saying what failed, how often, and what to check."""
+    :class:`LLMRequestError` saying what happened (by cause, not by litellm's mapping), how often, how
+    long it took, and what to check."""
     own = _own_error(exc, in_process)
     if own is not None:
         return own
-    status = status_of(exc)
-    transient = is_transient(exc, in_process=in_process)
-    first = _first_line(redact_error(engine, info.params, str(exc))) or type(exc).__name__
-    hint = (
-        f"gave up after {info.attempt} attempt(s); the provider may be down or rate-limiting — "
-        "try again later or raise FLOW_ENGINE_MAX_RETRIES / FLOW_ENGINE_REQUEST_TIMEOUT"
-        if transient
-        else "not retried: check the model name, api_base, API key and request"
-    )
+    settings = engine.settings
+    failure = classify(exc, info.api_base, settings.request_timeout, in_process=in_process)
+    transient = is_transient(exc, in_process=in_process) or failure.kind == "empty"
+    what = _first_line(redact_error(engine, info.params, failure.text)) or type(exc).__name__
+    tried = f"gave up after {info.attempt} attempt(s) in {_duration(spent)}"
+    if failure.kind == "timeout":
+        hint = (
+            f"{tried}; a long answer may need more time: lower the step's output limit (max_output_tokens, "
+            "FLOW_ENGINE_MAX_OUTPUT_TOKENS or `flow run --max-output-tokens`) or raise "
+            "FLOW_ENGINE_REQUEST_TIMEOUT"
+        )
+    elif failure.kind in ("refused", "dns", "connection"):
+        hint = f"{tried}; is the server running, and is api_base (FLOW_ENGINE_API_BASE) right?"
+    elif rejected:
+        hint = f"not retried ({tried}): the server rejected the request"
+    elif failure.kind == "empty":
+        hint = f"{tried}; the model gave no answer"
+    elif transient:
+        hint = (
+            f"{tried}; the provider may be down or rate-limiting — try again later or raise "
+            "FLOW_ENGINE_MAX_RETRIES"
+        )
+    else:
+        hint = f"not retried ({tried}): check the model name, api_base, API key and request"
     where = f" at {redact_url(info.api_base)}" if info.api_base and not in_process else ""
     if not in_process and "/" in info.model:  # e.g. offline/x with the offline plugin disabled
         prefix = provider_of(info.model)
@@ -425,10 +491,10 @@ def _final_error(
             if plugin.name == prefix and plugin.status != "loaded":
                 hint += f"; the '{prefix}' plugin is {plugin.status}, so its models are unavailable"
     return LLMRequestError(
-        f"{info.kind} with model '{info.model}'{where} failed ({type(exc).__name__}"
-        f"{f', HTTP {status}' if status is not None else ''}): {first} — {hint}",
-        status_code=status,
+        f"{info.kind} with model '{info.model}'{where} failed ({what}) — {hint}",
+        status_code=failure.http_status,
         transient=transient,
         attempts=info.attempt,
         request_id=request_id,
+        kind=failure.kind,
     )

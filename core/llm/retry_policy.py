@@ -22,7 +22,8 @@ TRANSIENT_NAMES = frozenset(
         "APIConnectionError",
         "ServiceUnavailableError",
         "BadGatewayError",
-        "TimeoutError",  # asyncio's, around in-process providers
+        "TimeoutError",  # asyncio's, around every attempt
+        "EmptyAnswer",  # an HTTP 200 without an answer (failures.py)
     }
 )
 

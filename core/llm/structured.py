@@ -6,8 +6,11 @@ How the JSON is asked for, best first:
 - ``json``: JSON mode (``response_format={"type": "json_object"}``) with the schema in the prompt;
 - ``prompt``: the schema in the prompt only, for servers that reject JSON mode as well.
 
-A server that rejects one of these requests (HTTP 400/404/415/422, or an error about
-``response_format``) is asked again the next way down; once that works, the choice is remembered for
+A server that rejects one of these requests (HTTP 400/404/415/422, an error about ``response_format``,
+or - for a native JSON-schema request - any error answer other than rate limiting or a gateway/overload
+status, such as llama.cpp's HTTP 500 "Input should be 'text' or 'json_object'") is asked again the next
+way down, at once (a native attempt is not retried first); each fall-back is logged and listed in the
+step's ``metadata["structured_fallbacks"]``; once that works, the choice is remembered for
 that (model, api_base, Outputs) for the engine's lifetime. (Per ``Outputs``: OpenAI's strict mode, for
 one, rejects some schemas, e.g. with ``dict`` fields, and accepts others.)
 
@@ -18,6 +21,7 @@ the validation errors, up to ``max_reasks`` times.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import weakref
 from typing import Any, Literal
@@ -28,6 +32,8 @@ from ..engine import Engine, get_engine
 from ..errors import StructuredOutputError
 from .calls import LLMCall, LLMRequestError, complete
 from .loader import ensure_providers, provider_of
+
+log = logging.getLogger("flow_engine.llm")
 
 Mode = Literal["auto", "native", "json", "prompt"]
 _LEVELS: tuple[str, ...] = ("native", "json", "prompt")
@@ -108,9 +114,11 @@ def format_errors(exc: ValidationError) -> str:
     )
 
 
-def _is_rejection(exc: LLMRequestError) -> bool:
+def _is_rejection(exc: LLMRequestError, level: str = "json") -> bool:
     if exc.status_code in _REJECTION_STATUS:
         return True
+    if level == "native" and exc.kind == "http" and exc.status_code is not None:
+        return exc.status_code >= 500 and exc.status_code not in {502, 503, 504}
     return not exc.transient and bool(_REJECTION_WORDS.search(str(exc)))
 
 
@@ -140,6 +148,7 @@ async def complete_structured(
     level = _start_level(mode, model, api_base, outputs, providers)
     conversation = list(messages) if level == "native" else _with_schema(messages, outputs)
     fell_back = False
+    fallbacks: list[dict[str, Any]] = []
     last_error: ValidationError | None = None
     last_text = ""
     answers = 0
@@ -149,11 +158,27 @@ async def complete_structured(
             request["response_format"] = outputs
         elif level == "json":
             request["response_format"] = {"type": "json_object"}
+        can_fall_back = mode == "auto" and level != "prompt"
         try:
-            call = await complete(conversation, model=model, api_base=api_base, **request)
+            call = await complete(
+                conversation,
+                model=model,
+                api_base=api_base,
+                retry_server_errors=not (can_fall_back and level == "native"),
+                **request,
+            )
         except LLMRequestError as exc:
-            if mode == "auto" and level != "prompt" and _is_rejection(exc):
-                level = _LEVELS[_LEVELS.index(level) + 1]
+            if can_fall_back and _is_rejection(exc, level):
+                lower = _LEVELS[_LEVELS.index(level) + 1]
+                fallbacks.append({"from": level, "to": lower, "error": str(exc)[:1000]})
+                log.warning(
+                    "model '%s' rejected %s structured output; asking again in %s mode: %s",
+                    model,
+                    level,
+                    lower,
+                    exc,
+                )
+                level = lower
                 conversation = _with_schema(conversation, outputs)
                 fell_back = True
                 continue
@@ -164,7 +189,10 @@ async def complete_structured(
         answers += 1
         last_text = call.text or ""
         try:
-            return parse_answer(outputs, last_text), call, level
+            obj = parse_answer(outputs, last_text)
+            if fallbacks:
+                call.fallbacks = fallbacks
+            return obj, call, level
         except ValidationError as exc:
             last_error = exc
         if answers > max_reasks:

@@ -15,6 +15,7 @@ from flow_engine import BaseFlow, StepResult, StructuredStep, UnstructuredStep
 class ExtractContentStep(UnstructuredStep):
     step_name = "extract_content"
     prompt_file = "extract_content.md"
+    max_output_tokens = 800  # the answer's length limit (FLOW_ENGINE_MAX_OUTPUT_TOKENS otherwise)
 
     class Inputs(BaseModel):
         article_text: str = Field(..., description="Article to extract from")
@@ -24,6 +25,7 @@ class ExtractContentStep(UnstructuredStep):
 class SummarizeStep(StructuredStep):
     step_name = "summarize"
     prompt_file = "summarize.md"
+    max_output_tokens = 600
 
     class Inputs(BaseModel):
         content: str = Field(..., description="Content to summarize")

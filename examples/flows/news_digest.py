@@ -44,6 +44,7 @@ class DigestLine(BaseModel):
 class WriteDigestStep(StructuredStep):
     step_name = "write_digest"
     prompt_file = "news_digest.md"
+    max_output_tokens = 1500  # the answer's length limit (FLOW_ENGINE_MAX_OUTPUT_TOKENS otherwise)
 
     class Inputs(BaseModel):
         items: list[NewsItem] = Field(

@@ -17,7 +17,7 @@ from flow_engine.errors import ConfigurationError
 
 from .connect import display_url
 
-HEAD = "0003_history_indexes"
+HEAD = "0004_llm_http_status"
 
 
 def stored_revisions(engine: Engine) -> set[str]:

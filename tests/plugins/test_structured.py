@@ -288,3 +288,65 @@ def test_flow_run_article_processing_through_the_server(fake_openai, tmp_path):
     assert summarize.response_format_type == "json_schema"
     assert "Cats sleep sixteen hours a day." in summarize.text
     assert "no model configured" not in result.stderr
+
+
+async def test_a_server_rejecting_json_schema_with_http_500_gets_json_mode_at_once(online):
+    """llama.cpp's answer to json_schema: HTTP 500 "Input should be 'text' or 'json_object'"."""
+    online.reject_json_schema_500 = True
+    online.script(Reply(json=VALID))
+    result = await Summarize().execute({"prompt": "Summarize: cats sleep."})
+    assert result.output_content == Summary(**VALID)
+    assert result.metadata["structured_mode"] == "json"
+    rejected, accepted = online.chat_requests  # one native attempt, not four
+    assert rejected.response_format_type == "json_schema" and rejected.outcome == "500"
+    assert accepted.response_format_type == "json_object"
+    [fallback] = result.metadata["structured_fallbacks"]
+    assert (fallback["from"], fallback["to"]) == ("native", "json")
+    assert "Input should be 'text' or 'json_object'" in fallback["error"]
+    failed, completed = get_engine().store.list_llm_requests()
+    assert (failed.status, failed.http_status, completed.http_status) == ("failed", 500, 200)
+    assert "Input should be 'text' or 'json_object'" in failed.error_message
+
+
+async def test_a_native_rejection_then_a_failing_json_mode_quotes_the_servers_text(online):
+    online.reject_json_schema_500 = True
+    online.fail_next(400, message="json_object needs the word JSON in the prompt", times=1)
+    online.fail_next(400, message="Input is too long for this model", times=1)
+    with pytest.raises(LLMRequestError, match="Input is too long for this model"):
+        await Summarize().execute({"prompt": "Summarize: cats sleep."})
+
+
+async def test_forced_native_mode_quotes_the_servers_500_text(online):
+    class Native(SummarizeLocal):
+        structured_output = "native"
+
+    online.reject_json_schema_500 = True
+    with pytest.raises(LLMRequestError, match=r"HTTP 500: Input should be 'text' or 'json_object'"):
+        await Native().execute({"prompt": "x"})
+
+
+async def test_every_llm_step_sends_a_default_output_limit(online):
+    online.script(Reply(json=VALID))
+    await Summarize().execute({"prompt": "Summarize: cats sleep."})
+    assert online.chat_requests[-1].body["max_tokens"] == get_engine().settings.max_output_tokens == 2048
+
+
+async def test_the_steps_own_output_limit_and_llm_params_win(online):
+    class Short(Summarize):
+        max_output_tokens = 300
+
+    class Explicit(Summarize):
+        max_output_tokens = 300
+        llm_params = {"max_tokens": 60}
+
+    online.script(Reply(json=VALID), Reply(json=VALID))
+    await Short().execute({"prompt": "a"})
+    await Explicit().execute({"prompt": "b"})
+    assert [r.body["max_tokens"] for r in online.chat_requests] == [300, 60]
+
+
+async def test_the_output_limit_setting_and_zero_for_none(fake_openai, tmp_path):
+    use_fake_openai(fake_openai.base_url, tmp_path, max_output_tokens=0)
+    fake_openai.script(Reply(json=VALID))
+    await Summarize().execute({"prompt": "a"})
+    assert "max_tokens" not in fake_openai.chat_requests[-1].body

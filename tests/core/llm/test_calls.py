@@ -423,7 +423,7 @@ async def test_a_slow_in_process_provider_times_out_and_is_retried(engine, tmp_p
 
     engine = configure_for(tmp_path, request_timeout=0.2, max_retries=1)
     engine.plugins.register(Plugin(), name="slow-provider")
-    with pytest.raises(LLMRequestError, match=r"no answer within 0\.2 s .*gave up after 2 attempt"):
+    with pytest.raises(LLMRequestError, match=r"no answer within 0\.2 s\).*gave up after 2 attempt"):
         await complete(MESSAGES, model="slowprov/x")
     assert len(calls) == 2
     assert [r.status for r in records()] == ["failed", "failed"]

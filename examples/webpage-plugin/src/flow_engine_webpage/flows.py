@@ -22,6 +22,7 @@ class SummarizePageStep(StructuredStep):
 
     step_name = "summarize_page"
     prompt_file = "page_summary.md"
+    max_output_tokens = 600  # the answer's length limit (FLOW_ENGINE_MAX_OUTPUT_TOKENS otherwise)
 
     class Inputs(BaseModel):
         url: str = Field(..., description="Where the text comes from")
