@@ -20,15 +20,25 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import and_, desc, func, or_, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from flow_engine.errors import ConfigurationError
-from flow_engine.storage import LLMRequestRecord, RunRecord, RunStatus, RunStore, StepRecord, utcnow
+from flow_engine.storage import (
+    LLMRequestRecord,
+    RunFilter,
+    RunRecord,
+    RunStatus,
+    RunStore,
+    RunTotals,
+    StepRecord,
+    utcnow,
+)
 
 from .connect import create_sql_engine, display_url, sqlite_path
 from .durable import cancel_flag, claim_run, delete_unfinished_steps, mark_crashed, request_cancel
-from .models import flow_runs, flow_step_runs, llm_requests
+from .models import FlowRunModel, flow_runs, flow_step_runs, llm_requests
 from .repo import FlowRunRepo, FlowStepRunRepo, LLMRequestRepo
 from .schema import ensure_schema
 from .writer import Operation, StorageError, Writer
@@ -96,6 +106,35 @@ def _values(record: Any) -> dict[str, Any]:
     if isinstance(status, enum.Enum):
         values["status"] = status.value
     return values
+
+
+def _conditions(where: RunFilter) -> list[Any]:
+    """``where`` as SQL conditions (``RunFilter`` says what each field means)."""
+    run = FlowRunModel
+    found: list[Any] = []
+    for column, value in (
+        (run.flow_name, where.flow_name),
+        (run.user_id, where.user_id),
+        (run.parent_run_id, where.parent_run_id),
+    ):
+        if value is not None:
+            found.append(column == value)
+    if where.created_from is not None:
+        found.append(run.created_at >= where.created_from)
+    if where.created_until is not None:
+        found.append(run.created_at < where.created_until)
+    if where.status is None:
+        return found
+    running, crashed = RunStatus.RUNNING.value, RunStatus.CRASHED.value
+    if where.stale_before is None or where.status not in (running, crashed):
+        found.append(run.status == where.status)
+        return found
+    stale = or_(run.last_heartbeat.is_(None), run.last_heartbeat < where.stale_before)
+    if where.status == running:
+        found.append(and_(run.status == running, ~stale))
+    else:
+        found.append(or_(run.status == crashed, and_(run.status == running, stale)))
+    return found
 
 
 class SqlStore(RunStore):
@@ -236,6 +275,25 @@ class SqlStore(RunStore):
                 offset=offset,
             )
             return [RunRecord.model_validate(m, from_attributes=True) for m in models]
+
+    def find_runs(self, where: RunFilter, *, limit: int = 50, offset: int = 0) -> list[RunRecord]:
+        stmt = select(FlowRunModel).where(*_conditions(where))
+        stmt = stmt.order_by(desc(FlowRunModel.created_at), desc(FlowRunModel.id)).limit(limit).offset(offset)
+        with self._session() as session:
+            return [RunRecord.model_validate(m, from_attributes=True) for m in session.execute(stmt).scalars()]
+
+    def run_totals(self, where: RunFilter) -> RunTotals:
+        run = FlowRunModel
+        stmt = select(
+            func.count(),
+            func.coalesce(func.sum(run.total_tokens), 0),
+            func.coalesce(func.sum(run.total_cost), 0.0),
+            func.coalesce(func.sum(run.unpriced_calls), 0),
+            func.coalesce(func.sum(run.execution_time_ms), 0),
+        ).where(*_conditions(where))
+        with self._session() as session:
+            count, tokens, cost, unpriced, ms = session.execute(stmt).one()
+        return RunTotals(int(count), int(tokens), float(cost), int(unpriced), int(ms))
 
     def list_steps(self, run_id: uuid.UUID) -> list[StepRecord]:
         with self._session() as session:
