@@ -9,8 +9,6 @@ import webbrowser
 
 import click
 
-from flow_engine.errors import UsageError
-
 from .security import is_loopback
 
 INSTALL_HINT = "flow ui needs the 'ui' extra: pip install 'flow-engine[ui]'"
@@ -59,7 +57,7 @@ def ui(
     --token. See docs/ui.md.
     """
     if not is_loopback(host) and not token:
-        raise UsageError(
+        raise click.UsageError(
             f"--host {host} makes the viewer reachable from other machines; give a --token "
             "(or FLOW_ENGINE_UI_TOKEN) that every request must carry"
         )
@@ -68,7 +66,7 @@ def ui(
 
         from .app import create_app
     except ImportError as exc:
-        raise UsageError(f"{INSTALL_HINT} ({exc})") from None
+        raise click.UsageError(f"{INSTALL_HINT} ({exc})") from None
     if database_url:
         from flow_engine.engine import reset_engine
 
