@@ -105,8 +105,14 @@ class FlakyFlow(BaseFlow):
 def main(argv: list[str]) -> None:
     from flow_engine import configure
 
+    import threading
+
+    from flow_engine.llm.loader import load_litellm
+
     database_url, gate_dir, prompt = argv
     configure(database_url=database_url, heartbeat_interval=0.3)
+    # litellm takes seconds to import: start now, while the first gate is still closed
+    threading.Thread(target=load_litellm, daemon=True).start()
     try:
         asyncio.run(GatedFlow().execute({"gate_dir": gate_dir, "prompt": prompt}))
     except Exception as exc:  # cancelled or failed: the store has the story
