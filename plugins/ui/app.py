@@ -55,6 +55,7 @@ class Viewer:
         self.poll_interval = poll_interval
         self.database = fmt.hide_url_password(database)
         self.csrf = new_csrf_token()
+        self._flow_names: list[str] | None = None
         self.actions = Actions()
         self.templates = Environment(
             loader=FileSystemLoader(HERE / "templates"),
@@ -66,6 +67,15 @@ class Viewer:
         self.templates.globals.update(
             version=__version__, database=self.database, read_only=read_only, csrf=self.csrf
         )
+
+    def flow_names(self) -> list[str]:
+        """The registered flows' names, for the filter's suggestions: read once (scanning the installed
+        packages' entry points takes longer than the rest of the page)."""
+        if self._flow_names is None:
+            from flow_engine.flow_registry import registered_names
+
+            self._flow_names = registered_names()
+        return self._flow_names
 
     def stale_before(self) -> datetime:
         return utcnow() - timedelta(seconds=self.stale_after)
@@ -114,10 +124,8 @@ def runs_page(request: Request) -> Response:
 
 
 def _runs_context(request: Request) -> dict[str, Any]:
-    from flow_engine.flow_registry import registered_names
-
     return {
-        "flow_names": registered_names(),
+        "flow_names": _viewer(request).flow_names(),
         "statuses": [s.value for s in RunStatus],
         "page_sizes": pages.PAGE_SIZES,
         "nav": "runs",
