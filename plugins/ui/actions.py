@@ -56,7 +56,9 @@ class Actions:
             if run.status == RunStatus.COMPLETED.value:
                 return Outcome(False, "The run already completed; nothing to resume.")
             if run.status in (RunStatus.RUNNING.value, RunStatus.PENDING.value) and not is_stale(run):
-                return Outcome(False, "The run is still running; cancel it first, or wait until it is crashed.")
+                return Outcome(
+                    False, "The run is still running; cancel it first, or wait until it is crashed."
+                )
             flow_class_for(run)  # its code must be importable here: say so now, not in the background
         except FlowEngineError as exc:
             return Outcome(False, str(exc))

@@ -260,7 +260,9 @@ async def action(request: Request) -> Response:
     # the forms are urlencoded: parsed here rather than with python-multipart, one dependency less
     form = dict(parse_qsl((await request.body())[:10_000].decode("utf-8", "replace")))
     if not same(form.get("csrf"), viewer.csrf):
-        return viewer.render("error.html", 403, message="Missing or wrong CSRF token; reload the page.", code=403)
+        return viewer.render(
+            "error.html", 403, message="Missing or wrong CSRF token; reload the page.", code=403
+        )
     try:
         run_id = uuid.UUID(request.path_params["run_id"])
     except ValueError:

@@ -16,7 +16,9 @@ INSTALL_HINT = "flow ui needs the 'ui' extra: pip install 'flow-engine[ui]'"
 
 @click.command("ui")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port (0: any free one).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port (0: any free one)."
+)
 @click.option(
     "--db",
     "database_url",

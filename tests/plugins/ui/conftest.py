@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("starlette", reason="the viewer's tests need the 'ui' extra: pip install 'flow-engine[ui]'")
+pytest.importorskip(
+    "starlette", reason="the viewer's tests need the 'ui' extra: pip install 'flow-engine[ui]'"
+)
 
-from flow_engine.engine import configure, reset_engine  # noqa: E402
-from tests.plugins.sql.databases import BACKENDS, empty_database  # noqa: E402
+from flow_engine.engine import configure, reset_engine
+from tests.plugins.sql.databases import BACKENDS, empty_database
 
-from .history import History, write_history  # noqa: E402
+from .history import History, write_history
 
 
 @pytest.fixture(params=BACKENDS)

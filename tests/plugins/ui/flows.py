@@ -103,10 +103,9 @@ class FlakyFlow(BaseFlow):
 
 
 def main(argv: list[str]) -> None:
-    from flow_engine import configure
-
     import threading
 
+    from flow_engine import configure
     from flow_engine.llm.loader import load_litellm
 
     database_url, gate_dir, prompt = argv

@@ -34,7 +34,9 @@ def test_cancel_needs_the_csrf_token(client: Any, history: History) -> None:
 
 def test_cancel_a_run_nobody_executes(client: Any, history: History) -> None:
     run_id = history.ids["stale"]  # its process is gone: cancelled at once, like `flow cancel`
-    response = client.post(f"/runs/{run_id}/cancel", data={"csrf": csrf_of(client, run_id)}, follow_redirects=False)
+    response = client.post(
+        f"/runs/{run_id}/cancel", data={"csrf": csrf_of(client, run_id)}, follow_redirects=False
+    )
     assert response.status_code == 303 and response.headers["location"] == f"/runs/{run_id}?notice=cancelled"
     assert get_engine().store.get_run(run_id).status == "cancelled"
     assert "Run cancelled." in client.get(response.headers["location"]).text
@@ -42,7 +44,9 @@ def test_cancel_a_run_nobody_executes(client: Any, history: History) -> None:
 
 def test_cancel_a_live_run_asks_it_to_stop(client: Any, history: History) -> None:
     run_id = history.ids["live"]
-    response = client.post(f"/runs/{run_id}/cancel", data={"csrf": csrf_of(client, run_id)}, follow_redirects=False)
+    response = client.post(
+        f"/runs/{run_id}/cancel", data={"csrf": csrf_of(client, run_id)}, follow_redirects=False
+    )
     assert response.headers["location"].endswith("notice=cancel-requested")
     store = get_engine().store
     assert asyncio.run(store.heartbeat(run_id, utcnow())) is True  # what its process reads next
@@ -50,7 +54,9 @@ def test_cancel_a_live_run_asks_it_to_stop(client: Any, history: History) -> Non
 
 def test_cancel_a_finished_run_is_refused(client: Any, history: History) -> None:
     run_id = history.ids["done"]
-    csrf = re.search(r'value="([^"]+)"', client.get(f"/runs/{history.ids['failed']}").text.split('name="csrf"')[1])
+    csrf = re.search(
+        r'value="([^"]+)"', client.get(f"/runs/{history.ids['failed']}").text.split('name="csrf"')[1]
+    )
     assert csrf
     response = client.post(f"/runs/{run_id}/cancel", data={"csrf": csrf.group(1)})
     assert response.status_code == 409 and "already ended (completed)" in response.text

@@ -18,6 +18,7 @@ from flow_engine.engine import get_engine
 
 from .history import History
 
+
 @pytest.fixture
 def backend() -> str:
     return "sqlite"  # nothing here depends on the database

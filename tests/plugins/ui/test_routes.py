@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from .conftest import make_client
 from .history import SECRET, USER_A, USER_B, XSS_ANSWER, XSS_PROMPT, History
 
 
@@ -28,7 +27,16 @@ def test_runs_newest_first_with_shown_status(client: Any, history: History) -> N
     assert page.status_code == 200
     ids = row_ids(page.text)
     h = history.ids
-    expected = [h["live"], h["stale"], h["grandchild"], h["child"], h["parent"], h["unpriced"], h["failed"], h["done"]]
+    expected = [
+        h["live"],
+        h["stale"],
+        h["grandchild"],
+        h["child"],
+        h["parent"],
+        h["unpriced"],
+        h["failed"],
+        h["done"],
+    ]
     assert ids[:8] == [str(i) for i in expected]
     assert status_of(page.text, h["stale"]) == "crashed"  # stored running, heartbeat stopped
     assert status_of(page.text, h["live"]) == "running"
@@ -120,7 +128,7 @@ def test_run_page(client: Any, history: History) -> None:
     assert left1 == 0 and left2 == pytest.approx(900 / 3000 * 100, abs=0.1)  # to scale of the run's span
     assert width2 / width1 == pytest.approx(2000 / 800, rel=0.02)
     assert "$0.0023" in page and "$0.0100" in page and "2 calls" in page
-    assert 'data-events=' not in page  # a finished run is not followed live
+    assert "data-events=" not in page  # a finished run is not followed live
 
 
 def test_failed_run_marks_the_failed_step_and_shows_the_error(client: Any, history: History) -> None:
@@ -149,7 +157,10 @@ def test_run_by_prefix_redirects_and_unknown_is_404(client: Any, history: Histor
     response = client.get(f"/runs/{run_id.hex[:10]}", follow_redirects=False)
     assert response.status_code == 302 and response.headers["location"] == f"/runs/{run_id}"
     assert client.get("/runs/0000000000", follow_redirects=False).status_code == 404
-    assert client.get("/search?q=" + run_id.hex[:12], follow_redirects=False).headers["location"] == f"/runs/{run_id}"
+    assert (
+        client.get("/search?q=" + run_id.hex[:12], follow_redirects=False).headers["location"]
+        == f"/runs/{run_id}"
+    )
     assert client.get("/api/runs/zzz").status_code == 400
 
 
@@ -162,12 +173,16 @@ def test_step_page_shows_calls_attempts_and_validation(client: Any, history: His
     second = page[page.index(f'data-call="{history.calls["second"]}"') :]
     attempts = re.findall(r'<tr data-attempt="(\d)">(.*?)</tr>', first, re.S)
     assert [n for n, _ in attempts] == ["1", "2"]
-    assert ">429<" in attempts[0][1] and "RateLimitError: slow down" in attempts[0][1] and "120 ms" in attempts[0][1]
+    assert (
+        ">429<" in attempts[0][1]
+        and "RateLimitError: slow down" in attempts[0][1]
+        and "120 ms" in attempts[0][1]
+    )
     assert ">200<" in attempts[1][1] and "450 ms" in attempts[1][1]  # the wait before the retry
     assert "rejected by validation" in first
     assert "valid: accepted as the step&#39;s Outputs" in second
     assert "points: Field required. Answer again." in second  # the re-ask prompt
-    assert '&#34;points&#34;: [\n    &#34;great&#34;\n  ]' in second  # structured answer pretty-printed
+    assert "&#34;points&#34;: [\n    &#34;great&#34;\n  ]" in second  # structured answer pretty-printed
     assert "&#34;temperature&#34;: 0.2" in second  # request params
 
 
@@ -224,5 +239,7 @@ def test_api_mirrors_flow_runs_and_flow_show_json(client: Any, history: History,
     runner = CliRunner()  # after the API calls: --db opens the engine afresh
     listed = json.loads(runner.invoke(cli, ["--db", db_url, "runs", "--json", "--limit", "100"]).output)
     assert api == listed
-    shown = json.loads(runner.invoke(cli, ["--db", db_url, "show", "--json", str(history.ids["parent"])]).output)
+    shown = json.loads(
+        runner.invoke(cli, ["--db", db_url, "show", "--json", str(history.ids["parent"])]).output
+    )
     assert tree == shown

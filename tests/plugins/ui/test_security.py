@@ -11,6 +11,7 @@ from flow_engine.plugins.ui.security import COOKIE, is_loopback
 from .conftest import make_client
 from .history import History
 
+
 @pytest.fixture
 def backend() -> str:
     return "sqlite"  # nothing here depends on the database
@@ -27,7 +28,10 @@ def test_token_required_on_every_request(history: History) -> None:
         # the link with ?token= sets a cookie and drops the token from the address
         response = client.get("/runs?flow=summarize_flow&token=s3cret-token", follow_redirects=False)
         assert response.status_code == 303 and response.headers["location"] == "/runs?flow=summarize_flow"
-        assert "HttpOnly" in response.headers["set-cookie"] and "SameSite=Strict" in response.headers["set-cookie"]
+        assert (
+            "HttpOnly" in response.headers["set-cookie"]
+            and "SameSite=Strict" in response.headers["set-cookie"]
+        )
         assert client.cookies.get(COOKIE) == "s3cret-token"
         assert client.get("/runs?flow=summarize_flow").status_code == 200
         client.cookies.clear()
