@@ -52,6 +52,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = tuple(
         "local_executor",
         "celery",
         "otel",
+        "ui",
     )
 )
 # hooks whose answers `flow plugins` shows as what a plugin provides, not as "hooks"

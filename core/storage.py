@@ -209,6 +209,52 @@ class PruneResult:
     space_note: str = ""
 
 
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a listing wants (every field given must match). With ``stale_before`` set, ``status``
+    is the status a person is shown: ``crashed`` takes in running runs whose heartbeat is older than it
+    (their process died), and ``running`` leaves them out. ``created_from`` is inclusive,
+    ``created_until`` exclusive."""
+
+    flow_name: str | None = None
+    status: str | None = None
+    user_id: uuid.UUID | None = None
+    parent_run_id: uuid.UUID | None = None
+    created_from: datetime | None = None
+    created_until: datetime | None = None
+    stale_before: datetime | None = None
+
+    def matches(self, run: RunRecord) -> bool:
+        if self.flow_name is not None and run.flow_name != self.flow_name:
+            return False
+        if self.user_id is not None and run.user_id != self.user_id:
+            return False
+        if self.parent_run_id is not None and run.parent_run_id != self.parent_run_id:
+            return False
+        if self.created_from is not None and run.created_at < self.created_from:
+            return False
+        if self.created_until is not None and run.created_at >= self.created_until:
+            return False
+        return self.status is None or self.shown_status(run) == self.status
+
+    def shown_status(self, run: RunRecord) -> str:
+        if self.stale_before is not None and run.status == RunStatus.RUNNING:
+            if run.last_heartbeat is None or run.last_heartbeat < self.stale_before:
+                return RunStatus.CRASHED.value
+        return run.status
+
+
+@dataclass(frozen=True)
+class RunTotals:
+    """Sums over a filtered set of runs (``RunStore.run_totals``)."""
+
+    runs: int = 0
+    total_tokens: int = 0
+    total_cost: float = 0.0
+    unpriced_calls: int = 0
+    execution_time_ms: int = 0
+
+
 class RunStore(ABC):
     """What a storage backend implements. Writes are ``async`` and awaited by the runner.
 
@@ -333,6 +379,30 @@ class RunStore(ABC):
         offset: int = 0,
     ) -> list[RunRecord]:
         """Newest first."""
+
+    def find_runs(self, where: RunFilter, *, limit: int = 50, offset: int = 0) -> list[RunRecord]:
+        """Runs matching ``where``, newest first. This default filters ``list_runs`` in Python (it reads
+        every run of the flow/user); backends override it with a query."""
+        return [r for r in self._candidates(where) if where.matches(r)][offset : offset + limit]
+
+    def run_totals(self, where: RunFilter) -> RunTotals:
+        """Count, tokens, cost, unpriced calls and run time of the runs matching ``where``."""
+        runs = [r for r in self._candidates(where) if where.matches(r)]
+        return RunTotals(
+            runs=len(runs),
+            total_tokens=sum(r.total_tokens for r in runs),
+            total_cost=sum(r.total_cost for r in runs),
+            unpriced_calls=sum(r.unpriced_calls for r in runs),
+            execution_time_ms=sum(r.execution_time_ms or 0 for r in runs),
+        )
+
+    def _candidates(self, where: RunFilter) -> list[RunRecord]:
+        return self.list_runs(
+            flow_name=where.flow_name,
+            user_id=where.user_id,
+            parent_run_id=where.parent_run_id,
+            limit=2**62,
+        )
 
     @abstractmethod
     def list_steps(self, run_id: uuid.UUID) -> list[StepRecord]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flow_engine.hookspecs import hookimpl
+from flow_engine.plugin import hookimpl
 
 
 @hookimpl

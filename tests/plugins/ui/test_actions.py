@@ -1,0 +1,105 @@
+"""Cancel and resume from the page (POST, CSRF-protected), with the rules of the CLI; ``--read-only``."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flow_engine.engine import get_engine
+from flow_engine.storage import RunFilter, utcnow
+
+from .conftest import make_client
+from .flows import FlakyFlow
+from .history import History
+
+
+def csrf_of(client: Any, run_id: object) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', client.get(f"/runs/{run_id}").text)
+    assert found, "the page has no action form"
+    return found.group(1)
+
+
+def test_cancel_needs_the_csrf_token(client: Any, history: History) -> None:
+    run_id = history.ids["stale"]
+    for form in ({}, {"csrf": "forged"}):
+        response = client.post(f"/runs/{run_id}/cancel", data=form, follow_redirects=False)
+        assert response.status_code == 403 and "CSRF" in response.text
+    assert get_engine().store.get_run(run_id).status == "running"  # untouched
+
+
+def test_cancel_a_run_nobody_executes(client: Any, history: History) -> None:
+    run_id = history.ids["stale"]  # its process is gone: cancelled at once, like `flow cancel`
+    response = client.post(
+        f"/runs/{run_id}/cancel", data={"csrf": csrf_of(client, run_id)}, follow_redirects=False
+    )
+    assert response.status_code == 303 and response.headers["location"] == f"/runs/{run_id}?notice=cancelled"
+    assert get_engine().store.get_run(run_id).status == "cancelled"
+    assert "Run cancelled." in client.get(response.headers["location"]).text
+
+
+def test_cancel_a_live_run_asks_it_to_stop(client: Any, history: History) -> None:
+    run_id = history.ids["live"]
+    response = client.post(
+        f"/runs/{run_id}/cancel", data={"csrf": csrf_of(client, run_id)}, follow_redirects=False
+    )
+    assert response.headers["location"].endswith("notice=cancel-requested")
+    store = get_engine().store
+    assert asyncio.run(store.heartbeat(run_id, utcnow())) is True  # what its process reads next
+
+
+def test_cancel_a_finished_run_is_refused(client: Any, history: History) -> None:
+    run_id = history.ids["done"]
+    csrf = re.search(
+        r'value="([^"]+)"', client.get(f"/runs/{history.ids['failed']}").text.split('name="csrf"')[1]
+    )
+    assert csrf
+    response = client.post(f"/runs/{run_id}/cancel", data={"csrf": csrf.group(1)})
+    assert response.status_code == 409 and "already ended (completed)" in response.text
+
+
+def test_resume_refused_for_a_child_and_a_completed_run(client: Any, history: History) -> None:
+    csrf = csrf_of(client, history.ids["failed"])
+    child = client.post(f"/runs/{history.ids['grandchild']}/resume", data={"csrf": csrf})
+    assert child.status_code == 409 and "child run" in child.text
+    done = client.post(f"/runs/{history.ids['done']}/resume", data={"csrf": csrf})
+    assert done.status_code == 409 and "already completed" in done.text
+    code = client.post(f"/runs/{history.ids['failed']}/resume", data={"csrf": csrf})
+    assert code.status_code == 409 and "cannot find the code of flow" in code.text  # flow_ref x:Y
+
+
+def test_read_only_has_no_actions(history: History) -> None:
+    with make_client(read_only=True) as client:
+        page = client.get(f"/runs/{history.ids['failed']}").text
+        assert 'id="resume"' not in page and 'name="csrf"' not in page and "read-only" in page
+        response = client.post(f"/runs/{history.ids['stale']}/cancel", data={"csrf": "x"})
+        assert response.status_code == 403
+    assert get_engine().store.get_run(history.ids["stale"]).status == "running"
+
+
+def test_resume_a_failed_run_from_the_page(history: History, tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with pytest.raises(Exception, match="not fixed yet"):
+        asyncio.run(FlakyFlow().execute({"marker_dir": str(markers)}))
+    store = get_engine().store
+    run = store.find_runs(RunFilter(flow_name="ui_flaky"))[0]
+    assert run.status == "failed"
+    (markers / "fixed").touch()
+    with make_client() as client:
+        page = client.get(f"/runs/{run.id}").text
+        assert 'id="resume"' in page
+        response = client.post(
+            f"/runs/{run.id}/resume", data={"csrf": csrf_of(client, run.id)}, follow_redirects=False
+        )
+        assert response.status_code == 303 and response.headers["location"].endswith("notice=resuming")
+        deadline = time.monotonic() + 20
+        while store.get_run(run.id).status != "completed" and time.monotonic() < deadline:
+            time.sleep(0.05)
+    resumed = store.get_run(run.id)
+    assert resumed.status == "completed" and resumed.outputs == {"count": 1, "fragile": "fixed"}
+    assert (markers / "count-runs").read_text() == "1"  # the completed step was not run again
