@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flow_engine.plugin import hookimpl
+from flow_engine.plugin import ConfigurationError, hookimpl
 
 
 @hookimpl
@@ -29,7 +29,23 @@ def _tracer() -> Any:
 async def before_flow(event: Any) -> None:
     t = _tracer()
     if t is not None:
+        _listen_to_steps_and_calls()
         await t.flow_started(event)
+
+
+def _listen_to_steps_and_calls() -> None:
+    """Register the per-step and per-call hooks (``hooks.py``) once tracing is on, not before: a step
+    hook that any plugin implements costs every step an event, traced or not."""
+    from flow_engine.plugin import get_engine
+
+    from . import hooks
+
+    registry = get_engine().plugins
+    if not registry.pm.is_registered(hooks):
+        try:
+            registry.register(hooks, name=hooks.PLUGIN_NAME)
+        except ConfigurationError:  # registered meanwhile by another task
+            pass
 
 
 @hookimpl
@@ -47,36 +63,6 @@ def on_flow_error(event: Any) -> None:
 
 
 @hookimpl
-def before_step(event: Any) -> None:
-    t = _tracer()
-    if t is not None:
-        t.step_started(event)
-
-
-@hookimpl
-def after_step(event: Any) -> None:
-    t = _tracer()
-    if t is not None:
-        t.step_ended(event)
-
-
-@hookimpl
-def on_step_error(event: Any) -> None:
-    t = _tracer()
-    if t is not None:
-        t.step_ended(event)
-
-
-@hookimpl
 def submit_metadata(flow_name: str) -> Any:
     t = _tracer()
     return t.submit_metadata() if t is not None else None
-
-
-@hookimpl(wrapper=True)
-def wrap_llm_call(call: Any) -> Any:
-    send = yield
-    t = _tracer()
-    if t is None:
-        return send
-    return t.wrap_call(call, send)

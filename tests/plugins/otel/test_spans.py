@@ -216,3 +216,20 @@ async def test_off_by_default(fake_openai, tmp_path, spans):
     use_fake_openai(fake_openai.base_url, tmp_path)
     await TwoCalls().execute({})
     assert spans.get_finished_spans() == ()
+    # off, nothing of tracing listens to steps or LLM calls: no step pays for building an event
+    from flow_engine.engine import get_engine
+
+    plugins = get_engine().plugins
+    assert not plugins.step_hooks_listened()
+    assert plugins.pm.hook.wrap_llm_call.get_hookimpls() == []
+
+
+async def test_the_step_and_call_hooks_are_registered_by_the_first_traced_run(online, spans):
+    from flow_engine.engine import get_engine
+
+    plugins = get_engine().plugins
+    assert not plugins.step_hooks_listened()
+    await TwoCalls().execute({})
+    assert plugins.step_hooks_listened()
+    assert [i.plugin_name for i in plugins.pm.hook.wrap_llm_call.get_hookimpls()] == ["otel.tracing"]
+    assert len(by_name(spans, "chat gpt-4o-mini")) == 2
