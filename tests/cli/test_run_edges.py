@@ -97,6 +97,7 @@ def test_a_budget_that_cannot_stop_a_run_is_refused(cli_invoke, edges, bad):
 
 
 def test_recover_below_the_heartbeat_interval_is_refused(cli_invoke):
+    assert get_engine().store.list_runs() == []  # the database exists: reading commands refuse a missing one
     result = cli_invoke("recover", "--stale-after", "1")
     assert result.exit_code == 2 and "would mark live runs crashed" in result.stderr
 

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 import flow_engine.public
@@ -44,6 +45,18 @@ def test_the_guide_has_its_blocks():
     blocks = guide_blocks()
     assert len(blocks) == 2
     assert not set(SKIPPED) - {block.splitlines()[0] for block in blocks}, "SKIPPED names a gone block"
+
+
+@pytest.fixture
+def flow_engine_settings(tmp_path: Path) -> dict[str, Any]:
+    """The guide's steps name the seed's templates (extract_content.md, summarize.md): a user keeps
+    them in a prompt folder of their own, as the seed tests do (the examples' copies are theirs only)."""
+    seed_prompts = Path(__file__).resolve().parent.parent / "seed" / "prompts"
+    return {
+        "model": None,
+        "database_url": f"sqlite:///{tmp_path / 'flow.db'}",
+        "prompts_path": str(seed_prompts),
+    }
 
 
 async def test_the_guide_runs_offline(engine, capsys):

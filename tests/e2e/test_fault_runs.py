@@ -83,13 +83,13 @@ FAULTS: dict[str, tuple[Arrange, list[str]]] = {
     ),
     "timeout": (
         lambda s: s.answer("[second]", Fault.hang(5)),
-        ["Timeout", "timed out", "gave up after 3 attempt(s)", "FLOW_ENGINE_REQUEST_TIMEOUT"],
+        ["no answer within", "gave up after", "FLOW_ENGINE_REQUEST_TIMEOUT"],
     ),
     "malformed JSON": (
         lambda s: s.answer("[second]", Fault.malformed()),
         ["Expecting value", "gave up after 3 attempt(s)"],
     ),
-    "connection refused": (lambda s: None, ["Connection error", "gave up after 3 attempt(s)"]),
+    "connection refused": (lambda s: None, ["connection refused at", "gave up after 3 attempt(s)"]),
     "schema-invalid answers": (
         lambda s: s.answer("[second]", Reply(json={"count": "many"})),
         [
@@ -150,7 +150,10 @@ def test_a_final_failure_leaves_a_failed_run_that_says_why_and_resumes(
         assert all(a.response["choices"][0]["message"]["content"] == '{"count": "many"}' for a in attempts)
         assert second.tokens_used == sum(a.total_tokens for a in attempts) > 0  # paid for, though invalid
     else:
-        assert [(a.attempt, a.status) for a in attempts] == [(1, "failed"), (2, "failed"), (3, "failed")]
+        tries = (
+            2 if fault == "timeout" else 3
+        )  # a timeout is retried fewer times (FLOW_ENGINE_TIMEOUT_RETRIES)
+        assert [(a.attempt, a.status) for a in attempts] == [(n, "failed") for n in range(1, tries + 1)]
         assert len({a.call_id for a in attempts}) == 1 and all(a.error_message for a in attempts)
         assert second.tokens_used == 0 and second.llm_request_id is None
     if fault == "429 with Retry-After":  # the server's hint was waited for between attempts

@@ -100,7 +100,7 @@ async def test_steps_pinning_a_real_model_are_answered_from_the_script(scripted,
     assert result.output_content == "no network needed"
     [request] = scripted.requests
     assert request.model == "openai/gpt-4o-mini"  # what the step asked for
-    assert request.params == {"temperature": 0.3}
+    assert request.params == {"temperature": 0.3, "max_tokens": 2048}  # the default output limit
     [row] = await _rows()
     assert row.model == "scripted/openai/gpt-4o-mini"  # what the row says really answered
 

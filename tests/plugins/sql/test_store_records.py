@@ -275,7 +275,10 @@ async def test_secrets_never_reach_any_stored_row(http_engine, fake_openai):
     failed, answered = store.list_llm_requests(flow_run_id=flow.run_id)
     assert (failed.status, failed.attempt, answered.status, answered.attempt) == ("failed", 1, "completed", 2)
     assert "upstream rejected key" in failed.error_message
-    assert answered.api_base == fake_openai.base_url and answered.request_params == {"temperature": 0.1}
+    assert answered.api_base == fake_openai.base_url and answered.request_params == {
+        "temperature": 0.1,
+        "max_tokens": 2048,
+    }
     with store.engine.connect() as conn:  # ...and no column of any row holds it
         for table in ("flow_runs", "flow_step_runs", "llm_requests"):
             rows = conn.execute(text(f"SELECT * FROM {table}")).all()
