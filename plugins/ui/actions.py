@@ -47,8 +47,10 @@ class Actions:
 
     async def resume(self, run_id: uuid.UUID) -> Outcome:
         """Check what ``flow resume`` checks, then start the resume in the background."""
-        from flow_engine.resume import flow_class_for, is_stale, load_run, resume
+        from flow_engine.engine import get_engine
+        from flow_engine.resume import flow_class_for, is_stale, resume
 
+        load_run = get_engine().store.load_run
         try:
             run = load_run(run_id)
             if run.parent_run_id is not None:

@@ -154,9 +154,13 @@ def totals_json(store: RunStore, where: RunFilter) -> dict[str, Any]:
 
 # -- JSON like the CLI's ------------------------------------------------------------------------
 def run_json(run: RunRecord, stale_before: datetime) -> dict[str, Any]:
+    """``flow runs --json``'s shape (its cost fields included), with this viewer's staleness threshold."""
+    from flow_engine.cli.format import json_cost
+
     data = run.model_dump(mode="json")
     data["status"] = shown_status(run, stale_before)
     data["stale"] = run.status == RunStatus.RUNNING.value and data["status"] == RunStatus.CRASHED.value
+    data.update(json_cost(run.total_cost, run.unpriced_calls))
     return data
 
 
