@@ -7,8 +7,9 @@ Plugins keep their own settings in their own classes (``register_settings``), re
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 APP_NAME = "flow-engine"
@@ -63,6 +64,11 @@ class Settings(BaseSettings):
     # background execution (docs/background.md)
     executor: str = Field(default="local", description="Executor of submit() / flow run --background.")
 
+    @field_validator("api_base")
+    @classmethod
+    def _no_credentials_in_api_base(cls, value: str | None) -> str | None:
+        return check_api_base(value)
+
     def resolved_data_dir(self) -> Path:
         return self.data_dir or default_data_dir()
 
@@ -70,3 +76,32 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.resolved_data_dir() / 'flow_engine.db'}"
+
+
+def check_api_base(url: str | None) -> str | None:
+    """Refuse an ``api_base`` with ``user:password@``: the HTTP client will not send it beside the
+    ``Authorization`` header, so every call would fail as if the server were down (and the password
+    would travel in every error text)."""
+    if url and "@" in url.split("://", 1)[-1].split("/", 1)[0]:
+        raise ValueError(
+            "must not contain user:password@ (the HTTP client refuses URL credentials beside the API "
+            "key's Authorization header); give the key as FLOW_ENGINE_API_KEY, or another header in "
+            "the step's llm_params extra_headers"
+        )
+    return url
+
+
+def read_settings(**overrides: Any) -> Settings:
+    """The settings from ``FLOW_ENGINE_*`` variables and ``overrides``; a bad value is a
+    ``ConfigurationError`` naming the variable (exit code 2 in the CLI), never a traceback."""
+    from .errors import ConfigurationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            where = name if name in overrides else f"FLOW_ENGINE_{name.upper()}"
+            problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+        raise ConfigurationError("invalid setting " + "; ".join(problems)) from None

@@ -41,9 +41,9 @@ class Engine:
         if self._settings is None:
             with self._lock:
                 if self._settings is None:
-                    from .config import Settings
+                    from .config import read_settings
 
-                    self._settings = Settings()
+                    self._settings = read_settings()
         return self._settings
 
     def _plugin_selection(self, name: str) -> set[str] | None:
@@ -155,12 +155,12 @@ def configure(**settings: Any) -> Engine:
     Plugin settings (``register_settings``) are accepted too; an unknown name is a ``ConfigurationError``
     suggesting the closest one, and the current engine is left as it was.
     """
-    from .config import Settings
+    from .config import Settings, read_settings
 
     global _engine
     core = {k: v for k, v in settings.items() if k in Settings.model_fields}
     others = {k: v for k, v in settings.items() if k not in core}
-    engine = Engine(Settings(**core), others)
+    engine = Engine(read_settings(**core), others)
     if others:
         _check_plugin_settings(engine, others)
     with _engine_lock:

@@ -21,6 +21,8 @@ Replies (:class:`Reply`, :class:`ImageReply`) and faults (:class:`Fault`):
   this server at ``/files/<name>.png``.
 - ``Fault.status(429, retry_after=0.2)``, ``Fault.status(500)``, ``Fault.status(503)``: an OpenAI-style
   error JSON with that status (and a ``Retry-After`` header when given).
+- ``Fault.status(401, echo_headers=True)``: the error message repeats every request header (the API
+  key's ``Authorization`` and any custom key header), as careless gateways do.
 - ``Fault.hang(seconds)``: answer nothing for that long (longer than the client's timeout).
 - ``Fault.hold()``: answer nothing until :meth:`FakeOpenAI.release` (or :meth:`reset`), then answer
   as usual: as an :meth:`answer` rule it stops every run at the same step until the test lets go.
@@ -130,10 +132,20 @@ class Fault:
     retry_after: float | None = None
     seconds: float = 30.0
     message: str | None = None
+    echo_headers: bool = False  # the error body repeats every request header (as some gateways do)
 
     @classmethod
-    def status(cls, code: int, *, retry_after: float | None = None, message: str | None = None) -> Fault:
-        return cls("status", status_code=code, retry_after=retry_after, message=message)
+    def status(
+        cls,
+        code: int,
+        *,
+        retry_after: float | None = None,
+        message: str | None = None,
+        echo_headers: bool = False,
+    ) -> Fault:
+        return cls(
+            "status", status_code=code, retry_after=retry_after, message=message, echo_headers=echo_headers
+        )
 
     @classmethod
     def hang(cls, seconds: float = 30.0) -> Fault:
@@ -487,6 +499,8 @@ class FakeOpenAI:
             500: "The server had an error while processing your request",
             503: "The engine is currently overloaded, please try again later",
         }.get(code, f"fake error {code}")
+        if fault.echo_headers:
+            message = f"{message}; request headers: {json.dumps(dict(request.headers))}"
         return web.json_response(
             _error(message, kinds.get(code, "server_error")), status=code, headers=headers
         )
@@ -777,8 +791,8 @@ def run_flow_cli(base_url: str, tmp_path: Any, *args: str, **env: str) -> subpro
         FLOW_ENGINE_API_KEY=API_KEY,
         FLOW_ENGINE_DATABASE_URL=f"sqlite:///{tmp_path / 'runs.db'}",
         FLOW_ENGINE_DATA_DIR=str(tmp_path),
-        **env,
     )
+    clean.update(env)
     return subprocess.run(
         [*flow_command(), *args], capture_output=True, text=True, env=clean, cwd=tmp_path, timeout=120
     )

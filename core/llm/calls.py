@@ -21,13 +21,21 @@ from typing import Any
 
 from ..context import current_step
 from ..engine import Engine, get_engine
-from ..errors import FlowEngineError, LLMError
+from ..errors import FlowEngineError, LLMError, UsageError
 from ..ids import new_id
 from ..storage import LLMRequestRecord, utcnow
 from .failures import EmptyAnswer, classify, is_server_rejection
 from .hook import LLMCallInfo, Send, join_scoped_plugins, wrapped
 from .loader import ensure_providers, provider_guess, provider_of
-from .redact import known_secrets, redact_params, redact_text, redact_url
+from .redact import (
+    call_secrets,
+    known_secrets,
+    redact_params,
+    redact_text,
+    redact_url,
+    redacted_chain,
+    secrets_in_params,
+)
 from .retry_policy import is_transient, retry_delay, should_retry
 
 log = logging.getLogger("flow_engine.llm")
@@ -108,54 +116,66 @@ async def _call(
     """Attempts until one succeeds, a failure is not transient, or the retries are spent."""
     engine = get_engine()
     settings = engine.settings
+    if api_base is not None:
+        _check_api_base(api_base)
     join_scoped_plugins(engine)
     scope = current_step.get()
     recorder = AttemptRecorder(engine, kind, messages if prompt is None else _as_messages(prompt), params)
     call_id = new_id()
     attempt = 0
     started = time.monotonic()
-    while True:
-        attempt += 1
-        info = LLMCallInfo(
-            kind=kind,
-            model=_bare_provider_name(engine, model),
-            messages=messages,
-            prompt=prompt,
-            params=params,
-            attempt=attempt,
-            call_id=call_id,
-            step=scope.step_name if scope is not None else None,
-            run_id=scope.run_id if scope is not None else None,
-            step_id=scope.step_id if scope is not None else None,
-            api_base=api_base if api_base is not None else settings.api_base,
-        )
-        try:
-            call = await _attempt(engine, info, recorder)
-            break
-        except Exception as exc:
-            in_process = _target(engine, info).in_process
-            failure = classify(exc, info.api_base, settings.request_timeout, in_process=in_process)
-            retries = settings.max_retries
-            if failure.kind == "timeout":  # a server that did not answer in time rarely will on a retry
-                retries = min(retries, settings.timeout_retries)
-            give_up = not retry_server_errors and is_server_rejection(exc)
-            if give_up or not should_retry(exc, attempt, retries, in_process=in_process):
-                spent = time.monotonic() - started
-                error = _final_error(engine, info, exc, in_process, recorder.last_request_id, spent, give_up)
-                if isinstance(error, LLMRequestError):
-                    raise error from exc
-                raise error from None
-            delay = retry_delay(exc, attempt, settings.retry_initial_delay, settings.retry_max_delay)
-            log.warning(
-                "%s with model '%s' failed (%s); retry %d/%d in %.2fs",
-                kind,
-                info.model,
-                _first_line(redact_error(engine, params, failure.text)),
-                attempt,
-                retries,
-                delay,
+    # litellm's debug log (if someone turns it on) prints the request: SecretFilter blanks these
+    with call_secrets(secrets_of(engine, params)):
+        error: FlowEngineError | None = None  # set when the call failed for good
+        cause: BaseException | None = None
+        while True:
+            attempt += 1
+            info = LLMCallInfo(
+                kind=kind,
+                model=_bare_provider_name(engine, model),
+                messages=messages,
+                prompt=prompt,
+                params=params,
+                attempt=attempt,
+                call_id=call_id,
+                step=scope.step_name if scope is not None else None,
+                run_id=scope.run_id if scope is not None else None,
+                step_id=scope.step_id if scope is not None else None,
+                api_base=api_base if api_base is not None else settings.api_base,
             )
-            await asyncio.sleep(delay)
+            try:
+                call = await _attempt(engine, info, recorder)
+                break
+            except Exception as exc:
+                in_process = _target(engine, info).in_process
+                failure = classify(exc, info.api_base, settings.request_timeout, in_process=in_process)
+                retries = settings.max_retries
+                if failure.kind == "timeout":  # a server that did not answer in time rarely will later
+                    retries = min(retries, settings.timeout_retries)
+                give_up = not retry_server_errors and is_server_rejection(exc)
+                if give_up or not should_retry(exc, attempt, retries, in_process=in_process):
+                    spent = time.monotonic() - started
+                    error = _final_error(
+                        engine, info, exc, in_process, recorder.last_request_id, spent, give_up
+                    )
+                    # the provider's exception may echo a key or header: a redacted copy is chained
+                    if isinstance(error, LLMRequestError):
+                        cause = redacted_chain(exc, secrets_of(engine, params))
+                    break
+                delay = retry_delay(exc, attempt, settings.retry_initial_delay, settings.retry_max_delay)
+                log.warning(
+                    "%s with model '%s' failed (%s); retry %d/%d in %.2fs",
+                    kind,
+                    info.model,
+                    _first_line(redact_error(engine, params, failure.text)),
+                    attempt,
+                    retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        if error is not None:
+            # raised outside the except block, so that no __context__ keeps the provider's exception
+            raise error from cause
     if scope is not None:
         scope.calls.append(call)
     return call
@@ -361,9 +381,24 @@ class AttemptRecorder:
         )
 
 
+def _check_api_base(api_base: str) -> None:
+    from ..config import check_api_base
+
+    try:
+        check_api_base(api_base)
+    except ValueError as exc:
+        raise UsageError(f"api_base {redact_url(api_base)} {exc}") from None
+
+
+def secrets_of(engine: Engine, params: dict[str, Any]) -> list[str]:
+    """What a call must never show: the configured key and every secret its parameters carry."""
+    return known_secrets(engine.settings.api_key, *secrets_in_params(params))
+
+
 def redact_error(engine: Engine, params: dict[str, Any], text: str) -> str:
-    """An error text with every known secret (the configured key, one passed in ``params``) blanked."""
-    return redact_text(text, known_secrets(engine.settings.api_key, params.get("api_key")))
+    """An error text with every known secret (the configured key, the key, header values and URL
+    password passed in ``params``) blanked."""
+    return redact_text(text, secrets_of(engine, params))
 
 
 def _as_messages(prompt: str) -> list[dict[str, Any]]:

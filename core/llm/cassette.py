@@ -33,7 +33,7 @@ from typing import Any, Literal
 from ..errors import UsageError
 from ..hookspecs import hookimpl
 from .hook import LLMCallInfo, Send, call_plugins
-from .redact import known_secrets, redact_params, redact_text
+from .redact import known_secrets, redact_params, redact_text, secrets_in_params
 from .retry_policy import is_transient, status_of
 
 FORMAT_VERSION = 1
@@ -183,6 +183,8 @@ class Cassette:
         self.mode: Mode = mode
         self.interactions: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        # secret values the recorded calls sent (keys, header values): blanked in the file on save
+        self._secrets: set[str] = set()
         self._unplayed: dict[str, deque[int]] = {}
         self._played: set[int] = set()
         if mode == "replay":
@@ -229,6 +231,8 @@ class Cassette:
             return replayed
 
         async def recorded() -> Any:
+            with self._lock:
+                self._secrets.update(secrets_in_params(call.params))
             try:
                 response = await send()
             except Exception as exc:
@@ -236,7 +240,7 @@ class Cassette:
                 if status is not None and 400 <= status < 500 and not is_transient(exc):
                     # a refusal the engine acts on (a structured-output fallback): replayed as such
                     message = f"HTTP {status} {type(exc).__name__}: {exc}"
-                    message = redact_text(message, known_secrets(call.params.get("api_key")))[:4000]
+                    message = redact_text(message, known_secrets(*secrets_in_params(call.params)))[:4000]
                     self.record_error(call.kind, call.model, call.request, status, message, call.step)
                 raise
             self.record(call.kind, call.model, call.request, response, call.step)
@@ -321,7 +325,7 @@ class Cassette:
             "interactions": self.interactions,
         }
         text = json.dumps(payload, indent=2, ensure_ascii=False)
-        for secret in known_secrets(get_engine().settings.api_key):
+        for secret in known_secrets(get_engine().settings.api_key, *self._secrets):
             text = text.replace(secret, "***")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(f".{self.path.name}.tmp")

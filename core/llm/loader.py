@@ -15,6 +15,7 @@ it). What is frozen is never collected by the cycle collector; reference countin
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import threading
 from typing import Any
@@ -51,11 +52,23 @@ def load_litellm() -> Any:
 
             litellm.suppress_debug_info = True
             litellm.telemetry = False
+            guard_litellm_logs()
             if _gc_freeze_wanted():
                 gc.collect()
                 gc.freeze()
             _litellm = litellm
     return _litellm
+
+
+def guard_litellm_logs() -> None:
+    """litellm's own debug log prints each request (a curl line with its headers): the running call's
+    secrets are blanked there too, for whoever turns that log on."""
+    from .redact import SecretFilter
+
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, SecretFilter) for f in logger.filters):
+            logger.addFilter(SecretFilter())
 
 
 def _gc_freeze_wanted() -> bool:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from ..urls import redact_url  # the one way a URL is shown: password hidden
@@ -41,7 +45,43 @@ def redact_params(params: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-__all__ = ["is_secret_name", "known_secrets", "redact_params", "redact_text", "redact_url"]
+__all__ = [
+    "ProviderError",
+    "SecretFilter",
+    "call_secrets",
+    "is_secret_name",
+    "known_secrets",
+    "redact_params",
+    "redact_text",
+    "redact_url",
+    "redacted_chain",
+    "secrets_in_params",
+]
+
+
+def secrets_in_params(params: dict[str, Any]) -> list[str]:
+    """Every secret a call's parameters carry: its API key, the value of EVERY header it sends (a
+    server may echo ``Ocp-Apim-Subscription-Key`` or any ``X-...`` header back; no name list can know
+    them all) and the password of an ``api_base`` with ``user:password@``."""
+    found: list[str] = []
+    for key, value in params.items():
+        if key in _HEADER_KEYS and isinstance(value, dict):
+            found += [str(v) for v in value.values() if v is not None]
+        elif key == "api_base" and isinstance(value, str):
+            found += _url_password(value)
+        elif is_secret_name(str(key)) and isinstance(value, str):
+            found.append(value)
+    return found
+
+
+def _url_password(url: str) -> list[str]:
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    return [password, unquote(password)] if password else []
 
 
 def known_secrets(*values: Any) -> list[str]:
@@ -59,3 +99,48 @@ def redact_text(text: str, secrets: list[str] | None = None) -> str:
     for pattern in _SECRET_TEXT:
         text = pattern.sub(lambda m: (m.group(1) if m.re.groups else "") + "***", text)
     return text
+
+
+class ProviderError(Exception):
+    """A provider library's exception with its text redacted: what a flow-engine error chains as its
+    ``__cause__`` in place of the original, whose message may echo an API key or a header (litellm and
+    the openai SDK repeat the server's error body). Its text starts with the original's type."""
+
+
+def redacted_chain(exc: BaseException, secrets: list[str], depth: int = 0) -> ProviderError:
+    """A copy of ``exc`` and of what it was raised from (its ``__cause__``/``__context__`` chain), each
+    as a :class:`ProviderError` with secrets blanked and the original traceback kept."""
+    kind = type(exc)
+    copy = ProviderError(redact_text(f"{kind.__module__}.{kind.__qualname__}: {exc}", secrets))
+    copy.__traceback__ = exc.__traceback__
+    inner = exc.__cause__
+    if inner is None and not exc.__suppress_context__:
+        inner = exc.__context__
+    if inner is not None and depth < 8:
+        copy.__cause__ = redacted_chain(inner, secrets, depth + 1)
+    return copy
+
+
+_call_secrets: ContextVar[tuple[str, ...]] = ContextVar("flow_engine_call_secrets", default=())
+
+
+@contextmanager
+def call_secrets(secrets: list[str]) -> Iterator[None]:
+    """Within the block (one LLM call), :class:`SecretFilter` blanks these values in log records."""
+    token = _call_secrets.set(tuple(secrets))
+    try:
+        yield
+    finally:
+        _call_secrets.reset(token)
+
+
+class SecretFilter(logging.Filter):
+    """Blanks the running call's secrets (and key-like texts) in a record of a library's logger. It
+    runs only for records that pass the logger's level, so it costs nothing while debug logs are off."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = redact_text(text, known_secrets(*_call_secrets.get()))
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True

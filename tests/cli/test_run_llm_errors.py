@@ -194,3 +194,37 @@ def test_flow_show_lists_each_attempt_with_its_http_status(fake_openai, tmp_path
     assert [(row[1], row[3], row[4]) for row in rows] == [("1", "failed", "503"), ("2", "completed", "200")]
     as_json = json.loads(run_flow_cli(fake_openai.base_url, tmp_path, "show", run_id, "--json").stdout)
     assert [r["http_status"] for r in as_json["llm_requests"]] == [503, 200]
+
+
+def test_traceback_of_a_key_echoing_server_shows_no_key(fake_openai, tmp_path, flows):
+    """``flow run --traceback`` prints the whole chain (litellm's and the SDK's exceptions too), each
+    redacted: the key the server echoes back is printed nowhere, and no row holds it."""
+    key = "sk-cli-echo-0123456789abcdefghij"
+    fake_openai.fail_next(Fault.status(401, echo_headers=True))
+    result = run_flow_cli(
+        fake_openai.base_url,
+        tmp_path,
+        "run",
+        f"{flows}:SayFlow",
+        "-i",
+        "topic=x",
+        "--traceback",
+        FLOW_ENGINE_API_KEY=key,
+        **FAST,
+    )
+    assert result.returncode == 1
+    assert fake_openai.chat_requests[0].headers["Authorization"] == f"Bearer {key}"
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "ProviderError: litellm." in result.stderr  # the chained provider exception, redacted
+    assert '"Authorization": "Bearer ***"' in result.stderr
+    assert key not in result.stderr + result.stdout and key[8:24] not in result.stderr
+    assert key[8:24].encode() not in (tmp_path / "runs.db").read_bytes()
+
+
+def test_an_api_base_with_credentials_is_a_usage_error(tmp_path, flows, fake_openai):
+    host = fake_openai.base_url.split("://", 1)[1]
+    result = run_flow_cli(f"http://me:hunter22@{host}", tmp_path, "run", f"{flows}:SayFlow", "-i", "topic=x")
+    assert result.returncode == 2, result.stderr
+    assert "FLOW_ENGINE_API_BASE: must not contain user:password@" in result.stderr
+    assert "hunter22" not in result.stderr and "Traceback" not in result.stderr
+    assert fake_openai.chat_requests == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from typing import Any
 
 import pytest
@@ -353,6 +354,77 @@ async def test_a_key_given_as_a_step_parameter_is_not_stored(online):
     assert record.request_params == {"max_tokens": 20}
     assert SECRET not in record.model_dump_json()
     assert SECRET not in str(info.value)
+
+
+HEADER_SECRET = "apim-5f3c9e1b7d2a4c6e8f0a1b2c"  # a custom key header no name list would catch
+
+
+class WithKeyHeader(Hello):
+    llm_params = {"extra_headers": {"Ocp-Apim-Subscription-Key": HEADER_SECRET}, "max_tokens": 20}
+
+
+class KeyHeaderFlow(BaseFlow):
+    flow_name = "key_header_flow"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"text": (await WithKeyHeader().execute({"prompt": "hi"})).output_content}
+
+
+def exception_chain(exc: BaseException | None) -> list[BaseException]:
+    found: list[BaseException] = []
+    while exc is not None and len(found) < 20:
+        found.append(exc)
+        if exc.__context__ is not None and exc.__context__ is not exc.__cause__:
+            found += exception_chain(exc.__context__)
+        exc = exc.__cause__
+    return found
+
+
+async def test_a_server_echoing_every_header_leaks_no_key_anywhere(fake_openai, tmp_path, caplog):
+    """The key and a custom key header, echoed by the server in its error bodies, are in no raised
+    exception (chained ones included), traceback, log line, stored row or cassette."""
+    from flow_engine.llm.cassette import cassette
+    from flow_engine.llm.redact import ProviderError
+
+    (tmp_path / "db").mkdir()
+    url = f"sqlite:///{tmp_path / 'db' / 'runs.db'}"
+    use_fake_openai(fake_openai.base_url, tmp_path, api_key=SECRET, database_url=url)
+    fake_openai.fail_next(Fault.status(429, retry_after=0.01, echo_headers=True))
+    fake_openai.fail_next(Fault.status(401, echo_headers=True))
+    tape = tmp_path / "tape.json"
+    with caplog.at_level(logging.DEBUG), cassette(tape, mode="record"):
+        with pytest.raises(LLMRequestError) as info:
+            await KeyHeaderFlow().execute({})
+    sent = {k.lower(): v for k, v in fake_openai.chat_requests[-1].headers.items()}
+    assert sent["ocp-apim-subscription-key"] == HEADER_SECRET and sent["authorization"] == f"Bearer {SECRET}"
+
+    chain = exception_chain(info.value)
+    printed = "".join(traceback.format_exception(info.value))
+    assert "request headers" in printed  # the echo is there, with the secrets blanked
+    assert [e for e in chain if isinstance(e, ProviderError) and "litellm" in str(e)]
+    texts = [printed, caplog.text, tape.read_text(), *(str(e) for e in chain)]
+    store = get_engine().store
+    texts += [r.model_dump_json() for r in store.list_runs()]
+    texts += [s.model_dump_json() for run in store.list_runs() for s in store.list_steps(run.id)]
+    texts += [r.model_dump_json() for r in store.list_llm_requests()]
+    assert len(store.list_llm_requests()) == 2
+    assert not [t for t in texts if SECRET in t or HEADER_SECRET in t or HEADER_SECRET[5:20] in t]
+    get_engine().close()
+    stored = (tmp_path / "db" / "runs.db").read_bytes()
+    assert b"request headers" in stored and HEADER_SECRET.encode() not in stored
+
+
+async def test_an_api_base_with_credentials_is_refused_before_any_request(fake_openai, tmp_path):
+    from flow_engine.errors import UsageError
+
+    use_fake_openai(fake_openai.base_url, tmp_path)
+    host = fake_openai.base_url.split("://", 1)[1]
+    with pytest.raises(UsageError) as info:
+        await complete(model="openai/gpt-4o-mini", messages=MESSAGES, api_base=f"http://me:hunter22@{host}")
+    assert "user:password@" in str(info.value) and "hunter22" not in str(info.value)
+    assert fake_openai.chat_requests == []
+    with pytest.raises(UsageError, match="invalid setting api_base: must not contain user:password@"):
+        use_fake_openai(f"http://me:hunter22@{host}", tmp_path)
 
 
 # -- classification helpers ------------------------------------------------------------------------------
