@@ -22,6 +22,9 @@ from .errors import ConfigurationError, NotFoundError, StorageError, UsageError
 from .ids import new_id
 
 __all__ = [
+    "INTERRUPTED",
+    "INTERRUPTED_MESSAGE",
+    "IN_FLIGHT",
     "LLMRequestRecord",
     "RunChanges",
     "RunRecord",
@@ -110,6 +113,13 @@ class StepRecord(_Record):
     step_metadata: dict[str, Any] | None = None
     created_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None
+
+
+# statuses of an LLM request row besides completed / failed / cancelled: sent and not answered yet, and
+# sent but cut short because its process died (SIGKILL, a lost worker); see RunStore.records_in_flight
+IN_FLIGHT = "in_flight"
+INTERRUPTED = "interrupted"
+INTERRUPTED_MESSAGE = "the process making this request died before the answer came (the run crashed)"
 
 
 class LLMRequestRecord(_Record):
@@ -295,13 +305,24 @@ class RunStore(ABC):
     @abstractmethod
     async def record_llm_request(self, request: LLMRequestRecord) -> None: ...
 
+    #: True when the store can replace a request row (``finish_llm_request``): the engine then writes
+    #: each network attempt as ``in_flight`` before sending it, so one cut short by SIGKILL still has
+    #: a row (made ``interrupted`` by ``mark_crashed`` / ``prepare_resume``). A store without it gets one
+    #: row per attempt once the attempt ends, as before.
+    records_in_flight: bool = False
+
+    async def finish_llm_request(self, request: LLMRequestRecord) -> None:
+        """Replace the ``in_flight`` row with the same id by ``request`` (the attempt's outcome)."""
+        raise NotImplementedError
+
     # -- durable execution (resume, heartbeat, cancel, crash detection) ---------------------
     async def heartbeat(self, run_id: uuid.UUID, at: datetime) -> bool:
         """Set ``last_heartbeat``; return True when a cancel was requested for the run."""
         raise NotImplementedError
 
     async def prepare_resume(self, run_id: uuid.UUID, run_changes: RunChanges) -> None:
-        """Delete the run's steps that did not complete and apply ``run_changes``, in one transaction."""
+        """Delete the run's steps that did not complete, mark its ``in_flight`` LLM requests
+        ``interrupted`` and apply ``run_changes``, in one transaction."""
         raise NotImplementedError
 
     async def request_cancel(self, run_id: uuid.UUID) -> str:
@@ -311,7 +332,8 @@ class RunStore(ABC):
         raise NotImplementedError
 
     async def mark_crashed(self, stale_before: datetime, run_id: uuid.UUID | None = None) -> list[uuid.UUID]:
-        """Mark running runs whose heartbeat is older than ``stale_before`` as crashed; return their ids."""
+        """Mark running runs whose heartbeat is older than ``stale_before`` as crashed, and their
+        ``in_flight`` LLM requests ``interrupted``; return their ids."""
         raise NotImplementedError
 
     # -- background execution ----------------------------------------------------------------

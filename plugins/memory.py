@@ -11,6 +11,9 @@ from typing import Any
 from flow_engine.errors import NotFoundError, StorageError
 from flow_engine.hookspecs import hookimpl
 from flow_engine.storage import (
+    IN_FLIGHT,
+    INTERRUPTED,
+    INTERRUPTED_MESSAGE,
     PRUNABLE_STATUSES,
     PRUNE_BATCH,
     LLMRequestRecord,
@@ -122,6 +125,7 @@ class MemoryStore(RunStore):
                 if s.flow_run_id != run_id or s.status == RunStatus.COMPLETED
             }
             self._cancel_requested.discard(run_id)
+            self._interrupt_in_flight(run_id)
             self._apply(run, run_changes)
 
     async def request_cancel(self, run_id: uuid.UUID) -> str:
@@ -147,6 +151,7 @@ class MemoryStore(RunStore):
                 if run.status == RunStatus.RUNNING and stale and run_id in (None, run.id):
                     run.status = RunStatus.CRASHED.value
                     run.error_message = f"no heartbeat since {run.last_heartbeat}; its process probably died"
+                    self._interrupt_in_flight(run.id)
                     marked.append(run.id)
         return marked
 
@@ -195,6 +200,21 @@ class MemoryStore(RunStore):
             if request.flow_run_id is not None:
                 self._run(request.flow_run_id, f"LLM request {request.id}")
             self._requests.append(request)
+
+    records_in_flight = True
+
+    async def finish_llm_request(self, request: LLMRequestRecord) -> None:
+        with self._lock:
+            for index in range(len(self._requests) - 1, -1, -1):  # the newest rows first
+                if self._requests[index].id == request.id:
+                    self._requests[index] = request
+                    return
+        raise NotFoundError(f"no LLM request with id {request.id}")
+
+    def _interrupt_in_flight(self, run_id: uuid.UUID) -> None:
+        for request in self._requests:
+            if request.flow_run_id == run_id and request.status == IN_FLIGHT:
+                request.status, request.error_message = INTERRUPTED, INTERRUPTED_MESSAGE
 
     def prune_runs(
         self,

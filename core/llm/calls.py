@@ -23,7 +23,7 @@ from ..context import current_step
 from ..engine import Engine, get_engine
 from ..errors import FlowEngineError, LLMError, UsageError
 from ..ids import new_id
-from ..storage import LLMRequestRecord, utcnow
+from ..storage import IN_FLIGHT, LLMRequestRecord, utcnow
 from .failures import EmptyAnswer, classify, is_server_rejection
 from .hook import LLMCallInfo, Send, join_scoped_plugins, wrapped
 from .loader import ensure_providers, provider_guess, provider_of
@@ -185,7 +185,9 @@ async def _attempt(engine: Engine, info: LLMCallInfo, recorder: AttemptRecorder)
     """One attempt through the ``wrap_llm_call`` hook, recorded whatever its outcome."""
     send = wrapped(engine, info, _litellm_send)
     target = _target(engine, info)  # after the wrappers: they may have routed the call elsewhere
-    request_id, created_at, started = new_id(), utcnow(), time.perf_counter()
+    request_id, created_at = new_id(), utcnow()
+    await recorder.in_flight(info, target, request_id, created_at)
+    started = time.perf_counter()
     try:
         response = await send()
         _check_answer(info, response)
@@ -277,6 +279,35 @@ class AttemptRecorder:
                 "json_schema": {"name": self.stored_params["response_format"].__name__},
             }
         self.last_request_id: uuid.UUID | None = None
+        self._in_flight: set[uuid.UUID] = set()  # attempts whose row was written before sending
+
+    async def in_flight(
+        self, info: LLMCallInfo, target: _Target, request_id: uuid.UUID, created_at: Any
+    ) -> None:
+        """Write a network attempt's row before it is sent, so that a process killed while waiting for
+        the answer still leaves it (``interrupted`` once the run is found crashed). In-process models
+        (offline, scripted) answer at once and are written once, when done."""
+        store = self.engine.store
+        if target.in_process or not store.records_in_flight:
+            return
+        record = self._record(
+            info,
+            target,
+            request_id,
+            created_at,
+            provider=target.provider,
+            request_params=self.stored_params,
+            status=IN_FLIGHT,
+        )
+        await store.record_llm_request(record)
+        self._in_flight.add(request_id)
+
+    async def _write(self, record: LLMRequestRecord) -> None:
+        if record.id in self._in_flight:
+            self._in_flight.discard(record.id)
+            await self.engine.store.finish_llm_request(record)
+        else:
+            await self.engine.store.record_llm_request(record)
 
     def _record(
         self, info: LLMCallInfo, target: _Target, request_id: uuid.UUID, created_at: Any, **outcome: Any
@@ -324,7 +355,7 @@ class AttemptRecorder:
             error_message=message[:4000],
         )
         try:
-            await self.engine.store.record_llm_request(record)
+            await self._write(record)
         except Exception:  # pragma: no cover - never hide the call's own error behind the log's
             log.exception("could not record a failed LLM request")
 
@@ -361,7 +392,7 @@ class AttemptRecorder:
             response=_response_json(response),
             http_status=None if target.in_process or info.replayed_from is not None else 200,
         )
-        await self.engine.store.record_llm_request(record)
+        await self._write(record)
         text = None
         if info.kind == "completion":
             choices = getattr(response, "choices", None) or []

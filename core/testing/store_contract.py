@@ -27,7 +27,17 @@ from typing import Any
 import pytest
 
 from flow_engine.errors import NotFoundError, StorageError, UsageError
-from flow_engine.storage import LLMRequestRecord, RunRecord, RunStatus, RunStore, StepRecord, utcnow
+from flow_engine.storage import (
+    IN_FLIGHT,
+    INTERRUPTED,
+    INTERRUPTED_MESSAGE,
+    LLMRequestRecord,
+    RunRecord,
+    RunStatus,
+    RunStore,
+    StepRecord,
+    utcnow,
+)
 
 __all__ = ["RunStoreContract"]
 
@@ -375,6 +385,35 @@ class RunStoreContract:
         stored = store.get_run(run.id)
         assert stored is not None and (stored.status, stored.error_message) == ("running", None)
         assert not await store.heartbeat(run.id, utcnow())  # the old cancel request is gone
+
+    @_async
+    async def test_an_in_flight_request_is_finished_in_place_or_interrupted_by_a_crash(
+        self, store: RunStore
+    ) -> None:
+        if not store.records_in_flight:
+            pytest.skip("this store writes each LLM request once, when its attempt ends")
+        now = utcnow()
+        finished = await running_run(store, last_heartbeat=now)
+        sent = LLMRequestRecord(flow_run_id=finished.id, model="m", status=IN_FLIGHT)
+        await store.record_llm_request(sent)
+        done = sent.model_copy(update={"status": "completed", "total_tokens": 7, "latency_ms": 30})
+        await store.finish_llm_request(done)
+        [stored] = store.list_llm_requests(flow_run_id=finished.id)
+        assert (stored.id, stored.status, stored.total_tokens) == (sent.id, "completed", 7)
+        with pytest.raises((StorageError, NotFoundError)):
+            await store.finish_llm_request(LLMRequestRecord(flow_run_id=finished.id, model="m"))
+
+        crashed = await running_run(store, last_heartbeat=now - timedelta(minutes=10))
+        resumed = await running_run(store, last_heartbeat=now - timedelta(minutes=10))
+        for run in (crashed, resumed, finished):
+            await store.record_llm_request(LLMRequestRecord(flow_run_id=run.id, model="m", status=IN_FLIGHT))
+        assert await store.mark_crashed(now - timedelta(minutes=1), crashed.id) == [crashed.id]
+        await store.prepare_resume(resumed.id, {"status": RunStatus.RUNNING.value})
+        for run, status in ((crashed, INTERRUPTED), (resumed, INTERRUPTED), (finished, IN_FLIGHT)):
+            found = [r for r in store.list_llm_requests(flow_run_id=run.id) if r.status != "completed"]
+            assert [r.status for r in found] == [status]
+        [cut] = [r for r in store.list_llm_requests(flow_run_id=crashed.id)]
+        assert cut.error_message == INTERRUPTED_MESSAGE
 
     # -- crashes and claims -----------------------------------------------------------------
     @_async

@@ -15,9 +15,9 @@ from typing import Any, cast
 from sqlalchemy import and_, bindparam, case, delete, or_, select, update
 
 from flow_engine.errors import NotFoundError
-from flow_engine.storage import RunStatus
+from flow_engine.storage import IN_FLIGHT, INTERRUPTED, INTERRUPTED_MESSAGE, RunStatus
 
-from .models import flow_runs, flow_step_runs
+from .models import flow_runs, flow_step_runs, llm_requests
 
 
 def cancel_flag(cursor: Any, dml: Any, run_id: uuid.UUID) -> bool:
@@ -51,6 +51,20 @@ def delete_unfinished_steps(cursor: Any, dml: Any, run_id: uuid.UUID) -> None:
         lambda: delete(flow_step_runs).where(
             flow_step_runs.c.flow_run_id == bindparam("run_id"),
             flow_step_runs.c.status != RunStatus.COMPLETED.value,
+        ),
+        {"run_id": run_id},
+    )
+    cursor.execute(sql, params)
+
+
+def interrupt_in_flight(cursor: Any, dml: Any, run_id: uuid.UUID) -> None:
+    """The run's LLM requests still ``in_flight`` were cut short with their process: ``interrupted``."""
+    sql, params = dml.statement(
+        "interrupt_in_flight",
+        lambda: (
+            update(llm_requests)
+            .where(llm_requests.c.flow_run_id == bindparam("run_id"), llm_requests.c.status == IN_FLIGHT)
+            .values(status=INTERRUPTED, error_message=INTERRUPTED_MESSAGE)
         ),
         {"run_id": run_id},
     )
@@ -169,5 +183,6 @@ def mark_crashed(cursor: Any, dml: Any, stale_before: datetime, run_id: uuid.UUI
             "error_message": f"no heartbeat since {heartbeat}; its process probably died",
         }
         cursor.execute(*dml.update(flow_runs, stale_id, changes))
+        interrupt_in_flight(cursor, dml, stale_id)
         marked.append(stale_id)
     return marked

@@ -41,7 +41,14 @@ from flow_engine.storage import (
 )
 
 from .connect import create_sql_engine, display_url, sqlite_path
-from .durable import cancel_flag, claim_run, delete_unfinished_steps, mark_crashed, request_cancel
+from .durable import (
+    cancel_flag,
+    claim_run,
+    delete_unfinished_steps,
+    interrupt_in_flight,
+    mark_crashed,
+    request_cancel,
+)
 from .models import FlowRunModel, flow_runs, flow_step_runs, llm_requests
 from .repo import FlowRunRepo, FlowStepRunRepo, LLMRequestRepo
 from .schema import ensure_schema
@@ -294,6 +301,14 @@ class SqlStore(RunStore):
         what = ("LLM request {} ({})", request.id, request.model)
         await self._writer.submit(Operation(what, [("insert", _REQUESTS, _values(request))]))
 
+    records_in_flight = True
+
+    async def finish_llm_request(self, request: LLMRequestRecord) -> None:
+        what = ("LLM request {} ({})", request.id, request.model)
+        values = _values(request)
+        values.pop("id")
+        await self._writer.submit(Operation(what, [("update", _REQUESTS, request.id, values)]))
+
     # -- durable execution -------------------------------------------------------------------
     async def heartbeat(self, run_id: uuid.UUID, at: datetime) -> bool:
         actions = [
@@ -304,7 +319,11 @@ class SqlStore(RunStore):
 
     async def prepare_resume(self, run_id: uuid.UUID, run_changes: RunChanges) -> None:
         changes = {**_check(_RUN_COLUMNS, run_changes, "a run"), "cancel_requested": False}
-        actions = [("call", delete_unfinished_steps, run_id), ("update", _RUNS, run_id, changes)]
+        actions = [
+            ("call", delete_unfinished_steps, run_id),
+            ("call", interrupt_in_flight, run_id),
+            ("update", _RUNS, run_id, changes),
+        ]
         await self._writer.submit(Operation(("resumed run {}", run_id), actions))
 
     async def request_cancel(self, run_id: uuid.UUID) -> str:
