@@ -138,11 +138,27 @@ def test_a_run_delivered_again_while_its_worker_lives_is_not_executed_twice(clus
     assert "resumed" not in (run.flow_metadata or {}) and "takeovers" not in (run.flow_metadata or {})
 
 
-def test_a_worker_stops_cleanly_on_sigterm(cluster, workers):
+def test_a_worker_stops_cleanly_on_sigterm_after_its_running_flow_finishes(cluster, workers, latency):
+    """SIGTERM (how containers stop a program) is Celery's warm shutdown: the run a worker is executing
+    completes and is recorded before the worker exits 0; nothing is left running."""
     import signal
 
+    latency(1500)  # the run's LLM call is still waiting for its answer when SIGTERM comes
+    submitted = cluster.flow("run", FLOW, "-i", "topic=sigterm", "-i", "count=1", "--background")
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = uuid.UUID(submitted.stdout.strip())
+
+    def asked() -> bool:  # the request reached the server; its answer is 1.5 s away
+        return prompt_counts(cluster)[prompt_of("sigterm", 1)] == 1
+
+    cluster.wait_until(asked, timeout=30, what="the run to call the LLM")
+    run = cluster.store.get_run(run_id)
+    assert run is not None and run.status == "running"
     for worker in workers:
-        worker.process.send_signal(signal.SIGTERM)  # warm shutdown: running flows would finish first
+        worker.process.send_signal(signal.SIGTERM)  # warm shutdown: running flows finish first
     for worker in workers:
         assert worker.process.wait(30) == 0
         assert "Traceback" not in worker.log()
+    run = cluster.store.get_run(run_id)
+    assert run is not None and run.status == "completed", run
+    assert run.outputs == {"topic": "sigterm", "answers": [answer_of("sigterm", 1)]}
