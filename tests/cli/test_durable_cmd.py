@@ -17,7 +17,8 @@ from pydantic import BaseModel
 
 from flow_engine import BaseFlow, BaseStep
 from flow_engine.engine import get_engine
-from flow_engine.storage import RunRecord, RunStatus, utcnow
+from flow_engine.plugin import RunRecord, RunStatus
+from flow_engine.storage import utcnow
 from tests.cli.conftest import flow_command
 from tests.e2e.conftest import Running, wait_until
 from tests.fake_openai_server import API_KEY, FakeOpenAI, Reply, use_fake_openai

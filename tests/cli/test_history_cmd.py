@@ -10,9 +10,7 @@ from typing import Any
 import pytest
 
 from flow_engine import BaseFlow, BaseStep, UnstructuredStep
-from flow_engine.hookspecs import hookimpl
-from flow_engine.plugin_types import ModelProviderInfo
-from flow_engine.storage import RunRecord
+from flow_engine.plugin import ModelProviderInfo, RunRecord, hookimpl
 
 
 class Add(BaseStep):

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from flow_engine.plugin import LLMRequestRecord, RunRecord, StepRecord
 from flow_engine.plugins.sql.store import SqlStore
-from flow_engine.storage import LLMRequestRecord, RunRecord, StepRecord, utcnow
+from flow_engine.storage import utcnow
 
 OLD = utcnow() - timedelta(days=200)
 

@@ -365,8 +365,7 @@ def test_failed_run_is_readable_from_another_process(flow, tmp_path):
 
 def test_database_that_cannot_be_opened_is_one_line_without_the_password(cli_invoke, flows_file, engine):
     from flow_engine.engine import configure
-    from flow_engine.hookspecs import hookimpl
-    from flow_engine.storage import StorageBackendInfo
+    from flow_engine.plugin import StorageBackendInfo, hookimpl
 
     def refuse(url):
         raise OSError("connection refused for user app password=hunter22")

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from flow_engine.storage import RunRecord, utcnow
+from flow_engine.plugin import RunRecord
+from flow_engine.storage import utcnow
 from tests.fake_openai_server import free_port
 
 

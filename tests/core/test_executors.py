@@ -16,9 +16,8 @@ from pydantic import BaseModel
 from flow_engine import BaseFlow, BaseStep, InputValidationError, configure
 from flow_engine.errors import ConfigurationError, PluginConflictError
 from flow_engine.executors import ExecutorUnavailable, RunExecutor, execute_submitted, get_executor
-from flow_engine.hookspecs import hookimpl
-from flow_engine.plugin_types import ExecutorInfo
-from flow_engine.storage import RunRecord, RunStatus, utcnow
+from flow_engine.plugin import ExecutorInfo, RunRecord, RunStatus, hookimpl
+from flow_engine.storage import utcnow
 from flow_engine.submit import run_has_ended, wait_for_run, wait_for_run_blocking
 
 CALLS: Counter[str] = Counter()

@@ -16,7 +16,8 @@ import pytest
 from flow_engine import BaseFlow, BaseStep, cancel_run, resume_run
 from flow_engine.errors import NotFoundError, UsageError
 from flow_engine.flow_runner import has_ended
-from flow_engine.storage import RunRecord, RunStatus, utcnow
+from flow_engine.plugin import RunRecord, RunStatus
+from flow_engine.storage import utcnow
 
 FAIL: set[str] = set()
 

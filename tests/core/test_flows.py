@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from flow_engine import BaseFlow, BaseStep, InputValidationError, configure
 from flow_engine.errors import FlowEngineError
-from flow_engine.storage import RunStatus
+from flow_engine.plugin import RunStatus
 
 
 class Double(BaseStep):

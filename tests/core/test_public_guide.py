@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 import flow_engine.public
 from flow_engine.engine import get_engine
-from flow_engine.storage import RunStatus
+from flow_engine.plugin import RunStatus
 
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 

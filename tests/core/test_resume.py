@@ -22,8 +22,9 @@ from flow_engine import (
     recover_runs,
     resume_run,
 )
+from flow_engine.plugin import RunRecord, RunStatus
 from flow_engine.resume import display_status, is_stale
-from flow_engine.storage import RunRecord, RunStatus, utcnow
+from flow_engine.storage import utcnow
 
 CALLS: Counter[str] = Counter()
 FAIL_AT: set[str] = set()

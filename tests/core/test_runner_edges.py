@@ -255,7 +255,7 @@ async def test_recover_with_a_threshold_below_the_heartbeat_is_refused(backend):
 
 
 async def test_resume_claims_the_run_and_refuses_a_live_one(backend):
-    from flow_engine.storage import RunRecord
+    from flow_engine.plugin import RunRecord
 
     store = get_engine().store
     live = RunRecord(flow_name="outputs_flow", status="running", started_at=utcnow(), last_heartbeat=utcnow())

@@ -9,7 +9,7 @@ import pytest
 
 from flow_engine import BaseFlow, BaseStep
 from flow_engine.engine import Engine
-from flow_engine.steps import StepOutput
+from flow_engine.plugin import StepOutput
 
 
 class Plain(BaseStep):

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from flow_engine.engine import Engine, get_engine
-from flow_engine.storage import RunRecord
+from flow_engine.plugin import RunRecord
 from tests.e2e.conftest import MODEL, STALE_AFTER, FlowProcesses, Running, flow_target
 from tests.e2e.durable_flows import Research
 from tests.fake_openai_server import RemoteFakeOpenAI, use_fake_openai

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from flow_engine.plugin import RunRecord, RunStatus, StepRecord
 from flow_engine.plugins.memory import MemoryStore
-from flow_engine.storage import RunRecord, RunStatus, StepRecord, utcnow
+from flow_engine.storage import utcnow
 from flow_engine.testing.store_contract import RunStoreContract
 
 

@@ -8,8 +8,9 @@ from datetime import timedelta
 import pytest
 
 from flow_engine.errors import UsageError
+from flow_engine.plugin import LLMRequestRecord, RunRecord, StepRecord
 from flow_engine.plugins.memory import MemoryStore
-from flow_engine.storage import LLMRequestRecord, RunRecord, StepRecord, utcnow
+from flow_engine.storage import utcnow
 
 OLD = utcnow() - timedelta(days=100)
 

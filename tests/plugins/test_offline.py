@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from flow_engine import BaseFlow, StructuredStep, UnstructuredStep, configure
 from flow_engine.engine import get_engine
-from flow_engine.llm import complete
+from flow_engine.plugin import complete
 from flow_engine.plugins.offline import estimate_tokens
 
 pytestmark = pytest.mark.usefixtures("no_network")  # 127.0.0.1 only

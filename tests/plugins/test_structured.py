@@ -12,7 +12,7 @@ from flow_engine import BaseFlow, StructuredStep
 from flow_engine.engine import get_engine
 from flow_engine.errors import StructuredOutputError
 from flow_engine.llm.calls import LLMRequestError
-from flow_engine.storage import RunStatus
+from flow_engine.plugin import RunStatus
 from tests.fake_openai_server import Reply, run_flow_cli, use_fake_openai
 
 pytestmark = pytest.mark.usefixtures("no_network")  # 127.0.0.1 only

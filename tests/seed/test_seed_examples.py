@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flow_engine.storage import RunStatus
+from flow_engine.plugin import RunStatus
 from tests.fake_openai_server import tiny_png
 
 from . import seed_examples as seed

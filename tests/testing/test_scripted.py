@@ -10,7 +10,8 @@ import pytest
 from pydantic import BaseModel
 
 from flow_engine import BaseFlow, ImageStep, StructuredOutputError, StructuredStep, UnstructuredStep
-from flow_engine.llm import LLMRequestError, complete
+from flow_engine.llm import LLMRequestError
+from flow_engine.plugin import complete
 from flow_engine.testing import ScriptedAnswerMissing, load_run
 from tests.fake_openai_server import tiny_png
 

@@ -13,9 +13,8 @@ from pydantic import BaseModel
 
 from flow_engine import BaseFlow, UnstructuredStep
 from flow_engine.engine import get_engine
-from flow_engine.llm import complete, generate_image
 from flow_engine.llm.calls import LLMRequestError
-from flow_engine.storage import RunStatus
+from flow_engine.plugin import RunStatus, complete, generate_image
 from tests.fake_openai_server import Fault, Reply, use_fake_openai
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -429,8 +428,7 @@ async def test_an_api_base_with_credentials_is_refused_before_any_request(fake_o
 
 # -- classification helpers ------------------------------------------------------------------------------
 async def test_a_bug_in_an_in_process_provider_is_not_retried(engine):
-    from flow_engine.hookspecs import hookimpl
-    from flow_engine.plugin_types import ModelProviderInfo
+    from flow_engine.plugin import ModelProviderInfo, hookimpl
 
     def make() -> Any:
         from litellm import CustomLLM
@@ -473,8 +471,7 @@ async def test_concurrent_calls_in_one_flow_are_each_recorded_once(online):
 
 
 async def test_a_slow_in_process_provider_times_out_and_is_retried(engine, tmp_path):
-    from flow_engine.hookspecs import hookimpl
-    from flow_engine.plugin_types import ModelProviderInfo
+    from flow_engine.plugin import ModelProviderInfo, hookimpl
 
     calls: list[float] = []
 

@@ -12,8 +12,8 @@ from pydantic import BaseModel
 
 from flow_engine import BaseFlow, ImageStep, StructuredOutputError, StructuredStep, UnstructuredStep
 from flow_engine.engine import get_engine
-from flow_engine.llm import complete
 from flow_engine.llm.cassette import Cassette, CassetteError, UnrecordedRequest, cassette
+from flow_engine.plugin import complete
 from flow_engine.testing import load_run
 from tests.fake_openai_server import ImageReply, Reply, tiny_png, use_fake_openai
 

@@ -11,8 +11,8 @@ from pydantic import BaseModel
 
 from flow_engine import BaseFlow, UnstructuredStep
 from flow_engine.engine import get_engine
-from flow_engine.llm import complete
 from flow_engine.llm.calls import LLMRequestError
+from flow_engine.plugin import complete
 from tests.fake_openai_server import Fault, Reply, use_fake_openai
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from flow_engine.llm import complete
+from flow_engine.plugin import complete
 from tests.fake_openai_server import Fault, RemoteFakeOpenAI, Reply, use_fake_openai
 
 

@@ -10,11 +10,10 @@ from pydantic import BaseModel
 
 from flow_engine import BaseFlow, UnstructuredStep, configure
 from flow_engine.engine import get_engine
-from flow_engine.hookspecs import hookimpl
-from flow_engine.llm import complete
 from flow_engine.llm.calls import LLMRequestError
 from flow_engine.llm.hook import LLMCallInfo, Send, call_plugins
 from flow_engine.llm.loader import load_litellm
+from flow_engine.plugin import complete, hookimpl
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 

@@ -67,7 +67,7 @@ def prompt_counts(cluster: Deployment) -> Counter[str]:
 
 def stored_run(cluster: Deployment, status: str, topic: str, **fields: Any) -> uuid.UUID:
     """A background run written straight to the database, as a dead worker or a lost message leaves it."""
-    from flow_engine.storage import RunRecord
+    from flow_engine.plugin import RunRecord
 
     record = RunRecord(
         flow_name="celery_questions",

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from flow_engine.plugin import RunRecord
 from flow_engine.plugins.celery.recovery import Recovery, deliver
 from flow_engine.plugins.celery.settings import CelerySettings
-from flow_engine.storage import RunRecord, utcnow
+from flow_engine.storage import utcnow
 
 FLOW_REF = "tests.plugins.celery.worker_flows:Questions"
 ME = "celery:here:1:aaaaaa"

@@ -15,11 +15,12 @@ from celery.exceptions import Reject
 
 from flow_engine.config import Settings
 from flow_engine.errors import ConfigurationError
+from flow_engine.plugin import RunRecord
 from flow_engine.plugins import celery as celery_plugin
 from flow_engine.plugins.celery import app as celery_app
 from flow_engine.plugins.celery import worker
 from flow_engine.plugins.celery.settings import CelerySettings, settings_of
-from flow_engine.storage import RunRecord, utcnow
+from flow_engine.storage import utcnow
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 

@@ -11,7 +11,7 @@ import pytest
 
 from flow_engine.engine import get_engine
 from flow_engine.errors import PluginConflictError
-from flow_engine.hookspecs import hookimpl
+from flow_engine.plugin import hookimpl
 from flow_engine.plugin_types import NewsSourceInfo
 from flow_engine.plugins.news import (
     NewsBatch,

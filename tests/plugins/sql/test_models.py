@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import UniqueConstraint
 
+from flow_engine.plugin import LLMRequestRecord, RunRecord, StepRecord
 from flow_engine.plugins.sql.models import FlowRunModel, FlowStepRunModel, LLMRequestModel
-from flow_engine.storage import LLMRequestRecord, RunRecord, StepRecord
 
 SEED_RUN_FIELDS = {
     "id", "user_id", "flow_name", "status", "execution_mode", "current_step", "step_progress", "total_steps",

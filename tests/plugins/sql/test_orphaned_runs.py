@@ -9,8 +9,9 @@ from typing import Any
 
 from sqlalchemy import event, text
 
+from flow_engine.plugin import RunRecord, RunStore
 from flow_engine.plugins.memory import MemoryStore
-from flow_engine.storage import RunRecord, RunStore, utcnow
+from flow_engine.storage import utcnow
 
 NOW = utcnow()
 STALE_BEFORE = NOW - timedelta(seconds=60)

@@ -54,7 +54,7 @@ def test_urls():
 
 
 async def test_an_in_memory_sqlite_database_works_too():
-    from flow_engine.storage import RunRecord
+    from flow_engine.plugin import RunRecord
 
     store = SqlStore("sqlite://")
     try:

@@ -15,10 +15,11 @@ from sqlalchemy import func, select
 
 from flow_engine import BaseFlow, BaseStep
 from flow_engine.errors import UsageError
+from flow_engine.plugin import LLMRequestRecord, RunRecord, StepRecord
 from flow_engine.plugins.sql.connect import sqlite_path
 from flow_engine.plugins.sql.models import flow_runs, flow_step_runs, llm_requests
 from flow_engine.plugins.sql.store import SqlStore
-from flow_engine.storage import LLMRequestRecord, PruneResult, RunRecord, StepRecord, utcnow
+from flow_engine.storage import PruneResult, utcnow
 
 NOW = utcnow()
 OLD = NOW - timedelta(days=200)

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import text
 
 from flow_engine.errors import ConfigurationError
+from flow_engine.plugin import RunRecord
 from flow_engine.plugins.sql import migrate, schema
 from flow_engine.plugins.sql.connect import create_sql_engine
 from flow_engine.plugins.sql.store import SqlStore
-from flow_engine.storage import RunRecord
 
 from .databases import empty_database
 

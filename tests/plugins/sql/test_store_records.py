@@ -12,9 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from flow_engine import BaseFlow, BaseStep, UnstructuredStep, configure
-from flow_engine.hookspecs import hookimpl
-from flow_engine.plugin_types import ModelProviderInfo
-from flow_engine.storage import RunStatus
+from flow_engine.plugin import ModelProviderInfo, RunStatus, hookimpl
 from tests.fake_openai_server import Fault, Reply
 
 SECRET = "sk-test-secret-123456"

@@ -14,10 +14,11 @@ from sqlalchemy import text
 
 from flow_engine import BaseFlow, BaseStep
 from flow_engine.errors import NotFoundError, UsageError
+from flow_engine.plugin import RunRecord, RunStatus, StepRecord
 from flow_engine.plugins.sql import writer as writer_module
 from flow_engine.plugins.sql.store import SqlStore
 from flow_engine.plugins.sql.writer import StorageError
-from flow_engine.storage import RunRecord, RunStatus, StepRecord, utcnow
+from flow_engine.storage import utcnow
 
 
 class Tick(BaseStep):

@@ -10,9 +10,10 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from flow_engine.plugin import LLMRequestRecord, RunRecord, StepRecord
 from flow_engine.plugins.sql import writer as writer_module
 from flow_engine.plugins.sql.writer import Operation, StorageError
-from flow_engine.storage import LLMRequestRecord, RunRecord, StepRecord, utcnow
+from flow_engine.storage import utcnow
 
 
 def run_record(**fields: Any) -> RunRecord:

@@ -13,7 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from flow_engine.storage import LLMRequestRecord, RunRecord, RunStore, StepRecord, utcnow
+from flow_engine.plugin import LLMRequestRecord, RunRecord, RunStore, StepRecord
+from flow_engine.storage import utcnow
 
 USER_A = uuid.UUID("aaaaaaaa-0000-4000-8000-000000000001")
 USER_B = uuid.UUID("bbbbbbbb-0000-4000-8000-000000000002")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from flow_engine.engine import configure, reset_engine
-from flow_engine.storage import RunFilter, RunStore, RunTotals, utcnow
+from flow_engine.plugin import RunStore
+from flow_engine.storage import RunFilter, RunTotals, utcnow
 from tests.plugins.sql.databases import empty_database
 
 from .history import DAY, USER_A, History, write_history
