@@ -173,6 +173,22 @@ no network; a notice on stderr says so). Any litellm model string works (``opena
 Every run, step and LLM attempt is stored (``FLOW_ENGINE_DATABASE_URL``; default a SQLite file in the
 user data folder): see ``flow runs`` / ``flow show RUN_ID``. ``configure(...)`` sets any setting in code.
 
+## Errors
+Every error flow-engine raises on purpose is a ``FlowEngineError``:
+- ``UsageError`` - the call is wrong; fix it, do not retry (CLI exit code 2). Its kinds:
+  ``InputValidationError`` (inputs failed validation; every bad field named, also a ``ValueError``),
+  ``PromptError`` (a prompt template is missing or uses an undefined variable).
+- ``LLMError`` - an LLM call failed for good after its retries (``StructuredOutputError``: the model
+  kept answering output that does not validate against ``Outputs``). What the provider raised is
+  chained as a redacted copy: no API key or header value is in the error or its ``__cause__``.
+- ``RunCancelled``, ``BudgetExceeded``, ``ResumeMismatch`` - see Durable execution.
+
+## Other names
+- ``RunStatus`` - the statuses of runs and steps (``pending``, ``running``, ``completed``, ``failed``,
+  ``cancelled``, ``crashed``).
+- ``current_run_id()`` - the id of the run the calling code executes in, or ``None`` outside a flow.
+- ``hookimpl`` - marks a plugin's hook implementations (the plugin API is ``flow_engine.plugin``).
+
 ## Key Features
 - **Consistent Interface**: Both flows and steps use ``execute()``
 - **Type Safety**: pydantic validation for inputs and outputs; errors name each bad field
