@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import difflib
 import os
-import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -121,10 +121,11 @@ class Engine:
             return self.settings.model
         if not self._offline_notice_shown:
             self._offline_notice_shown = True
-            print(
+            warnings.warn(
                 "flow-engine: no model configured (FLOW_ENGINE_MODEL); using the offline model "
                 f"'{OFFLINE_MODEL}', which makes up its answers.",
-                file=sys.stderr,
+                OfflineModelWarning,
+                stacklevel=2,
             )
         return OFFLINE_MODEL
 
@@ -146,6 +147,11 @@ def get_engine() -> Engine:
             if _engine is None:
                 _engine = Engine()
     return _engine
+
+
+class OfflineModelWarning(UserWarning):
+    """No model is configured, so the offline model (made-up answers) is used; said once per engine.
+    A warning, not a print, so that a program can filter it (``flow`` shows it as one line)."""
 
 
 def configure(**settings: Any) -> Engine:

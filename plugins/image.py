@@ -6,14 +6,14 @@ import asyncio
 import base64
 import binascii
 import struct
-import sys
 import uuid
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any
 
 from flow_engine.context import current_run, current_step
-from flow_engine.engine import OFFLINE_MODEL, get_engine
+from flow_engine.engine import OFFLINE_MODEL, OfflineModelWarning, get_engine
 from flow_engine.hookspecs import hookimpl
 from flow_engine.llm_step import LLMStep, input_variables, normalize_model
 from flow_engine.plugin_types import StepTypeInfo
@@ -95,10 +95,11 @@ class ImageStep(LLMStep):
             return engine.settings.image_model
         if engine not in _offline_image_notice:
             _offline_image_notice.add(engine)
-            print(
+            warnings.warn(
                 "flow-engine: no image model configured (FLOW_ENGINE_IMAGE_MODEL); image steps use the "
                 f"offline model '{OFFLINE_MODEL}', which makes up its images.",
-                file=sys.stderr,
+                OfflineModelWarning,
+                stacklevel=2,
             )
         return OFFLINE_MODEL
 

@@ -5,9 +5,11 @@ Exit codes: 0 success, 1 the flow (or an LLM call) failed, 2 usage or validation
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -156,6 +158,7 @@ class FlowGroup(LazyGroup):
 def cli(ctx: click.Context, database_url: str | None) -> None:
     """flow-engine: run typed, persisted LLM flows and look at their records."""
     use_database(database_url)
+    ctx.with_resource(_warnings_as_lines())
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -176,6 +179,15 @@ def _show_warning(
 
 
 _default_showwarning = warnings.showwarning
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """While a command runs, flow-engine's warnings (the offline-model notice...) are ``Warning:`` lines
+    on stderr, however the command was invoked (``main()``, click's test runner, another program)."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        yield
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -80,15 +80,16 @@ async def test_a_step_outside_any_flow_uses_the_setting(tmp_path, monkeypatch):
     assert (await Plain().execute({"prompt": "p"}, model="offline/call")).metadata["model"] == "offline/call"
 
 
-async def test_falling_back_to_offline_says_so_once_on_stderr(tmp_path, monkeypatch, capsys):
+async def test_falling_back_to_offline_says_so_once_as_a_warning(tmp_path, monkeypatch, capsys, recwarn):
+    from flow_engine.engine import OfflineModelWarning
+
     setup(tmp_path, monkeypatch, None)
     await Plain().execute({"prompt": "p"})
     await Plain().execute({"prompt": "p"})
-    captured = capsys.readouterr()
-    notices = [line for line in captured.err.splitlines() if "offline" in line]
+    notices = [str(w.message) for w in recwarn if issubclass(w.category, OfflineModelWarning)]
     assert len(notices) == 1
     assert "no model configured (FLOW_ENGINE_MODEL)" in notices[0]
-    assert captured.out == ""
+    assert capsys.readouterr().out == ""  # never printed by the library
 
 
 async def test_no_notice_when_a_model_is_chosen(tmp_path, monkeypatch, capsys):
