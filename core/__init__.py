@@ -34,6 +34,7 @@ _PUBLIC = (
     "cancel_run",
     "configure",
     "current_run_id",
+    "fork_run",
     "hookimpl",
     "recover_runs",
     "resume_run",

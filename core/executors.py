@@ -139,7 +139,13 @@ async def _execute_claimed(
     log.info("run %s (%s) %s by %s", run_id, run.flow_name, "resumed" if resumed else "started", owner)
     try:
         if resumed:  # another worker started it and died: completed steps are not run again
-            await flow_runner.resume(flow, run, model=options.get("model"), **budget)
+            await flow_runner.resume(
+                flow,
+                run,
+                model=options.get("model"),
+                max_cost=budget["max_cost"],
+                max_tokens=budget["max_tokens"],
+            )
         else:
             await flow_runner.run_claimed(flow, run, model=options.get("model"), **budget)
         status = RunStatus.COMPLETED.value

@@ -266,9 +266,11 @@ async def resume(
     parent: RunContext | None = None,
     claim: bool | None = None,
     force: bool | None = None,
+    as_fork: bool = False,
 ) -> dict[str, Any]:
     """Run a stored run of ``flow`` again in place: completed steps return their stored outputs,
-    execution goes on live from the first step without one. See ``BaseFlow.resume``.
+    execution goes on live from the first step without one. See ``BaseFlow.resume``. ``as_fork``: the
+    first execution of a fork (``flow_engine.fork``), not recorded as a resume.
 
     With ``claim`` (resuming by hand: ``BaseFlow.resume``, ``flow resume``), a root run that says
     ``running`` or ``crashed`` is claimed first (``RunStore.claim_run``, as executors claim theirs
@@ -288,9 +290,13 @@ async def resume(
     if claim and parent is None and run.status in (RunStatus.RUNNING, RunStatus.CRASHED):
         await _claim_for_resume(store, run, bool(force))
     steps, children, spent = await asyncio.to_thread(_history, store, run.id)
-    history = list((run.flow_metadata or {}).get("resumed", []))
-    history.append({"at": utcnow().isoformat(), "previous_status": run.status, "error": run.error_message})
-    metadata = {**(run.flow_metadata or {}), "resumed": history}
+    metadata = dict(run.flow_metadata or {})
+    if not as_fork:
+        history = list(metadata.get("resumed", []))
+        history.append(
+            {"at": utcnow().isoformat(), "previous_status": run.status, "error": run.error_message}
+        )
+        metadata["resumed"] = history
     if parent is None:  # a root run keeps its model and budget unless new ones are given
         model, max_cost, max_tokens = _stored_options(run, model, max_cost, max_tokens)
         metadata.pop(_RUN_OPTIONS, None)
@@ -303,6 +309,7 @@ async def resume(
             "error_message": None,
             "last_heartbeat": utcnow(),
             "flow_metadata": metadata,
+            **({"started_at": utcnow()} if run.started_at is None else {}),  # a fork's first start
         },
     )
     flow.run_id = run.id
@@ -350,6 +357,8 @@ async def _resume_child(
         )
     if child.status == RunStatus.COMPLETED:  # replayed: its spending counts in the parent's totals
         flow.run_id = child.id
+        if (child.flow_metadata or {}).get("copied_from"):  # a fork's copy: the original paid for it
+            return dict(child.outputs or {})
         unpriced: set[str] = set()
         if child.unpriced_calls:
             unpriced = await asyncio.to_thread(_unpriced_models, parent.store, child)

@@ -162,6 +162,10 @@ no network; a notice on stderr says so). Any litellm model string works (``opena
   place: steps that completed return their stored outputs with no LLM call (a structured step's output
   comes back as its ``Outputs`` model); if the code now calls a different step at a completed position,
   ``ResumeMismatch`` is raised instead of mixing results. Child flows resume the same way.
+- ``await fork_run(run_id, "step_key", inputs={...}, model=...)`` (``flow fork RUN --from STEP``): a
+  new run that reuses the stored outputs of the steps before that step (no LLM call) and runs live from
+  it with the changed inputs or model; ``flow_metadata["forked_from"]`` links it to the original, which
+  is never changed. ``flow fork RUN --list`` shows the step keys.
 - ``await cancel_run(run_id)`` (``flow cancel``): the run stops at its next step boundary, ``cancelled``.
 - A running run refreshes ``last_heartbeat``; one whose heartbeat is older than
   ``FLOW_ENGINE_STALE_AFTER`` seconds is shown as ``crashed``; ``await recover_runs()`` (``flow recover``)
@@ -216,6 +220,7 @@ from .errors import (
     UsageError,
 )
 from .flows import BaseFlow
+from .fork import fork_run
 from .hookspecs import hookimpl
 from .resume import cancel as cancel_run
 from .resume import recover as recover_runs
@@ -246,6 +251,7 @@ __all__ = [
     "cancel_run",
     "configure",
     "current_run_id",
+    "fork_run",
     "hookimpl",
     "recover_runs",
     "resume_run",

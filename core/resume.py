@@ -25,6 +25,10 @@ __all__ = ["cancel", "display_status", "flow_class_for", "is_stale", "recover", 
 def flow_class_for(run: RunRecord) -> type[BaseFlow]:
     """The class that ran ``run``: its stored reference (module:Class or file.py:Class), else its name."""
     ref = (run.flow_metadata or {}).get("flow_ref")
+    if ref:  # already loaded here (a script resuming or forking its own runs): not imported twice
+        loaded = _loaded_flow(ref, run.flow_name)
+        if loaded is not None:
+            return loaded
     errors = []
     for target in [t for t in (ref, run.flow_name) if t]:
         try:
@@ -40,6 +44,16 @@ def flow_class_for(run: RunRecord) -> type[BaseFlow]:
         "Run `flow resume` where that code can be imported (its folder, PYTHONPATH or installed "
         "package), or call `await TheFlow().resume(run_id)` from Python"
     )
+
+
+def _loaded_flow(ref: str, flow_name: str) -> type[BaseFlow] | None:
+    pending: list[type[BaseFlow]] = [BaseFlow]
+    while pending:
+        cls = pending.pop()
+        if getattr(cls, "flow_name", None) == flow_name and flow_runner.flow_reference(cls) == ref:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None
 
 
 async def resume(

@@ -305,6 +305,11 @@ def _print_detail(console: Console, run: RunRecord, full: bool) -> None:
     if run.parent_run_id is not None:
         as_key = f" (as {esc(run.run_key)})" if run.run_key else ""
         rows.append(("parent run", f"{run.parent_run_id}{as_key}"))
+    forked = (run.flow_metadata or {}).get("forked_from")
+    if isinstance(forked, dict):  # flow fork: the run it reuses steps of, and where it went live
+        changed = ", ".join(forked.get("changed_inputs") or []) or "none"
+        where = f"{forked.get('run_id')} at step {esc(str(forked.get('step_key')))}"
+        rows.append(("forked from", f"{where} (changed inputs: {esc(changed)})"))
     if run.user_id is not None:
         rows.append(("user", str(run.user_id)))
     rows += [

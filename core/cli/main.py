@@ -28,6 +28,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "resume": "flow_engine.cli.durable_cmd:resume",
     "cancel": "flow_engine.cli.durable_cmd:cancel",
     "recover": "flow_engine.cli.durable_cmd:recover",
+    "fork": "flow_engine.cli.fork_cmd:fork",
     "wait": "flow_engine.cli.wait_cmd:wait",
     "worker": "flow_engine.cli.worker_cmd:worker",
 }
@@ -40,6 +41,7 @@ SHORT_HELP: dict[str, str] = {
     "resume": "Resume a failed, crashed or cancelled run in place.",
     "cancel": "Cancel a run at its next step boundary.",
     "recover": "Mark runs whose heartbeat stopped as crashed.",
+    "fork": "Fork a run from one of its steps, with changed inputs or model.",
     "wait": "Wait until a run ends and print its result like `flow run`.",
     "worker": "Start a worker that executes submitted runs (Celery).",
 }

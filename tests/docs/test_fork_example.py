@@ -1,0 +1,26 @@
+"""The "Fork" example of docs/durable-execution.md runs as written (offline model, a SQLite file)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "durable-execution.md"
+
+
+def fork_example() -> str:
+    section = DOC.read_text(encoding="utf-8").split("## Fork: run again from a step", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_fork_example_runs(tmp_path: Path):
+    (tmp_path / "example.py").write_text(fork_example(), encoding="utf-8")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    done = subprocess.run(
+        [sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "playful" in done.stdout  # the forked draft, written live in the new tone
+    assert (tmp_path / "fork-example.db").exists()
