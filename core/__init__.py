@@ -25,6 +25,7 @@ _PUBLIC = (
     "ResumeMismatch",
     "RunCancelled",
     "RunStatus",
+    "RunWaiting",
     "StepResult",
     "StepType",
     "StructuredOutputError",
@@ -37,6 +38,7 @@ _PUBLIC = (
     "fork_run",
     "hookimpl",
     "recover_runs",
+    "respond_to_run",
     "resume_run",
 )
 __all__ = [*_PUBLIC, "__version__"]

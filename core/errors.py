@@ -67,6 +67,20 @@ class RunCancelled(FlowEngineError):
     """The run was cancelled (``flow cancel``); it stopped at a step boundary."""
 
 
+class RunWaiting(FlowEngineError):
+    """The run stopped at ``wait_for_input`` and is recorded ``waiting``: nothing runs until it is
+    answered (``respond_to_run(run_id, name, data)`` or ``flow respond``), from this process or any
+    other. ``run_id``, ``name``, ``prompt`` and ``schema`` say what it waits for."""
+
+    def __init__(self, run_id: Any, name: str, prompt: str | None, schema: dict[str, Any]):
+        super().__init__(
+            f"run {run_id} is waiting for input '{name}'"
+            + (f": {prompt}" if prompt else "")
+            + f"; answer with `flow respond {run_id} {name} --input KEY=VALUE` or respond_to_run()"
+        )
+        self.run_id, self.name, self.prompt, self.schema = run_id, name, prompt, schema
+
+
 class BudgetExceeded(FlowEngineError):
     """The run reached its ``max_cost`` or ``max_tokens``; it stopped at a step boundary."""
 

@@ -28,7 +28,14 @@ from pydantic import BaseModel, ValidationError
 
 from .context import RunContext, RunTotals, current_run
 from .engine import get_engine
-from .errors import FlowEngineError, InputValidationError, ResumeMismatch, RunCancelled, UsageError
+from .errors import (
+    FlowEngineError,
+    InputValidationError,
+    ResumeMismatch,
+    RunCancelled,
+    RunWaiting,
+    UsageError,
+)
 from .executor_base import ExecutorUnavailable, executor_info, get_executor
 from .jsonable import NotStorable, describe_error, storable, to_jsonable
 from .pacing import start_turn
@@ -531,6 +538,8 @@ def _unpriced_models(store: RunStore, run: RunRecord, depth: int = 0) -> set[str
 def _status_for(exc: BaseException) -> RunStatus:
     if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | RunCancelled):
         return RunStatus.CANCELLED
+    if isinstance(exc, RunWaiting):  # stopped at wait_for_input: not an end, nothing failed
+        return RunStatus.WAITING
     return RunStatus.FAILED
 
 
@@ -559,6 +568,8 @@ def _end_changes(
         changes["current_step"] = None
         if ctx.total_steps:
             changes["progress_percentage"] = 100.0
+    elif status is RunStatus.WAITING:  # not ended: no end time, no error; current_step names the wait
+        del changes["completed_at"]
     else:
         changes["error_message"] = error
     return changes

@@ -5,16 +5,19 @@ the recorded run from its start to its end. A flow executed inside another flow 
 from __future__ import annotations
 
 import uuid
-from typing import Any, ClassVar
+from datetime import timedelta
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from . import flow_runner
+from . import flow_runner, human_input
 from .context import RunContext
 from .errors import InputValidationError
 from .flow_runner import flow_reference
 from .jsonable import storable_inputs
 from .storage import RunRecord
+
+M = TypeVar("M", bound=BaseModel)
 
 __all__ = ["BaseFlow", "flow_reference"]
 
@@ -122,6 +125,23 @@ class BaseFlow:
             max_cost=max_cost,
             max_tokens=max_tokens,
         )
+
+    async def wait_for_input(
+        self,
+        name: str,
+        answer: type[M],
+        *,
+        prompt: str | None = None,
+        timeout: float | timedelta | None = None,  # noqa: ASYNC109 - a deadline for the answer, not an await
+    ) -> M:
+        """Stop here until a person answers ``name`` with data valid for the pydantic model ``answer``.
+
+        The first time, the run is recorded ``waiting`` (what it waits for: ``name``, the answer's JSON
+        schema, ``prompt``, since when, the deadline ``timeout`` seconds away) and ``execute()`` raises
+        ``RunWaiting``; the process may exit. ``respond_to_run(run_id, name, data)`` (``flow respond``)
+        validates the answer and continues the run in place: the steps before the wait are replayed
+        from the store (no LLM call) and this call returns the answer as an ``answer`` instance."""
+        return await human_input.wait_for_input(self.flow_name, name, answer, prompt=prompt, timeout=timeout)
 
     async def resume(
         self,

@@ -166,6 +166,12 @@ no network; a notice on stderr says so). Any litellm model string works (``opena
   new run that reuses the stored outputs of the steps before that step (no LLM call) and runs live from
   it with the changed inputs or model; ``flow_metadata["forked_from"]`` links it to the original, which
   is never changed. ``flow fork RUN --list`` shows the step keys.
+- Waiting for a person: ``answer = await self.wait_for_input("approve", Approval, prompt="...",
+  timeout=3600)`` inside ``_execute_flow_logic`` (``Approval`` a pydantic model). The run is recorded
+  ``waiting`` and ``execute()`` raises ``RunWaiting`` (``run_id``, ``name``, ``prompt``, ``schema``);
+  ``flow run`` exits 3. ``await respond_to_run(run_id, "approve", {...})`` (``flow respond RUN approve
+  --input approved=true``) validates the answer against the stored schema and continues the run in
+  place, its completed steps replayed with no LLM call; a deadline that passed fails the run.
 - ``await cancel_run(run_id)`` (``flow cancel``): the run stops at its next step boundary, ``cancelled``.
 - A running run refreshes ``last_heartbeat``; one whose heartbeat is older than
   ``FLOW_ENGINE_STALE_AFTER`` seconds is shown as ``crashed``; ``await recover_runs()`` (``flow recover``)
@@ -185,11 +191,11 @@ Every error flow-engine raises on purpose is a ``FlowEngineError``:
 - ``LLMError`` - an LLM call failed for good after its retries (``StructuredOutputError``: the model
   kept answering output that does not validate against ``Outputs``). What the provider raised is
   chained as a redacted copy: no API key or header value is in the error or its ``__cause__``.
-- ``RunCancelled``, ``BudgetExceeded``, ``ResumeMismatch`` - see Durable execution.
+- ``RunCancelled``, ``BudgetExceeded``, ``ResumeMismatch``, ``RunWaiting`` - see Durable execution.
 
 ## Other names
 - ``RunStatus`` - the statuses of runs and steps (``pending``, ``running``, ``completed``, ``failed``,
-  ``cancelled``, ``crashed``).
+  ``cancelled``, ``crashed``, ``waiting``).
 - ``current_run_id()`` - the id of the run the calling code executes in, or ``None`` outside a flow.
 - ``hookimpl`` - marks a plugin's hook implementations (the plugin API is ``flow_engine.plugin``).
 
@@ -216,12 +222,14 @@ from .errors import (
     PromptError,
     ResumeMismatch,
     RunCancelled,
+    RunWaiting,
     StructuredOutputError,
     UsageError,
 )
 from .flows import BaseFlow
 from .fork import fork_run
 from .hookspecs import hookimpl
+from .respond import respond_to_run
 from .resume import cancel as cancel_run
 from .resume import recover as recover_runs
 from .resume import resume as resume_run
@@ -242,6 +250,7 @@ __all__ = [
     "ResumeMismatch",
     "RunCancelled",
     "RunStatus",
+    "RunWaiting",
     "StepResult",
     "StepType",
     "StructuredOutputError",
@@ -254,5 +263,6 @@ __all__ = [
     "fork_run",
     "hookimpl",
     "recover_runs",
+    "respond_to_run",
     "resume_run",
 ]

@@ -54,6 +54,7 @@ class RunStatus(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     CRASHED = "crashed"
+    WAITING = "waiting"  # stopped at ``wait_for_input`` until answered (``respond_to_run``, ``flow respond``)
 
 
 _LIST_RUNS = "`flow runs` lists the recorded runs"
@@ -340,7 +341,8 @@ class RunStore(ABC):
     async def claim_run(self, run_id: uuid.UUID, owner: str, stale_before: datetime) -> bool:
         """Take a submitted run for execution by ``owner``, atomically; True when this caller got it.
 
-        One conditional write: a run that is ``pending``, ``crashed``, or ``running`` with a heartbeat
+        One conditional write: a run that is ``pending``, ``crashed``, ``waiting`` (its answer has come),
+        or ``running`` with a heartbeat
         older than ``stale_before`` (its executor died) becomes ``running``, ``claimed_by=owner``, with
         ``last_heartbeat`` = now (and ``started_at`` = that same instant if it had none: executors tell
         a first start from a takeover by it). Any other run is left alone and False returned, so of
@@ -472,8 +474,9 @@ class RunStore(ABC):
 
 
 def claimable(run: RunRecord, stale_before: datetime) -> bool:
-    """What ``claim_run`` may take: pending, crashed, or running with a stale heartbeat."""
-    if run.status in (RunStatus.PENDING, RunStatus.CRASHED):
+    """What ``claim_run`` may take: pending, crashed, waiting (to be answered), or running with a stale
+    heartbeat."""
+    if run.status in (RunStatus.PENDING, RunStatus.CRASHED, RunStatus.WAITING):
         return True
     stale = run.last_heartbeat is None or run.last_heartbeat < stale_before
     return run.status == RunStatus.RUNNING and stale

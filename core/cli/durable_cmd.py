@@ -124,8 +124,10 @@ def recover(stale_after: float | None) -> None:
     """Mark running runs whose heartbeat stopped as crashed, so they can be resumed.
 
     A run counts as dead when its heartbeat is older than --stale-after seconds (default
-    FLOW_ENGINE_STALE_AFTER); a run that finished is never marked. Prints one line per run marked.
+    FLOW_ENGINE_STALE_AFTER); a run that finished is never marked. A run waiting for input whose
+    deadline passed is marked failed. Prints one line per run marked.
     """
+    from flow_engine.respond import expire_waits
     from flow_engine.resume import check_stale_after
     from flow_engine.resume import recover as recover_runs
 
@@ -136,5 +138,8 @@ def recover(stale_after: float | None) -> None:
     ids = asyncio.run(recover_runs(stale_after))
     for run_id in ids:
         click.echo(f"{run_id} crashed (no heartbeat); resume it with: flow resume {str(run_id)[:8]}")
-    if not ids:
+    expired = asyncio.run(expire_waits())
+    for run_id in expired:
+        click.echo(f"{run_id} failed (no answer before the deadline of its wait_for_input)")
+    if not ids and not expired:
         click.echo("No stale runs.", err=True)

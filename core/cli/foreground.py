@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from flow_engine.errors import FlowEngineError, UsageError
+from flow_engine.errors import FlowEngineError, RunWaiting, UsageError
 
 from .progress import ProgressReporter, err_console
 from .report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Report, stored_run
@@ -52,6 +52,9 @@ def run_flow(
             outputs = asyncio.run(terminated.cancels(start))
     except KeyboardInterrupt:
         _interrupted(flow, report, "interrupted (Ctrl-C)", EXIT_INTERRUPTED)
+    except RunWaiting as wait:  # stopped at wait_for_input: recorded waiting, answered later
+        assert flow.run_id is not None
+        report.waiting(stored_run(flow.run_id), flow.run_id, wait)
     except asyncio.CancelledError:
         if not terminated.received:
             raise

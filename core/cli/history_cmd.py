@@ -310,6 +310,25 @@ def _print_detail(console: Console, run: RunRecord, full: bool) -> None:
         changed = ", ".join(forked.get("changed_inputs") or []) or "none"
         where = f"{forked.get('run_id')} at step {esc(str(forked.get('step_key')))}"
         rows.append(("forked from", f"{where} (changed inputs: {esc(changed)})"))
+    if run.status == "waiting":  # wait_for_input: what it waits for, and how to answer
+        from flow_engine.respond import waiting_for
+
+        found = waiting_for(run)
+        if found is not None:
+            question = found[1].inputs or {}
+            fields = ", ".join((question.get("schema") or {}).get("properties") or {}) or "none"
+            text = f"input '{esc(found[1].step_key)}' since {fmt_time(found[1].created_at)}"
+            if question.get("deadline"):
+                text += f", deadline {esc(str(question['deadline']))}"
+            if question.get("prompt"):
+                text += f": {esc(str(question['prompt']))}"
+            rows.append(("waiting for", text))
+            rows.append(
+                (
+                    "answer with",
+                    f"flow respond {found[0].id} {esc(found[1].step_key)} (fields: {esc(fields)})",
+                )
+            )
     if run.user_id is not None:
         rows.append(("user", str(run.user_id)))
     rows += [

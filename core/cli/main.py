@@ -29,6 +29,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "cancel": "flow_engine.cli.durable_cmd:cancel",
     "recover": "flow_engine.cli.durable_cmd:recover",
     "fork": "flow_engine.cli.fork_cmd:fork",
+    "respond": "flow_engine.cli.respond_cmd:respond",
     "wait": "flow_engine.cli.wait_cmd:wait",
     "worker": "flow_engine.cli.worker_cmd:worker",
 }
@@ -42,6 +43,7 @@ SHORT_HELP: dict[str, str] = {
     "cancel": "Cancel a run at its next step boundary.",
     "recover": "Mark runs whose heartbeat stopped as crashed.",
     "fork": "Fork a run from one of its steps, with changed inputs or model.",
+    "respond": "Answer a run waiting for input and continue it.",
     "wait": "Wait until a run ends and print its result like `flow run`.",
     "worker": "Start a worker that executes submitted runs (Celery).",
 }

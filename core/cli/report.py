@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from flow_engine.storage import RunRecord
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+EXIT_WAITING = 3  # the run stopped at wait_for_input: answer it with `flow respond`
 
 
 class Report:
@@ -48,6 +49,16 @@ class Report:
             )
         click.echo(f"Error: {exc}", err=True)
         sys.exit(code)
+
+    def waiting(self, record: Any, run_id: uuid.UUID, wait: Any) -> NoReturn:
+        """The run waits for a person (``RunWaiting``): say how to answer, exit ``EXIT_WAITING``."""
+        fields = list((wait.schema or {}).get("properties") or {})
+        example = " ".join(f"--input {name}=..." for name in fields) or "--inputs-file answer.json"
+        prompt = f" ({wait.prompt})" if wait.prompt else ""
+        click.echo(f"Waiting: run {run_id} waits for input '{wait.name}'{prompt}.", err=True)
+        click.echo(f"Answer with: flow respond {run_id} {wait.name} {example}", err=True)
+        self.finished(record, run_id, None, "waiting", None)
+        sys.exit(EXIT_WAITING)
 
     def finished(self, record: Any, run_id: uuid.UUID, outputs: Any, status: str, error: str | None) -> None:
         from flow_engine.jsonable import to_jsonable

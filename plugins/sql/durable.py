@@ -132,6 +132,7 @@ def claim_run(
                 or_(
                     c.status == RunStatus.PENDING.value,
                     c.status == RunStatus.CRASHED.value,
+                    c.status == RunStatus.WAITING.value,
                     and_(
                         c.status == RunStatus.RUNNING.value,
                         or_(c.last_heartbeat.is_(None), c.last_heartbeat < bindparam("p_stale_before")),

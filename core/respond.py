@@ -1,0 +1,137 @@
+"""Answering a waiting run (``flow respond``, ``respond_to_run``) and failing the waits whose deadline
+passed (``flow recover``). See ``flow_engine.human_input`` for how a run comes to wait."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime
+from typing import Any
+
+from . import flow_runner
+from .engine import get_engine
+from .errors import FlowEngineError, InputValidationError, UsageError
+from .flows import BaseFlow
+from .human_input import describe_wait, waiting_step
+from .jsonable import to_jsonable
+from .resume import flow_class_for
+from .storage import RunRecord, RunStatus, RunStore, StepRecord, utcnow
+
+__all__ = ["answer_wait", "expire_waits", "respond_to_run", "validate_answer", "waiting_for"]
+
+
+def waiting_for(run: RunRecord) -> tuple[RunRecord, StepRecord] | None:
+    """The run (this one or a child run of it) and step it waits at, if it is waiting."""
+    store = get_engine().store
+    if run.status != RunStatus.WAITING:
+        return None
+    found = waiting_step(store.list_steps(run.id))
+    if found is not None:
+        return run, found
+    for child in store.list_runs(parent_run_id=run.id, status=RunStatus.WAITING.value, limit=1000):
+        inner = waiting_for(child)
+        if inner is not None:
+            return inner
+    return None
+
+
+def validate_answer(step: StepRecord, data: Any) -> dict[str, Any]:
+    """``data`` checked against the JSON schema the wait stored (jsonschema): every problem named."""
+    import jsonschema
+
+    schema = (step.inputs or {}).get("schema") or {}
+    owner = f"the answer to '{step.step_key}'"
+    if not isinstance(data, dict):
+        raise InputValidationError(owner, [{"loc": (), "msg": "must be a JSON object of fields"}])
+    found = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.path))
+    if found:
+        raise InputValidationError(owner, [{"loc": tuple(e.path), "msg": e.message} for e in found])
+    return dict(to_jsonable(data))
+
+
+def _deadline(step: StepRecord) -> datetime | None:
+    text = (step.inputs or {}).get("deadline")
+    return datetime.fromisoformat(text) if text else None
+
+
+async def answer_wait(run_id: uuid.UUID | str, name: str, data: Any) -> tuple[BaseFlow, RunRecord]:
+    """Check and record the answer; return the flow and the root run to continue. Nothing is written
+    if a check fails; of two answers given at once exactly one is recorded (an atomic claim)."""
+    store = get_engine().store
+    run = await asyncio.to_thread(store.load_run, run_id)
+    root = run
+    while root.parent_run_id is not None:
+        root = await asyncio.to_thread(store.load_run, root.parent_run_id)
+    found = await asyncio.to_thread(waiting_for, root)
+    if found is None:
+        raise UsageError(f"run {root.id} is not waiting for input (it is {root.status}); nothing to answer")
+    waiter, step = found
+    if step.step_key != name:
+        raise UsageError(f"run {root.id} is waiting for input '{step.step_key}', not '{name}'")
+    answer = validate_answer(step, data)
+    flow = flow_class_for(root)()
+    deadline = _deadline(step)
+    if deadline is not None and utcnow() > deadline:
+        await _expire(store, root, waiter, step)
+        raise FlowEngineError(
+            f"run {root.id}: the wait for '{name}' passed its deadline ({deadline:%Y-%m-%d %H:%M:%S} UTC); "
+            "the run is recorded failed"
+        )
+    if not await store.claim_run(root.id, f"respond-{uuid.uuid4().hex[:8]}", flow_runner.stale_before()):
+        raise UsageError(f"run {root.id} was answered by someone else just now")
+    now = utcnow()
+    await store.finish_step(
+        step.id,
+        {"status": RunStatus.COMPLETED.value, "outputs": {"output_content": answer}, "completed_at": now},
+        waiter.id,
+        {"last_heartbeat": now},
+    )
+    return flow, root
+
+
+async def respond_to_run(run_id: uuid.UUID | str, name: str, data: Any) -> dict[str, Any]:
+    """Answer a run waiting at ``wait_for_input(name, ...)`` with ``data`` (validated against the
+    answer's stored JSON schema: ``InputValidationError`` otherwise, the run still waiting) and continue
+    it in place, here: completed steps are replayed from the store with no LLM call. Returns the run's
+    outputs, or raises ``RunWaiting`` again at its next wait. ``UsageError`` if the run is not waiting
+    for ``name``; a passed deadline fails the run (``FlowEngineError``)."""
+    flow, root = await answer_wait(run_id, name, data)
+    return await flow_runner.resume(flow, root)
+
+
+async def expire_waits(now: datetime | None = None) -> list[uuid.UUID]:
+    """Fail every waiting run whose wait passed its deadline; return their ids (``flow recover``)."""
+    store = get_engine().store
+    now = now or utcnow()
+    expired = []
+    roots = await asyncio.to_thread(store.list_runs, status=RunStatus.WAITING.value, limit=100_000)
+    for run in roots:
+        if run.parent_run_id is not None:
+            continue
+        found = await asyncio.to_thread(waiting_for, run)
+        if found is None:
+            continue
+        deadline = _deadline(found[1])
+        if deadline is not None and now > deadline:
+            await _expire(store, run, *found)
+            expired.append(run.id)
+    return expired
+
+
+async def _expire(store: RunStore, root: RunRecord, waiter: RunRecord, step: StepRecord) -> None:
+    """The wait's step and every waiting run up to the root: failed, saying why."""
+    now = utcnow()
+    message = f"no answer to '{step.step_key}' before its deadline {describe_wait(step)['deadline']}"
+    await store.finish_step(
+        step.id,
+        {"status": RunStatus.FAILED.value, "completed_at": now, "error_message": message},
+        waiter.id,
+        {},
+    )
+    run: RunRecord | None = waiter
+    while run is not None:
+        changes = {"status": RunStatus.FAILED.value, "completed_at": now, "error_message": message}
+        await store.update_run(run.id, changes)  # type: ignore[arg-type]
+        if run.id == root.id or run.parent_run_id is None:
+            break
+        run = await asyncio.to_thread(store.get_run, run.parent_run_id)
