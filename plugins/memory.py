@@ -40,6 +40,7 @@ class MemoryStore(RunStore):
         self._runs: dict[uuid.UUID, RunRecord] = {}
         self._steps: dict[uuid.UUID, StepRecord] = {}
         self._requests: list[LLMRequestRecord] = []
+        self._in_flight_at: dict[uuid.UUID, int] = {}  # where an in-flight request's row is in the list
         self._cancel_requested: set[uuid.UUID] = set()
         self._lock = threading.Lock()
 
@@ -199,13 +200,19 @@ class MemoryStore(RunStore):
         with self._lock:
             if request.flow_run_id is not None:
                 self._run(request.flow_run_id, f"LLM request {request.id}")
+            if request.status == IN_FLIGHT:
+                self._in_flight_at[request.id] = len(self._requests)
             self._requests.append(request)
 
     records_in_flight = True
 
     async def finish_llm_request(self, request: LLMRequestRecord) -> None:
         with self._lock:
-            for index in range(len(self._requests) - 1, -1, -1):  # the newest rows first
+            index = self._in_flight_at.pop(request.id, None)
+            if index is not None and index < len(self._requests) and self._requests[index].id == request.id:
+                self._requests[index] = request
+                return
+            for index in range(len(self._requests) - 1, -1, -1):  # moved by a prune: look for it
                 if self._requests[index].id == request.id:
                     self._requests[index] = request
                     return

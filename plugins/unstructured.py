@@ -16,7 +16,7 @@ class UnstructuredStep(LLMStep):
     step_type = StepType.UNSTRUCTURED_LLM
 
     async def run(self, inputs: Any) -> StepOutput:
-        from flow_engine.llm import complete
+        from flow_engine.llm.calls import complete  # not via the watched package: per call
 
         messages = self.build_messages(inputs)  # before the model: a missing prompt is not about models
         model = self.call_model()

@@ -125,7 +125,7 @@ async def _call(
     attempt = 0
     started = time.monotonic()
     # litellm's debug log (if someone turns it on) prints the request: SecretFilter blanks these
-    with call_secrets(secrets_of(engine, params)):
+    with call_secrets(lambda: secrets_of(engine, params)):
         error: FlowEngineError | None = None  # set when the call failed for good
         cause: BaseException | None = None
         while True:

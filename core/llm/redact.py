@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -121,13 +121,16 @@ def redacted_chain(exc: BaseException, secrets: list[str], depth: int = 0) -> Pr
     return copy
 
 
-_call_secrets: ContextVar[tuple[str, ...]] = ContextVar("flow_engine_call_secrets", default=())
+SecretsOf = Callable[[], list[str]]
+_call_secrets: ContextVar[SecretsOf | None] = ContextVar("flow_engine_call_secrets", default=None)
 
 
 @contextmanager
-def call_secrets(secrets: list[str]) -> Iterator[None]:
-    """Within the block (one LLM call), :class:`SecretFilter` blanks these values in log records."""
-    token = _call_secrets.set(tuple(secrets))
+def call_secrets(secrets: SecretsOf) -> Iterator[None]:
+    """Within the block (one LLM call), :class:`SecretFilter` blanks the values ``secrets()`` gives in
+    log records. A function, called only when a record is filtered: reading the environment for key
+    values on every call would cost more than the rest of the engine's per-call work."""
+    token = _call_secrets.set(secrets)
     try:
         yield
     finally:
@@ -140,7 +143,8 @@ class SecretFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        clean = redact_text(text, known_secrets(*_call_secrets.get()))
+        secrets = _call_secrets.get()
+        clean = redact_text(text, secrets() if secrets is not None else known_secrets())
         if clean != text:
             record.msg, record.args = clean, None
         return True
