@@ -89,14 +89,41 @@ async def answer_wait(run_id: uuid.UUID | str, name: str, data: Any) -> tuple[Ba
     return flow, root
 
 
-async def respond_to_run(run_id: uuid.UUID | str, name: str, data: Any) -> dict[str, Any]:
+async def respond_to_run(run_id: uuid.UUID | str, name: str, data: Any) -> dict[str, Any] | None:
     """Answer a run waiting at ``wait_for_input(name, ...)`` with ``data`` (validated against the
     answer's stored JSON schema: ``InputValidationError`` otherwise, the run still waiting) and continue
-    it in place, here: completed steps are replayed from the store with no LLM call. Returns the run's
-    outputs, or raises ``RunWaiting`` again at its next wait. ``UsageError`` if the run is not waiting
-    for ``name``; a passed deadline fails the run (``FlowEngineError``)."""
+    it in place: completed steps are replayed from the store with no LLM call. A run started here goes
+    on here and its outputs are returned (or ``RunWaiting`` is raised again at its next wait); a
+    background run (``submit``, ``flow run --background``) is handed back to its executor and None is
+    returned (``wait_for_run`` / ``flow wait`` follow it). ``UsageError`` if the run is not waiting for
+    ``name``; a passed deadline fails the run (``FlowEngineError``)."""
     flow, root = await answer_wait(run_id, name, data)
+    if await hand_back(root, type(flow)):
+        return None
     return await flow_runner.resume(flow, root)
+
+
+def background_executor(run: RunRecord) -> str | None:
+    """The executor a background run was submitted to, if it was."""
+    background = (run.flow_metadata or {}).get("background")
+    return background.get("executor") if isinstance(background, dict) else None
+
+
+async def hand_back(root: RunRecord, flow_class: type[BaseFlow]) -> bool:
+    """An answered background run goes back to its executor, pending, to be resumed by a worker (it
+    replays what is done, the answer included). False for a run that was not submitted."""
+    name = background_executor(root)
+    if name is None:
+        return False
+    from .executor_base import executor_info, get_executor
+
+    engine = get_engine()
+    if executor_info(name, engine).in_process:  # its executor lives in the submitting process: here
+        return False
+    runner = get_executor(name, engine)
+    await engine.store.update_run(root.id, {"status": RunStatus.PENDING.value, "claimed_by": None})
+    await runner.enqueue(root, flow_class)
+    return True
 
 
 async def expire_waits(now: datetime | None = None) -> list[uuid.UUID]:

@@ -50,11 +50,12 @@ def respond(
     Exit codes: 0 the run completed; 1 it failed (a passed deadline too),
     was cancelled or stopped by its budget; 2 no such run, not waiting for
     NAME, or an invalid answer (nothing changed: the run still waits);
-    3 it waits again, at its next wait_for_input.
+    3 it waits again, at its next wait_for_input. A background run (flow run
+    --background) is handed back to its executor: exit 0 once it is queued.
     """
     from flow_engine.engine import get_engine
     from flow_engine.flow_runner import resume
-    from flow_engine.respond import answer_wait, validate_answer, waiting_for
+    from flow_engine.respond import answer_wait, hand_back, validate_answer, waiting_for
 
     report = Report(as_json)
     try:
@@ -70,6 +71,23 @@ def respond(
         report.refuse(exc, EXIT_USAGE)
     except FlowEngineError as exc:
         report.refuse(exc, EXIT_FAILED)
+    try:
+        handed_back = asyncio.run(hand_back(root, type(flow)))
+    except FlowEngineError as exc:
+        report.refuse(exc, EXIT_FAILED)
+    if handed_back:  # a background run: its executor's workers go on with it
+        click.echo(f"Answered '{name}': run {root.id} goes on on its executor; flow wait {root.id}", err=True)
+        if as_json:
+            report.json(
+                {
+                    "run_id": str(root.id),
+                    "flow": root.flow_name,
+                    "status": "pending",
+                    "outputs": None,
+                    "error": None,
+                }
+            )
+        return
     click.echo(f"Answered '{name}': run {root.id} goes on.", err=True)
     run_flow(flow, lambda: resume(flow, root), report, show_traceback)
 

@@ -138,6 +138,31 @@ def test_a_run_delivered_again_while_its_worker_lives_is_not_executed_twice(clus
     assert "resumed" not in (run.flow_metadata or {}) and "takeovers" not in (run.flow_metadata or {})
 
 
+def test_a_background_run_waits_and_its_answer_continues_it_on_a_worker(cluster, workers):
+    """A submitted run reaches wait_for_input: recorded waiting, its worker free again. `flow respond`
+    (another process) hands it back to the workers, which replay the first step (no second request)
+    and finish it."""
+    submitted = cluster.flow(
+        "run", "tests.plugins.celery.worker_flows:Reviewed", "-i", "topic=review", "--background"
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = uuid.UUID(submitted.stdout.strip())
+
+    def status() -> str | None:
+        run = cluster.store.get_run(run_id)
+        return run.status if run is not None else None
+
+    cluster.wait_until(lambda: status() == "waiting", timeout=60, what="the run to wait for its answer")
+    answered = cluster.flow("respond", str(run_id), "approve", "-i", "approved=true")
+    assert answered.returncode == 0, answered.stderr
+    assert "goes on on its executor" in answered.stderr
+    cluster.wait_until(lambda: status() == "completed", timeout=60, what="a worker to finish the run")
+    run = cluster.store.get_run(run_id)
+    assert run.outputs == {"approved": True, "answers": [answer_of("review", 1), answer_of("review", 2)]}
+    counts = prompt_counts(cluster)
+    assert counts[prompt_of("review", 1)] == 1 and counts[prompt_of("review", 2)] == 1
+
+
 def test_a_worker_stops_cleanly_on_sigterm_after_its_running_flow_finishes(cluster, workers, latency):
     """SIGTERM (how containers stop a program) is Celery's warm shutdown: the run a worker is executing
     completes and is recorded before the worker exits 0; nothing is left running."""

@@ -45,3 +45,22 @@ class Questions(BaseFlow):
             result = await Ask().execute({"prompt": prompt_of(inputs["topic"], number)})
             answers.append(result.output_content)
         return {"topic": inputs["topic"], "answers": answers}
+
+
+class Approval(BaseModel):
+    approved: bool
+
+
+class Reviewed(BaseFlow):
+    """One question, then a wait for a person's approval, then a second question."""
+
+    flow_name = "celery_reviewed"
+
+    class Inputs(BaseModel):
+        topic: str
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        first = await Ask().execute({"prompt": prompt_of(inputs["topic"], 1)})
+        answer = await self.wait_for_input("approve", Approval, prompt="Go on?")
+        second = await Ask().execute({"prompt": prompt_of(inputs["topic"], 2)})
+        return {"approved": answer.approved, "answers": [first.output_content, second.output_content]}
