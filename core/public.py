@@ -114,7 +114,10 @@ called outside any flow works too (its LLM calls are still recorded).
 
 ### UnstructuredStep(BaseStep)
 Text generation; ``result.output_content`` is a string. ``system_prompt`` and ``llm_params``
-(e.g. ``{"temperature": 0.2}``) are optional class attributes of every LLM step.
+(e.g. ``{"temperature": 0.2}``) are optional class attributes of every LLM step. Streaming:
+``await step.execute(inputs, on_text=callback)`` hands each piece of the answer to ``callback`` as the
+model writes it, ``async for piece in step.stream(inputs)`` iterates them (``flow run --stream`` prints
+them); what is recorded is the same as without.
 
 ### StructuredStep(BaseStep)
 Requires ``Outputs``. Uses the provider's native JSON-schema output where litellm supports it, else JSON

@@ -93,6 +93,22 @@ def make_handler() -> Any:
         async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
             return self._respond(model, messages, kwargs.get("optional_params") or {})
 
+        async def astreaming(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
+            """The same answer word by word (``flow run --stream`` with no network), usage last."""
+            text = answer(model, messages, kwargs.get("optional_params") or {})
+            words = text.split(" ")
+            for index, word in enumerate(words):
+                piece = word if index == 0 else f" {word}"
+                yield {"text": piece, "is_finished": False, "finish_reason": "", "usage": None, "index": 0}
+            prompt_tokens = estimate_tokens(_flatten(messages))
+            completion_tokens = estimate_tokens(text)
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
+            yield {"text": "", "is_finished": True, "finish_reason": "stop", "usage": usage, "index": 0}
+
         def _image(self, model: str, prompt: str, optional_params: dict[str, Any]) -> Any:
             from litellm.types.utils import ImageObject
 

@@ -17,6 +17,9 @@ Replies (:class:`Reply`, :class:`ImageReply`) and faults (:class:`Fault`):
 
 - ``Reply("text")`` / ``Reply(json={...})``: a chat completion whose message content is the text or the
   JSON document; ``usage=(prompt, completion)`` sets the token counts (default: estimated from length).
+- ``Reply(chunks=["Hel", "lo"], chunk_delay=0.2, cut_after=None)``: to a request with ``stream: true``,
+  Server-Sent Events, one chunk per piece, then the usage chunk (any reply streams, word by word,
+  when the request asks for a stream); ``cut_after=N`` drops the connection after N pieces.
 - ``ImageReply(b64=True|False, revised_prompt=..., png=bytes)``: ``b64_json`` or a ``url`` served by
   this server at ``/files/<name>.png``.
 - ``Fault.status(429, retry_after=0.2)``, ``Fault.status(500)``, ``Fault.status(503)``: an OpenAI-style
@@ -103,8 +106,15 @@ class Reply:
     model: str | None = None
     finish_reason: str = "stop"
     delay: float | None = None  # seconds, instead of the server's latency
+    # a streamed answer (the request asks ``stream: true``): these pieces, ``chunk_delay`` seconds apart;
+    # ``cut_after``: the connection drops after that many pieces (a failure mid-stream)
+    chunks: list[str] | None = None
+    chunk_delay: float = 0.0
+    cut_after: int | None = None
 
     def content(self) -> str:
+        if self.chunks is not None:
+            return "".join(self.chunks)
         if self.json is not None:
             return json.dumps(self.json)
         return self.text if self.text is not None else ""
@@ -561,7 +571,43 @@ class FakeOpenAI:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+        if (record.body or {}).get("stream"):
+            return await self._stream(request, record, reply, body)
         return web.json_response(body, headers={"x-request-id": f"req_fake{n:06d}"})
+
+    async def _stream(
+        self, request: web.Request, record: RecordedRequest, reply: Reply, body: dict[str, Any]
+    ) -> web.StreamResponse:
+        """The answer as Server-Sent Events, as OpenAI streams it: one ``chat.completion.chunk`` per
+        piece, the finish reason, the usage chunk (``stream_options.include_usage``), ``[DONE]``."""
+        content = body["choices"][0]["message"]["content"]
+        pieces = reply.chunks if reply.chunks is not None else [w + " " for w in content.split(" ")]
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        base = {k: body[k] for k in ("id", "created", "model", "system_fingerprint")}
+        base["object"] = "chat.completion.chunk"
+
+        async def send(choices: list[Any], usage: Any = None) -> None:
+            event = {**base, "choices": choices, **({"usage": usage} if usage is not None else {})}
+            await response.write(f"data: {json.dumps(event)}\n\n".encode())
+
+        record.outcome = "stream"
+        for index, piece in enumerate(pieces):
+            if reply.cut_after is not None and index >= reply.cut_after:
+                record.outcome = "cut"
+                if request.transport is not None:
+                    request.transport.abort()
+                raise asyncio.CancelledError  # aiohttp drops the handler quietly
+            delta = {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
+            await send([{"index": 0, "delta": delta, "finish_reason": None}])
+            if reply.chunk_delay:
+                await self._sleep(reply.chunk_delay)
+        await send([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}])
+        if ((record.body or {}).get("stream_options") or {}).get("include_usage"):
+            await send([], body["usage"])
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
 
     async def _images(self, request: web.Request) -> web.StreamResponse:
         record = await self._record(request)

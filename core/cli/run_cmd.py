@@ -84,6 +84,12 @@ if TYPE_CHECKING:  # pragma: no cover
     "a request it does not hold fails the run (exit 2).",
 )
 @click.option(
+    "--stream",
+    is_flag=True,
+    help="Print each LLM step's text on stderr as the model writes it (text steps; structured ones stay "
+    "silent).",
+)
+@click.option(
     "--background", is_flag=True, help="Submit the run to workers and print its id at once (see `flow wait`)."
 )
 @click.option("--executor", metavar="NAME", help="With --background: the executor (default celery).")
@@ -99,6 +105,7 @@ def run(
     show_traceback: bool,
     record_to: str | None,
     replay_from: str | None,
+    stream: bool,
     background: bool,
     executor: str | None,
 ) -> None:
@@ -110,7 +117,7 @@ def run(
     Exit codes: 0 completed; 1 the flow failed (run recorded as failed);
     2 usage error: unknown flow, invalid inputs (nothing recorded),
     unknown model, missing prompt; 130 interrupted (run cancelled);
-    143 terminated by SIGTERM (run cancelled).
+    143 terminated by SIGTERM (run cancelled); 3 waiting for input (flow respond).
     """
     report = Report(as_json)
     try:
@@ -124,6 +131,10 @@ def run(
     if background or executor:
         if not background:
             report.refuse(UsageError("--executor goes with --background"), EXIT_USAGE)
+        if stream:
+            report.refuse(
+                UsageError("--stream shows a run in this process; not with --background"), EXIT_USAGE
+            )
         if max_output_tokens is not None:
             report.refuse(
                 UsageError(
@@ -137,8 +148,27 @@ def run(
         from flow_engine.engine import get_engine
 
         get_engine().settings.max_output_tokens = max_output_tokens
-    with _using_cassette(tape):
+    from flow_engine.llm.streaming import listening
+
+    with _using_cassette(tape), listening(StreamPrinter() if stream else None):
         _execute(flow_cls, inputs, model, budget, report, show_traceback)
+
+
+class StreamPrinter:
+    """``--stream``: the pieces of text on stderr as they come, the answer's line ended when it is done,
+    so the progress lines (also on stderr) stay on lines of their own."""
+
+    def __init__(self) -> None:
+        self.open = False
+
+    def __call__(self, piece: str) -> None:
+        click.echo(piece, err=True, nl=False)
+        self.open = not piece.endswith("\n")
+
+    def done(self) -> None:
+        if self.open:
+            click.echo("", err=True)
+            self.open = False
 
 
 def _prepare(

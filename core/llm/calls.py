@@ -37,6 +37,7 @@ from .redact import (
     secrets_in_params,
 )
 from .retry_policy import is_transient, retry_delay, should_retry
+from .streaming import current_listener, stream_completion
 
 log = logging.getLogger("flow_engine.llm")
 
@@ -240,6 +241,13 @@ def _litellm_send(call: LLMCallInfo) -> Send:
         kwargs["max_retries"] = 0  # the openai SDK must not retry behind our back
         if call.kind == "completion":
             kwargs["num_retries"] = 0  # nor litellm's own retry layer
+        listener = current_listener() if call.kind == "completion" else None
+        if listener is not None and call.params.get("response_format") is None:  # see streaming.py
+            inner = fn
+
+            async def fn(**kwargs: Any) -> Any:
+                return await stream_completion(inner, kwargs, call.messages, listener)
+
         if target.in_process:  # no server: FLOW_ENGINE_API_BASE/_API_KEY are not for it
             try:
                 async with asyncio.timeout(settings.request_timeout):
