@@ -69,7 +69,9 @@ async def test_a_background_run_joins_the_submitters_trace(cluster, receiver, sp
         found = [
             s for _r, s in received_spans(receiver) if s.trace_id == submitter.context.trace_id.to_bytes(16)
         ]
-        return found if len([s for s in found if s.name.startswith("chat ")]) == 2 else None
+        chats = [s for s in found if s.name.startswith("chat ")]
+        ended = any(s.name == "invoke_workflow celery_questions" for s in found)  # it ends last
+        return found if len(chats) == 2 and ended else None
 
     deadline = time.monotonic() + 120
     while (found := worker_spans()) is None:
