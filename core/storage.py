@@ -23,6 +23,8 @@ from .ids import new_id
 
 __all__ = [
     "INTERRUPTED",
+    "CacheEntry",
+    "CacheModelStats",
     "INTERRUPTED_MESSAGE",
     "IN_FLIGHT",
     "LLMRequestRecord",
@@ -92,6 +94,8 @@ class RunRecord(_Record):
     error_message: str | None = None
     # who executes the run (a worker's id), set by ``RunStore.claim_run``; None for in-process runs
     claimed_by: str | None = None
+    # the ``flow batch`` the run belongs to (``flow runs --batch ID``)
+    batch_id: str | None = None
 
 
 class StepRecord(_Record):
@@ -147,6 +151,39 @@ class LLMRequestRecord(_Record):
     http_status: int | None = None  # the status a server really answered with; None: no answer
     error_message: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    queue_ms: int | None = None  # time waiting for the rate limiter (FLOW_ENGINE_RATE_LIMITS) before sending
+    cached_from: uuid.UUID | None = None  # a response-cache hit: the request whose answer was reused
+
+
+class CacheEntry(_Record):
+    """One answer kept by the response cache (``docs/caching.md``): what a call with the same model,
+    messages, parameters and output schema gets instead of a request. ``request_id`` is the request
+    that paid for it, ``cost`` what it cost then (what each hit saves)."""
+
+    key: str
+    kind: str = "completion"
+    model: str
+    response: dict[str, Any]
+    request_id: uuid.UUID | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+    hits: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    last_hit_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CacheModelStats:
+    """The response cache's entries of one model (``RunStore.cache_stats``)."""
+
+    model: str
+    entries: int
+    hits: int
+    saved_cost: float  # what the hits would have cost (entries of unknown price count 0)
+    oldest: datetime | None
+    newest: datetime | None
 
 
 class RunChanges(TypedDict, total=False):
@@ -234,9 +271,12 @@ class RunFilter:
     created_from: datetime | None = None
     created_until: datetime | None = None
     stale_before: datetime | None = None
+    batch_id: str | None = None
 
     def matches(self, run: RunRecord) -> bool:
         if self.flow_name is not None and run.flow_name != self.flow_name:
+            return False
+        if self.batch_id is not None and run.batch_id != self.batch_id:
             return False
         if self.user_id is not None and run.user_id != self.user_id:
             return False
@@ -314,6 +354,29 @@ class RunStore(ABC):
 
     async def finish_llm_request(self, request: LLMRequestRecord) -> None:
         """Replace the ``in_flight`` row with the same id by ``request`` (the attempt's outcome)."""
+        raise NotImplementedError
+
+    # -- the response cache (optional) -----------------------------------------------------------
+    #: True when the store keeps the response cache (``cache_get`` and the rest); the engine refuses
+    #: to turn the cache on for a store without it, naming the store.
+    has_cache: bool = False
+
+    async def cache_get(self, key: str, now: datetime) -> CacheEntry | None:
+        """The entry under ``key`` unless it expired by ``now``; a found entry counts one hit
+        (``hits`` + 1, ``last_hit_at`` = now), in the same transaction."""
+        raise NotImplementedError
+
+    async def cache_put(self, entry: CacheEntry) -> None:
+        """Keep ``entry``, replacing one with the same key (two processes asking the same question at
+        once both pay, and the later answer stays)."""
+        raise NotImplementedError
+
+    def cache_stats(self) -> list[CacheModelStats]:
+        """Entries, hits and saved cost per model, most entries first."""
+        raise NotImplementedError
+
+    def cache_clear(self, *, model: str | None = None, older_than: datetime | None = None) -> int:
+        """Delete entries (of ``model``; created before ``older_than``); return how many."""
         raise NotImplementedError
 
     # -- durable execution (resume, heartbeat, cancel, crash detection) ---------------------

@@ -16,6 +16,8 @@ from flow_engine.storage import (
     INTERRUPTED_MESSAGE,
     PRUNABLE_STATUSES,
     PRUNE_BATCH,
+    CacheEntry,
+    CacheModelStats,
     LLMRequestRecord,
     PruneResult,
     RunChanges,
@@ -42,7 +44,52 @@ class MemoryStore(RunStore):
         self._requests: list[LLMRequestRecord] = []
         self._in_flight_at: dict[uuid.UUID, int] = {}  # where an in-flight request's row is in the list
         self._cancel_requested: set[uuid.UUID] = set()
+        self._cache: dict[str, CacheEntry] = {}
         self._lock = threading.Lock()
+
+    has_cache = True
+
+    async def cache_get(self, key: str, now: datetime) -> CacheEntry | None:
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is None or (entry.expires_at is not None and entry.expires_at <= now):
+                return None
+            entry.hits += 1
+            entry.last_hit_at = now
+            return entry.model_copy(deep=True)
+
+    async def cache_put(self, entry: CacheEntry) -> None:
+        with self._lock:
+            self._cache[entry.key] = entry.model_copy(deep=True)
+
+    def cache_stats(self) -> list[CacheModelStats]:
+        with self._lock:
+            entries = list(self._cache.values())
+        stats = []
+        for model in {e.model for e in entries}:
+            mine = [e for e in entries if e.model == model]
+            stats.append(
+                CacheModelStats(
+                    model=model,
+                    entries=len(mine),
+                    hits=sum(e.hits for e in mine),
+                    saved_cost=sum(e.hits * (e.cost or 0.0) for e in mine),
+                    oldest=min(e.created_at for e in mine),
+                    newest=max(e.created_at for e in mine),
+                )
+            )
+        return sorted(stats, key=lambda s: (-s.entries, s.model))
+
+    def cache_clear(self, *, model: str | None = None, older_than: datetime | None = None) -> int:
+        with self._lock:
+            gone = [
+                k
+                for k, e in self._cache.items()
+                if (model is None or e.model == model) and (older_than is None or e.created_at < older_than)
+            ]
+            for key in gone:
+                del self._cache[key]
+            return len(gone)
 
     async def create_run(self, run: RunRecord) -> None:
         with self._lock:

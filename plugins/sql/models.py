@@ -14,6 +14,8 @@ Additions to the seed, and why:
 - ``flow_step_runs.step_key`` (unique per run) and ``step_type``: the stable key of a step (name +
   occurrence) that a resumed run matches saved outputs by.
 - ``flow_step_runs.cost_estimate`` is nullable: NULL means "unknown price", never 0.
+- ``flow_runs.batch_id``, ``llm_requests.queue_ms`` / ``cached_from`` and ``llm_cache``: batches, the
+  rate limiter's wait and the response cache (revision 0005).
 - ``llm_requests``: one row per attempt of an LLM call (no API keys or auth headers, ever). Its
   ``step_run_id`` is indexed but has no foreign key, because ``flow_step_runs.llm_request_id`` already
   points the other way and a cycle of foreign keys cannot be created on PostgreSQL in one step.
@@ -52,9 +54,11 @@ __all__ = [
     "Base",
     "FlowRunModel",
     "FlowStepRunModel",
+    "LLMCacheModel",
     "LLMRequestModel",
     "flow_runs",
     "flow_step_runs",
+    "llm_cache",
     "llm_requests",
 ]
 
@@ -86,6 +90,7 @@ class FlowRunModel(Base):
         Index("ix_flow_runs_user_id_created_at", "user_id", "created_at", "id"),
         Index("ix_flow_runs_parent_run_id_created_at", "parent_run_id", "created_at", "id"),
         Index("ix_flow_runs_status_last_heartbeat", "status", "last_heartbeat"),
+        Index("ix_flow_runs_batch_id_created_at", "batch_id", "created_at", "id"),
     )
 
     # Core identification
@@ -131,6 +136,9 @@ class FlowRunModel(Base):
     # Background execution: the worker that claimed the run (revision 0002)
     claimed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
+    # The `flow batch` the run belongs to (revision 0005)
+    batch_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
     # Relationships
     steps: Mapped[list[FlowStepRunModel]] = relationship(
         "FlowStepRunModel",
@@ -167,6 +175,33 @@ class LLMRequestModel(Base):
     http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, server_default=func.now())
+    # revision 0005: time spent waiting for the rate limiter; a cache hit's original request
+    queue_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cached_from: Mapped[uuid.UUID | None] = mapped_column(UUID(), nullable=True)
+
+
+class LLMCacheModel(Base):
+    """One answer of the response cache (revision 0005), by a hash of model, messages, parameters
+    and output schema. ``request_id`` is the request that paid for it; ``cost`` what it cost then."""
+
+    __tablename__ = "llm_cache"
+    __table_args__ = (
+        Index("ix_llm_cache_model_created_at", "model", "created_at"),
+        Index("ix_llm_cache_created_at", "created_at"),
+    )
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(30), nullable=False)
+    model: Mapped[str] = mapped_column(String(200), nullable=False)
+    response: Mapped[dict[str, Any]] = mapped_column(JSONType(), nullable=False)
+    request_id: Mapped[uuid.UUID | None] = mapped_column(UUID(), nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    cost: Mapped[float | None] = mapped_column(Float, nullable=True)
+    hits: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_hit_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class FlowStepRunModel(Base):
@@ -220,3 +255,4 @@ class FlowStepRunModel(Base):
 flow_runs = cast(Table, FlowRunModel.__table__)
 flow_step_runs = cast(Table, FlowStepRunModel.__table__)
 llm_requests = cast(Table, LLMRequestModel.__table__)
+llm_cache = cast(Table, LLMCacheModel.__table__)

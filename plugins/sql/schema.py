@@ -17,7 +17,7 @@ from flow_engine.errors import ConfigurationError
 
 from .connect import display_url
 
-HEAD = "0004_llm_http_status"
+HEAD = "0005_many_items"
 
 
 def stored_revisions(engine: Engine) -> set[str]:

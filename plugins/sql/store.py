@@ -27,6 +27,8 @@ from sqlalchemy.orm import Session
 from flow_engine.errors import ConfigurationError, StorageError
 from flow_engine.storage import (
     PRUNE_BATCH,
+    CacheEntry,
+    CacheModelStats,
     LLMRequestRecord,
     PruneResult,
     RunChanges,
@@ -187,6 +189,7 @@ def _conditions(where: RunFilter) -> list[Any]:
         (run.flow_name, where.flow_name),
         (run.user_id, where.user_id),
         (run.parent_run_id, where.parent_run_id),
+        (run.batch_id, where.batch_id),
     ):
         if value is not None:
             found.append(column == value)
@@ -370,6 +373,40 @@ class SqlStore(RunStore):
             cause = getattr(exc, "orig", None) or exc
             raise StorageError(
                 f"pruning {display_url(self.url)} failed: {type(cause).__name__}: {cause}"
+            ) from exc
+
+    # -- the response cache (cache.py) -------------------------------------------------------
+    has_cache = True
+
+    async def cache_get(self, key: str, now: datetime) -> CacheEntry | None:
+        from . import cache
+
+        return await asyncio.to_thread(self._guarded, "reading the cache", cache.cache_get, key, now)
+
+    async def cache_put(self, entry: CacheEntry) -> None:
+        from . import cache
+
+        await asyncio.to_thread(self._guarded, "writing the cache", cache.cache_put, entry)
+
+    def cache_stats(self) -> list[CacheModelStats]:
+        from . import cache
+
+        result: list[CacheModelStats] = self._guarded("reading the cache", cache.cache_stats)
+        return result
+
+    def cache_clear(self, *, model: str | None = None, older_than: datetime | None = None) -> int:
+        from . import cache
+
+        count: int = self._guarded("clearing the cache", cache.cache_clear, model, older_than)
+        return count
+
+    def _guarded(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(self.engine, self._lock, *args)
+        except SQLAlchemyError as exc:
+            cause = getattr(exc, "orig", None) or exc
+            raise StorageError(
+                f"{what} of {display_url(self.url)} failed: {type(cause).__name__}: {cause}"
             ) from exc
 
     # -- reads ------------------------------------------------------------------------------
