@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     max_output_tokens: int = Field(
         default=2048, ge=0, description="Default limit on an LLM step's answer, in tokens (0: none)."
     )
+    cache: bool = Field(
+        default=False, description="Answer repeated LLM calls from the response cache (docs/caching.md)."
+    )
+    cache_ttl: float = Field(
+        default=0, ge=0, description="Seconds a cached answer is kept (0: until `flow cache clear`)."
+    )
     structured_max_reasks: int = Field(default=2, ge=0, description="Re-asks after invalid output.")
     gc_freeze: bool = Field(
         default=True, description="gc.freeze() litellm's import-time objects (shorter GC pauses)."

@@ -67,6 +67,7 @@ class RunContext:
     max_cost: float | None = None
     max_tokens: int | None = None
     cancel_requested: bool = False
+    cache: bool | None = None  # the response cache for this run (None: as its parent, else the setting)
     # filled when resuming: completed steps by their order, earlier child runs by their run_key
     replay: dict[int, StepRecord] = field(default_factory=dict)
     child_runs: dict[str, RunRecord] = field(default_factory=dict)
@@ -132,6 +133,14 @@ class RunContext:
         tokens = None if self.max_tokens is None else max(0, self.max_tokens - self.totals.tokens)
         return cost, tokens
 
+    def cache_wanted(self) -> bool | None:
+        ctx: RunContext | None = self
+        while ctx is not None:
+            if ctx.cache is not None:
+                return ctx.cache
+            ctx = ctx.parent
+        return None
+
     def run_level_model(self) -> str | None:
         ctx: RunContext | None = self
         while ctx is not None:
@@ -150,6 +159,7 @@ class StepScope:
     step_name: str
     model_override: str | None = None
     calls: list[Any] = field(default_factory=list)
+    cache: bool | None = None  # the step's own say on the response cache (its class's ``cache``)
 
 
 current_run: ContextVar[RunContext | None] = ContextVar("flow_engine_current_run", default=None)

@@ -52,6 +52,7 @@ EXECUTION_MODE = "background"  # ``execution_mode`` of a submitted run
 FINISHED = frozenset({RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value})
 _NEVER = datetime(1970, 1, 1, tzinfo=UTC)  # a heartbeat before this is never "stale" for a claim
 _RUN_OPTIONS = "run_options"
+_CACHE = "cache"
 
 
 # -- where a stored run stands --------------------------------------------------------------------
@@ -139,15 +140,25 @@ async def start(
     metadata: dict[str, Any] | None = None,
     max_cost: float | None = None,
     max_tokens: int | None = None,
+    cache: bool | None = None,
+    batch_id: str | None = None,
+    run_key: str | None = None,
 ) -> dict[str, Any]:
-    """Run ``flow`` now as a recorded run (a child run inside another flow); return its outputs."""
+    """Run ``flow`` now as a recorded run (a child run inside another flow); return its outputs.
+
+    ``cache`` turns the response cache on or off for the run (kept with it for a resume);
+    ``batch_id`` files a root run under a ``flow batch``; ``run_key`` is a child run's key when the
+    caller reserved it (``map``), else the next occurrence of the flow's name in the parent."""
     check_budget(max_cost, max_tokens)
     validated = flow.validate_inputs(inputs)
     parsed_user = parse_user_id(user_id)
     await start_turn()  # many flows started at once take turns (pacing.py)
     engine = get_engine()
     parent = current_run.get()
-    run_key = parent.next_child_key(flow.flow_name) if parent else None
+    if parent is not None and run_key is None:
+        run_key = parent.next_child_key(flow.flow_name)
+    elif parent is None:
+        run_key = None
     if parent is not None and run_key in parent.child_runs:  # resuming: this child ran before
         return await _resume_child(flow, parent, parent.child_runs[run_key], model)
     options = _run_options(model, max_cost, max_tokens) if parent is None else {}
@@ -167,7 +178,9 @@ async def start(
             "flow_ref": flow_reference(type(flow)),
             **(to_jsonable(metadata) if metadata else {}),
             **options,
+            **_cache_option(cache),
         },
+        batch_id=batch_id if parent is None else None,
     )
     flow.run_id = record.id
     await engine.store.create_run(record)
@@ -193,6 +206,8 @@ async def submit(
     metadata: dict[str, Any] | None = None,
     max_cost: float | None = None,
     max_tokens: int | None = None,
+    cache: bool | None = None,
+    batch_id: str | None = None,
 ) -> uuid.UUID:
     """Validate ``inputs``, store the run as ``pending`` and hand it to ``executor``; return its id.
 
@@ -220,7 +235,9 @@ async def submit(
             **(to_jsonable(metadata) if metadata else {}),
             **_plugin_metadata(engine, flow.flow_name),
             "background": background,
+            **_cache_option(cache),
         },
+        batch_id=batch_id,
     )
     flow.run_id = record.id
     await store.create_run(record)
@@ -402,7 +419,9 @@ def _context(
     **resumed: Any,
 ) -> RunContext:
     limits = budget(flow, parent, max_cost, max_tokens)
+    cache = (run.flow_metadata or {}).get(_CACHE)
     return RunContext(
+        cache=cache if isinstance(cache, bool) else None,
         run_id=run.id,
         flow_name=flow.flow_name,
         engine=engine,
@@ -496,6 +515,11 @@ def _checked_outputs(flow: BaseFlow, outputs: Any) -> dict[str, Any]:
         except ValidationError as exc:
             raise FlowEngineError(f"flow '{flow.flow_name}' returned invalid outputs:\n{exc}") from None
     return outputs
+
+
+def _cache_option(cache: bool | None) -> dict[str, Any]:
+    """A run's own say on the response cache, kept in ``flow_metadata["cache"]`` (resume keeps it)."""
+    return {} if cache is None else {_CACHE: bool(cache)}
 
 
 def _run_options(model: str | None, max_cost: float | None, max_tokens: int | None) -> dict[str, Any]:

@@ -82,11 +82,13 @@ class BaseFlow:
         metadata: dict[str, Any] | None = None,
         max_cost: float | None = None,
         max_tokens: int | None = None,
+        cache: bool | None = None,
     ) -> dict[str, Any]:
         """Validate ``inputs``, run the flow as a recorded run, return its outputs dict.
 
         The run's id is on ``self.run_id`` as soon as the run row exists. ``max_cost`` (USD) and
-        ``max_tokens`` stop the run at a step boundary once reached.
+        ``max_tokens`` stop the run at a step boundary once reached. ``cache=True`` answers the run's
+        repeated LLM calls from the response cache (``False``: never, whatever FLOW_ENGINE_CACHE says).
         """
         return await flow_runner.start(
             self,
@@ -96,6 +98,7 @@ class BaseFlow:
             metadata=metadata,
             max_cost=max_cost,
             max_tokens=max_tokens,
+            cache=cache,
         )
 
     async def submit(
@@ -108,6 +111,7 @@ class BaseFlow:
         metadata: dict[str, Any] | None = None,
         max_cost: float | None = None,
         max_tokens: int | None = None,
+        cache: bool | None = None,
     ) -> uuid.UUID:
         """Run the flow in the background: validate ``inputs``, store the run as ``pending``, hand it to
         ``executor`` (default ``FLOW_ENGINE_EXECUTOR``, else ``local``) and return its id at once.
@@ -124,6 +128,7 @@ class BaseFlow:
             metadata=metadata,
             max_cost=max_cost,
             max_tokens=max_tokens,
+            cache=cache,
         )
 
     async def wait_for_input(

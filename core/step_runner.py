@@ -173,7 +173,11 @@ async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | Non
             inputs=inputs_json,
         )
     scope = StepScope(
-        run_id=ctx.run_id if ctx else None, step_id=step_id, step_name=name, model_override=model_override
+        run_id=ctx.run_id if ctx else None,
+        step_id=step_id,
+        step_name=name,
+        model_override=model_override,
+        cache=step.cache,
     )
     token = current_step.set(scope)
     started = time.perf_counter()

@@ -46,7 +46,8 @@ class BaseStep:
     """A step. Subclass it with ``async def run(self, inputs)`` for plain Python work (no LLM call).
 
     Class attributes: ``step_name`` (defaults to the class name in snake_case), ``Inputs`` (a pydantic
-    model; ``run`` then receives an instance of it), ``prompt_file``, ``model``, ``api_base``.
+    model; ``run`` then receives an instance of it), ``prompt_file``, ``model``, ``api_base``,
+    ``cache`` (the response cache for its LLM calls).
     """
 
     step_type: ClassVar[str] = StepType.PYTHON
@@ -55,6 +56,9 @@ class BaseStep:
     Inputs: ClassVar[type[BaseModel] | None] = None
     model: ClassVar[str | None] = None
     api_base: ClassVar[str | None] = None
+    # the response cache for this step's LLM calls: True / False, or None to follow the run and
+    # FLOW_ENGINE_CACHE (docs/caching.md)
+    cache: ClassVar[bool | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

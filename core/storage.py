@@ -23,10 +23,10 @@ from .ids import new_id
 
 __all__ = [
     "INTERRUPTED",
-    "CacheEntry",
-    "CacheModelStats",
     "INTERRUPTED_MESSAGE",
     "IN_FLIGHT",
+    "CacheEntry",
+    "CacheModelStats",
     "LLMRequestRecord",
     "RunChanges",
     "RunRecord",

@@ -93,6 +93,12 @@ if TYPE_CHECKING:  # pragma: no cover
     "--background", is_flag=True, help="Submit the run to workers and print its id at once (see `flow wait`)."
 )
 @click.option("--executor", metavar="NAME", help="With --background: the executor (default celery).")
+@click.option(
+    "--cache/--no-cache",
+    default=None,
+    help="Answer repeated LLM calls of this run from the response cache (or never); default "
+    "FLOW_ENGINE_CACHE. See docs/caching.md.",
+)
 def run(
     target: str,
     pairs: tuple[str, ...],
@@ -108,6 +114,7 @@ def run(
     stream: bool,
     background: bool,
     executor: str | None,
+    cache: bool | None,
 ) -> None:
     """Run FLOW and print its outputs.
 
@@ -127,7 +134,7 @@ def run(
     except FlowEngineError as exc:
         report.refuse(exc, EXIT_FAILED)
     tape = _open_cassette(record_to, replay_from, background, report)
-    budget = {"max_cost": max_cost, "max_tokens": max_tokens}
+    budget = {"max_cost": max_cost, "max_tokens": max_tokens, "cache": cache}
     if background or executor:
         if not background:
             report.refuse(UsageError("--executor goes with --background"), EXIT_USAGE)

@@ -24,6 +24,7 @@ from ..engine import Engine, get_engine
 from ..errors import FlowEngineError, LLMError, UsageError
 from ..ids import new_id
 from ..storage import IN_FLIGHT, LLMRequestRecord, utcnow
+from . import response_cache
 from .failures import EmptyAnswer, classify, is_server_rejection
 from .hook import LLMCallInfo, Send, join_scoped_plugins, wrapped
 from .loader import ensure_providers, provider_guess, provider_of
@@ -123,6 +124,23 @@ async def _call(
     scope = current_step.get()
     recorder = AttemptRecorder(engine, kind, messages if prompt is None else _as_messages(prompt), params)
     call_id = new_id()
+    cache = response_cache.policy(engine, scope, kind)
+    if cache is not None:
+        key = response_cache.cache_key(kind, _bare_provider_name(engine, model), messages, prompt, params)
+        hit = await response_cache.lookup(
+            engine,
+            key,
+            kind=kind,
+            model=_bare_provider_name(engine, model),
+            call_id=call_id,
+            scope=scope,
+            recorder=recorder,
+        )
+        if hit is not None:
+            _tell_listener(kind, params, hit.text)
+            if scope is not None:
+                scope.calls.append(hit)
+            return hit
     attempt = 0
     started = time.monotonic()
     # litellm's debug log (if someone turns it on) prints the request: SecretFilter blanks these
@@ -177,9 +195,22 @@ async def _call(
         if error is not None:
             # raised outside the except block, so that no __context__ keeps the provider's exception
             raise error from cause
+    if cache is not None:
+        await response_cache.keep(engine, key, cache, kind, call)
     if scope is not None:
         scope.calls.append(call)
     return call
+
+
+def _tell_listener(kind: str, params: dict[str, Any], text: str | None) -> None:
+    """A streamed call answered from the cache: its listener gets the whole text at once."""
+    listener = current_listener() if kind == "completion" else None
+    if listener is None or params.get("response_format") is not None or not text:
+        return
+    listener(text)
+    done = getattr(listener, "done", None)
+    if done is not None:
+        done()
 
 
 async def _attempt(engine: Engine, info: LLMCallInfo, recorder: AttemptRecorder) -> LLMCall:

@@ -31,6 +31,7 @@ from flow_engine.storage import (
     IN_FLIGHT,
     INTERRUPTED,
     INTERRUPTED_MESSAGE,
+    CacheEntry,
     LLMRequestRecord,
     RunRecord,
     RunStatus,
@@ -496,3 +497,35 @@ class RunStoreContract:
             store.resolve_run_id("abcd")
         with pytest.raises(NotFoundError):
             store.resolve_run_id("0123")
+
+    # -- the response cache (optional) ------------------------------------------------------
+    @_async
+    async def test_the_response_cache_keeps_counts_expires_and_clears(self, store: RunStore) -> None:
+        if not store.has_cache:
+            pytest.skip("this store keeps no response cache (has_cache is False)")
+        older = CacheEntry(key="a" * 64, model="m1", response={"x": 1}, cost=0.25, created_at=T0)
+        newer = CacheEntry(
+            key="b" * 64,
+            model="m2",
+            response={"x": 2},
+            created_at=T0 + timedelta(days=2),
+            expires_at=T0 + timedelta(days=3),
+        )
+        for entry in (older, newer):
+            await store.cache_put(entry)
+        assert await store.cache_get("c" * 64, T0) is None
+        found = await store.cache_get(older.key, T0 + timedelta(days=1))
+        assert found is not None and (found.response, found.hits) == ({"x": 1}, 1)
+        again = await store.cache_get(older.key, T0 + timedelta(days=1))
+        assert again is not None and again.hits == 2
+        assert await store.cache_get(newer.key, T0 + timedelta(days=2, hours=1)) is not None
+        assert await store.cache_get(newer.key, T0 + timedelta(days=3)) is None  # expired
+        await store.cache_put(older.model_copy(update={"response": {"x": 9}}))  # the same key: replaced
+        replaced = await store.cache_get(older.key, T0 + timedelta(days=1))
+        assert replaced is not None and replaced.response == {"x": 9}
+        stats = {s.model: s for s in store.cache_stats()}
+        assert set(stats) == {"m1", "m2"} and stats["m1"].entries == 1
+        assert store.cache_clear(older_than=T0 + timedelta(days=1)) == 1  # m1's entry only
+        assert [s.model for s in store.cache_stats()] == ["m2"]
+        assert store.cache_clear(model="m2") == 1
+        assert store.cache_stats() == []
