@@ -32,6 +32,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "respond": "flow_engine.cli.respond_cmd:respond",
     "wait": "flow_engine.cli.wait_cmd:wait",
     "worker": "flow_engine.cli.worker_cmd:worker",
+    "cache": "flow_engine.cli.cache_cmd:cache",
 }
 SHORT_HELP: dict[str, str] = {
     "run": "Run a flow and print its outputs.",
@@ -46,6 +47,7 @@ SHORT_HELP: dict[str, str] = {
     "respond": "Answer a run waiting for input and continue it.",
     "wait": "Wait until a run ends and print its result like `flow run`.",
     "worker": "Start a worker that executes submitted runs (Celery).",
+    "cache": "Show or clear the response cache (repeated LLM calls).",
 }
 
 

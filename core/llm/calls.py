@@ -127,20 +127,9 @@ async def _call(
     cache = response_cache.policy(engine, scope, kind)
     if cache is not None:
         key = response_cache.cache_key(kind, _bare_provider_name(engine, model), messages, prompt, params)
-        hit = await response_cache.lookup(
-            engine,
-            key,
-            kind=kind,
-            model=_bare_provider_name(engine, model),
-            call_id=call_id,
-            scope=scope,
-            recorder=recorder,
-        )
-        if hit is not None:
-            _tell_listener(kind, params, hit.text)
-            if scope is not None:
-                scope.calls.append(hit)
-            return hit
+        cached = await _from_cache(engine, key, kind, model, call_id, scope, recorder)
+        if cached is not None:
+            return cached
     attempt = 0
     started = time.monotonic()
     # litellm's debug log (if someone turns it on) prints the request: SecretFilter blanks these
@@ -196,7 +185,60 @@ async def _call(
             # raised outside the except block, so that no __context__ keeps the provider's exception
             raise error from cause
     if cache is not None:
-        await response_cache.keep(engine, key, cache, kind, call)
+        tokens = (call.prompt_tokens, call.completion_tokens)
+        response = _response_json(call.response)
+        await response_cache.keep(
+            engine, key, cache, kind, call.model, response, call.request_id, tokens, call.cost
+        )
+    if scope is not None:
+        scope.calls.append(call)
+    return call
+
+
+async def _from_cache(
+    engine: Engine,
+    key: str,
+    kind: str,
+    model: str,
+    call_id: uuid.UUID,
+    scope: Any,
+    recorder: AttemptRecorder,
+) -> LLMCall | None:
+    """The call answered from the response cache (recorded as a hit), or None on a miss."""
+    hit = await response_cache.lookup(engine, key, kind)
+    if hit is None:
+        return None
+    model = _bare_provider_name(engine, model)
+    request_id = new_id()
+    record = response_cache.hit_record(
+        hit,
+        request_id=request_id,
+        call_id=call_id,
+        kind=kind,
+        model=model,
+        scope=scope,
+        messages=recorder.messages,
+        stored_params=recorder.stored_params,
+    )
+    await engine.store.record_llm_request(record)
+    text = None
+    if kind == "completion":
+        choices = getattr(hit.response, "choices", None) or []
+        text = choices[0].message.content if choices else None
+    call = LLMCall(
+        request_id=request_id,
+        model=model,
+        provider="cache",
+        text=text,
+        response=hit.response,
+        prompt_tokens=0,
+        completion_tokens=0,
+        total_tokens=0,
+        cost=0.0,
+        latency_ms=hit.latency_ms,
+        attempts=0,
+    )
+    _tell_listener(kind, recorder.params, text)
     if scope is not None:
         scope.calls.append(call)
     return call

@@ -20,13 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import current_run
 from ..errors import ConfigurationError
-from ..ids import new_id
 from ..storage import CacheEntry, LLMRequestRecord, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..context import StepScope
     from ..engine import Engine
-    from .calls import AttemptRecorder, LLMCall
 
 # how a request reaches the server, not what it asks: never part of the key (nor stored)
 _TRANSPORT = frozenset(
@@ -93,67 +91,65 @@ def cache_key(kind: str, model: str, messages: Any, prompt: str | None, params: 
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-async def lookup(
-    engine: Engine,
-    key: str,
-    *,
-    kind: str,
-    model: str,
-    call_id: Any,
-    scope: StepScope | None,
-    recorder: AttemptRecorder,
-) -> LLMCall | None:
-    """The cached answer as a completed call (its ``llm_requests`` row written), or None on a miss."""
-    from .calls import LLMCall
+@dataclass(frozen=True)
+class Hit:
+    """A cached answer: the entry, litellm's response object rebuilt from it, how long finding it took."""
 
+    entry: CacheEntry
+    response: Any
+    latency_ms: int
+
+
+async def lookup(engine: Engine, key: str, kind: str) -> Hit | None:
     started = time.perf_counter()
     entry = await engine.store.cache_get(key, utcnow())
     if entry is None:
         return None
     response = _rebuild(engine, kind, entry.response)
-    latency = int((time.perf_counter() - started) * 1000)
-    request_id = new_id()
-    await engine.store.record_llm_request(
-        LLMRequestRecord(
-            id=request_id,
-            flow_run_id=scope.run_id if scope is not None else None,
-            step_run_id=scope.step_id if scope is not None else None,
-            call_id=call_id,
-            kind=kind,
-            model=model,
-            provider="cache",
-            request_messages=recorder.messages,
-            request_params=recorder.stored_params,
-            response=entry.response,
-            latency_ms=latency,
-            cost=0.0,
-            cached_from=entry.request_id,
-        )
-    )
-    text = None
-    if kind == "completion":
-        choices = getattr(response, "choices", None) or []
-        text = choices[0].message.content if choices else None
-    return LLMCall(
-        request_id=request_id,
+    return Hit(entry, response, int((time.perf_counter() - started) * 1000))
+
+
+def hit_record(
+    hit: Hit,
+    *,
+    request_id: Any,
+    call_id: Any,
+    kind: str,
+    model: str,
+    scope: StepScope | None,
+    messages: Any,
+    stored_params: dict[str, Any] | None,
+) -> LLMRequestRecord:
+    """The ``llm_requests`` row of a hit: nothing spent, ``cached_from`` the request that paid."""
+    return LLMRequestRecord(
+        id=request_id,
+        flow_run_id=scope.run_id if scope is not None else None,
+        step_run_id=scope.step_id if scope is not None else None,
+        call_id=call_id,
+        kind=kind,
         model=model,
         provider="cache",
-        text=text,
-        response=response,
-        prompt_tokens=0,
-        completion_tokens=0,
-        total_tokens=0,
+        request_messages=messages,
+        request_params=stored_params,
+        response=hit.entry.response,
+        latency_ms=hit.latency_ms,
         cost=0.0,
-        latency_ms=latency,
-        attempts=0,
+        cached_from=hit.entry.request_id,
     )
 
 
-async def keep(engine: Engine, key: str, policy: CachePolicy, kind: str, call: LLMCall) -> None:
-    """Store a successful call's answer under ``key``."""
-    from .calls import _response_json
-
-    response = _response_json(call.response)
+async def keep(
+    engine: Engine,
+    key: str,
+    policy: CachePolicy,
+    kind: str,
+    model: str,
+    response: dict[str, Any] | None,
+    request_id: Any,
+    tokens: tuple[int, int],
+    cost: float | None,
+) -> None:
+    """Store a successful call's answer (``response`` as JSON) under ``key``."""
     if response is None:
         return
     now = utcnow()
@@ -161,12 +157,12 @@ async def keep(engine: Engine, key: str, policy: CachePolicy, kind: str, call: L
         CacheEntry(
             key=key,
             kind=kind,
-            model=call.model,
+            model=model,
             response=response,
-            request_id=call.request_id,
-            prompt_tokens=call.prompt_tokens,
-            completion_tokens=call.completion_tokens,
-            cost=call.cost,
+            request_id=request_id,
+            prompt_tokens=tokens[0],
+            completion_tokens=tokens[1],
+            cost=cost,
             created_at=now,
             expires_at=now + timedelta(seconds=policy.ttl) if policy.ttl else None,
         )

@@ -1,8 +1,9 @@
 """The response cache in SQL (``llm_cache``, revision 0005): one row per answer, by its key's hash.
 
-A lookup and its hit count are one short transaction on a connection of their own (run in a thread by
-the store, so the event loop never waits); a new answer is an upsert, so two processes asking the
-same question at once both succeed and the later answer stays.
+A lookup is a read on a connection of its own (in a thread, so the event loop never waits); its hit
+count and a new answer go through the store's writer thread like every other write (a second writer
+would wait on SQLite's lock). A new answer is an upsert, so two processes asking the same question at
+once both succeed and the later answer stays.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Engine
 
 from flow_engine.storage import CacheEntry, CacheModelStats
@@ -20,29 +21,43 @@ from .models import llm_cache
 _COLUMNS = [llm_cache.c[name] for name in CacheEntry.model_fields]
 
 
-def cache_get(engine: Engine, lock: Any, key: str, now: datetime) -> CacheEntry | None:
+def cache_read(engine: Engine, lock: Any, key: str, now: datetime) -> CacheEntry | None:
+    """The entry under ``key`` unless it expired by ``now`` (a read on a connection of its own)."""
     c = llm_cache.c
-    with lock, engine.begin() as conn:
+    with lock, engine.connect() as conn:
         row = conn.execute(select(*_COLUMNS).where(c.key == key)).mappings().first()
-        if row is None or (row["expires_at"] is not None and row["expires_at"] <= now):
-            return None
-        conn.execute(update(llm_cache).where(c.key == key).values(hits=c.hits + 1, last_hit_at=now))
-    entry = CacheEntry.model_validate(dict(row))
-    entry.hits += 1
-    entry.last_hit_at = now
-    return entry
+    if row is None or (row["expires_at"] is not None and row["expires_at"] <= now):
+        return None
+    return CacheEntry.model_validate(dict(row))
 
 
-def cache_put(engine: Engine, lock: Any, entry: CacheEntry) -> None:
-    values = entry.model_dump()
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    stmt = insert(llm_cache).values(**values)
-    replaced = {k: stmt.excluded[k] for k in values if k != "key"}
-    with lock, engine.begin() as conn:
-        conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_=replaced))
+def count_hit(cursor: Any, dml: Any, key: str, now: datetime) -> None:
+    """A writer action: one more hit of ``key``."""
+    c = llm_cache.c
+
+    def build() -> Any:
+        return (
+            update(llm_cache)
+            .where(c.key == bindparam("k"))
+            .values(hits=c.hits + 1, last_hit_at=bindparam("now"))
+        )
+
+    cursor.execute(*dml.statement("llm_cache_hit", build, {"k": key, "now": now}))
+
+
+def put_entry(cursor: Any, dml: Any, values: dict[str, Any]) -> None:
+    """A writer action: insert the entry, or replace the one with the same key."""
+
+    def build() -> Any:
+        if dml.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        stmt = insert(llm_cache).values({name: bindparam(name) for name in values})
+        replaced = {name: stmt.excluded[name] for name in values if name != "key"}
+        return stmt.on_conflict_do_update(index_elements=["key"], set_=replaced)
+
+    cursor.execute(*dml.statement("llm_cache_put", build, values))
 
 
 def cache_stats(engine: Engine, lock: Any) -> list[CacheModelStats]:

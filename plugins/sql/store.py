@@ -381,12 +381,20 @@ class SqlStore(RunStore):
     async def cache_get(self, key: str, now: datetime) -> CacheEntry | None:
         from . import cache
 
-        return await asyncio.to_thread(self._guarded, "reading the cache", cache.cache_get, key, now)
+        entry: CacheEntry | None = await asyncio.to_thread(
+            self._guarded, "reading the cache", cache.cache_read, key, now
+        )
+        if entry is not None:
+            await self._writer.submit(Operation("a cache hit", [("call", cache.count_hit, key, now)]))
+            entry.hits += 1
+            entry.last_hit_at = now
+        return entry
 
     async def cache_put(self, entry: CacheEntry) -> None:
         from . import cache
 
-        await asyncio.to_thread(self._guarded, "writing the cache", cache.cache_put, entry)
+        values = entry.model_dump()
+        await self._writer.submit(Operation("a cached answer", [("call", cache.put_entry, values)]))
 
     def cache_stats(self) -> list[CacheModelStats]:
         from . import cache
