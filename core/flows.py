@@ -5,12 +5,13 @@ the recorded run from its start to its end. A flow executed inside another flow 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from . import flow_runner, human_input
+from . import fan_out, flow_runner, human_input
 from .context import RunContext
 from .errors import InputValidationError
 from .flow_runner import flow_reference
@@ -130,6 +131,25 @@ class BaseFlow:
             max_tokens=max_tokens,
             cache=cache,
         )
+
+    async def map(
+        self,
+        target: Any,
+        items: Iterable[dict[str, Any] | BaseModel],
+        *,
+        concurrency: int = 8,
+        on_error: Literal["stop", "collect"] = "stop",
+        model: str | None = None,
+    ) -> list[Any]:
+        """Run ``target`` (a step class or instance, or a flow class) once per item of ``items`` (input
+        dicts or models), at most ``concurrency`` at once; return the results in input order
+        (``StepResult`` per step, outputs dict per child flow).
+
+        Each item is its own keyed step or child run, reserved in input order before any starts, so
+        a resumed run replays the items that completed and runs only the rest. ``on_error="stop"``
+        cancels the items running and raises the first failure; ``"collect"`` goes on and leaves the
+        exception in the failed item's place."""
+        return await fan_out.map_items(target, items, concurrency=concurrency, on_error=on_error, model=model)
 
     async def wait_for_input(
         self,

@@ -119,7 +119,10 @@ async def report_hook(plugins: Any, hook_name: str, **kwargs: Any) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
 
 
-async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | None) -> StepResult:
+async def run_step(
+    step: BaseStep, raw_inputs: Any, *, model_override: str | None, slot: tuple[int, str] | None = None
+) -> StepResult:
+    """``slot``: the step's place in the run when the caller reserved it (``map``), else the next one."""
     engine = get_engine()
     plugins = engine.plugins
     step_types = plugins.step_types()
@@ -127,10 +130,12 @@ async def run_step(step: BaseStep, raw_inputs: Any, *, model_override: str | Non
         raise _unknown_step_type(step, step_types, plugins.step_type_conflicts)
     ctx = current_run.get()
     name = step.step_name
-    slot = None
-    if ctx is not None:
+    if ctx is None:
+        slot = None
+    else:
         ctx.check_boundary()
-        slot = ctx.next_step_slot(name)
+        if slot is None:
+            slot = ctx.next_step_slot(name)
         if ctx.replay:
             replayed = _replayed_result(ctx, step, slot)
             if replayed is not None:

@@ -288,6 +288,9 @@ class FakeOpenAI:
         self._released: asyncio.Event | None = None  # what requests held by Fault.hold() wait for
         self._files: dict[str, bytes] = {}
         self._counter = 0
+        # the concurrency gauge: chat requests being answered now, and the most there ever were at once
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -365,6 +368,7 @@ class FakeOpenAI:
             self.latency_ms = self._defaults["latency_ms"]
             self.reject_json_schema = self._defaults["reject_json_schema"]
             self.reject_json_schema_500 = False
+            self.in_flight = self.max_in_flight = 0
 
     def pending(self) -> int:
         """Scripted items not consumed yet (a test may assert its script was used up)."""
@@ -516,6 +520,16 @@ class FakeOpenAI:
         )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer_chat(request)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    async def _answer_chat(self, request: web.Request) -> web.StreamResponse:
         record = await self._record(request)
         item = self._next("chat")
         wants_schema = record.response_format_type == "json_schema"
