@@ -9,10 +9,9 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel
 
-from flow_engine import BaseFlow, BaseStep, UnstructuredStep
+from flow_engine import BaseFlow, BaseStep, UnstructuredStep, resume_run
 from flow_engine.engine import get_engine
 from flow_engine.errors import UsageError
-from flow_engine import resume_run
 from tests.fake_openai_server import Fault, Reply, use_fake_openai
 
 
