@@ -104,11 +104,18 @@ class _RunsGroup(click.Group):
     help="Only runs that say running but whose heartbeat stopped (their process died): shown as "
     "crashed; `flow recover` marks them so.",
 )
+@click.option("--batch", "batch_id", metavar="ID", help="Only the runs of this batch (`flow batch`).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of run records.")
 @reads_database
 def runs(
-    flow_name: str | None, status: str | None, user: str | None, stale: bool, limit: int, as_json: bool
+    flow_name: str | None,
+    status: str | None,
+    user: str | None,
+    stale: bool,
+    batch_id: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """List recorded runs, newest first.
 
@@ -128,7 +135,22 @@ def runs(
         raise UsageError(
             "--stale lists running runs whose heartbeat stopped; it cannot be combined with --status"
         )
-    records = _query_runs(_store(), flow_name, status.lower() if status else None, user_id, limit, stale)
+    if batch_id is not None:
+        if stale:
+            raise UsageError("--stale cannot be combined with --batch; use --batch ID --status crashed")
+        from flow_engine.resume import stale_before
+        from flow_engine.storage import RunFilter
+
+        where = RunFilter(
+            flow_name=flow_name,
+            status=status.lower() if status else None,
+            user_id=user_id,
+            batch_id=batch_id,
+            stale_before=stale_before(),
+        )
+        records = _store().find_runs(where, limit=limit)
+    else:
+        records = _query_runs(_store(), flow_name, status.lower() if status else None, user_id, limit, stale)
     if as_json:
         dump_json([run_json(r) for r in records])
         return
@@ -136,7 +158,7 @@ def runs(
         if stale:
             click.echo("No stale runs.")
             return
-        filtered = flow_name or status or user
+        filtered = flow_name or status or user or batch_id
         click.echo("No runs match." if filtered else f"No runs recorded yet in {_where()}.")
         return
     _print_runs(records)

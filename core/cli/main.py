@@ -33,6 +33,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "wait": "flow_engine.cli.wait_cmd:wait",
     "worker": "flow_engine.cli.worker_cmd:worker",
     "cache": "flow_engine.cli.cache_cmd:cache",
+    "batch": "flow_engine.cli.batch_cmd:batch",
 }
 SHORT_HELP: dict[str, str] = {
     "run": "Run a flow and print its outputs.",
@@ -48,6 +49,7 @@ SHORT_HELP: dict[str, str] = {
     "wait": "Wait until a run ends and print its result like `flow run`.",
     "worker": "Start a worker that executes submitted runs (Celery).",
     "cache": "Show or clear the response cache (repeated LLM calls).",
+    "batch": "Run a flow once per line of a JSON Lines file, with progress.",
 }
 
 

@@ -1,0 +1,175 @@
+"""Batches: one run of a flow per item, at most ``concurrency`` at once, grouped by a batch id.
+
+Every run of a batch carries the batch id (``flow_runs.batch_id``, ``flow runs --batch ID``) and, in
+``flow_metadata["batch"]``, its item's line in the inputs file and the file's path. Resuming a batch
+(``run_batch`` with the same id, ``flow batch --resume ID``) skips the items whose run completed,
+resumes in place the runs that failed, crashed or were cancelled (their completed steps replay), and
+starts the items that never got a run. Runs are created as workers take items, so a batch of 10,000
+items holds ``concurrency`` runs in memory, not 10,000 (``benchmarks/bench_batch.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import flow_runner
+from .engine import get_engine
+from .errors import RunWaiting
+from .jsonable import describe_error
+from .storage import RunFilter, RunRecord, RunStatus
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .flows import BaseFlow
+
+__all__ = ["BatchItem", "BatchProgress", "ItemResult", "new_batch_id", "run_batch", "runs_of_batch"]
+
+
+def new_batch_id() -> str:
+    """A short id a person can type: 12 hex digits."""
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One item: its line in the inputs file (1-based) and its validated inputs."""
+
+    line: int
+    inputs: dict[str, Any]
+
+
+@dataclass
+class ItemResult:
+    line: int
+    run_id: uuid.UUID | None
+    status: str
+    outputs: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class BatchProgress:
+    """What a progress display shows; updated as items start and end."""
+
+    total: int
+    completed: int = 0
+    failed: int = 0
+    running: int = 0
+    skipped: int = 0  # completed in an earlier attempt of the batch: not run again
+    tokens: int = 0
+    cost: float = 0.0
+    unpriced_calls: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return self.completed + self.failed
+
+    def rate(self) -> float:
+        """Items ended per second in this attempt (skipped ones are not work)."""
+        elapsed = time.monotonic() - self.started
+        worked = self.done - self.skipped
+        return worked / elapsed if elapsed > 0 and worked > 0 else 0.0
+
+    def eta(self) -> float | None:
+        rate = self.rate()
+        return (self.total - self.done) / rate if rate > 0 else None
+
+
+def runs_of_batch(batch_id: str) -> dict[int, RunRecord]:
+    """The runs of a batch by their item's line (the newest run of a line, if it has several)."""
+    store = get_engine().store
+    found: dict[int, RunRecord] = {}
+    offset, page = 0, 1000
+    while True:
+        runs = store.find_runs(RunFilter(batch_id=batch_id), limit=page, offset=offset)
+        for run in runs:  # newest first: the first run seen of a line is the one that counts
+            line = ((run.flow_metadata or {}).get("batch") or {}).get("line")
+            if isinstance(line, int) and line not in found:
+                found[line] = run
+        if len(runs) < page:
+            return found
+        offset += page
+
+
+async def run_batch(
+    flow_cls: type[BaseFlow],
+    items: Sequence[BatchItem],
+    *,
+    batch_id: str,
+    concurrency: int = 8,
+    model: str | None = None,
+    cache: bool | None = None,
+    source: str | None = None,
+    keep_outputs: bool = True,
+    on_change: Callable[[BatchProgress], None] | None = None,
+) -> list[ItemResult]:
+    """Run ``flow_cls`` once per item (or resume the batch ``batch_id``); results in item order.
+
+    A failed item never stops the others; its run holds the error. ``keep_outputs=False`` keeps only
+    each item's status (a large batch whose outputs are read from the store later)."""
+    earlier = await asyncio.to_thread(runs_of_batch, batch_id)
+    progress = BatchProgress(total=len(items))
+    results: list[ItemResult | None] = [None] * len(items)
+    queue = iter(enumerate(items))
+    store = get_engine().store
+    tell = on_change or (lambda _progress: None)
+
+    async def run_item(item: BatchItem, before: RunRecord | None) -> ItemResult:
+        flow = flow_cls()
+        try:
+            if before is not None:
+                outputs = await flow_runner.resume(flow, before, model=model, claim=True)
+            else:
+                metadata = {"batch": {"id": batch_id, "line": item.line, "source": source}}
+                outputs = await flow_runner.start(
+                    flow, item.inputs, model=model, cache=cache, batch_id=batch_id, metadata=metadata
+                )
+            return ItemResult(
+                item.line, flow.run_id, RunStatus.COMPLETED.value, outputs if keep_outputs else None
+            )
+        except RunWaiting:
+            return ItemResult(item.line, flow.run_id, RunStatus.WAITING.value)
+        except Exception as exc:
+            return ItemResult(item.line, flow.run_id, RunStatus.FAILED.value, error=describe_error(exc))
+
+    async def worker() -> None:
+        for index, item in queue:  # shared by the workers: each takes the next item when it is free
+            before = earlier.get(item.line)
+            if before is not None and before.status == RunStatus.COMPLETED:
+                results[index] = ItemResult(
+                    item.line, before.id, before.status, before.outputs if keep_outputs else None
+                )
+                progress.skipped += 1
+                progress.completed += 1
+                tell(progress)
+                continue
+            progress.running += 1
+            tell(progress)
+            try:
+                result = await run_item(item, before)
+            finally:
+                progress.running -= 1
+            results[index] = result
+            if result.status == RunStatus.COMPLETED:
+                progress.completed += 1
+            else:
+                progress.failed += 1
+            if result.run_id is not None:
+                run = await asyncio.to_thread(store.get_run, result.run_id)
+                if run is not None:
+                    progress.tokens += run.total_tokens
+                    progress.cost += run.total_cost
+                    progress.unpriced_calls += run.unpriced_calls
+                    if result.status != RunStatus.COMPLETED and result.error is None:
+                        result.error = run.error_message
+            tell(progress)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(concurrency, len(items)) or 0):
+            group.create_task(worker())
+    return [r for r in results if r is not None]
