@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     max_output_tokens: int = Field(
         default=2048, ge=0, description="Default limit on an LLM step's answer, in tokens (0: none)."
     )
+    rate_limits: str | None = Field(
+        default=None,
+        description="Rate limits per model, e.g. openai/*=500rpm,200000tpm;anthropic/*=50rpm.",
+    )
+    rate_limits_redis: str | None = Field(
+        default=None, description="redis:// URL: share the rate limits with every process using it."
+    )
     cache: bool = Field(
         default=False, description="Answer repeated LLM calls from the response cache (docs/caching.md)."
     )

@@ -35,6 +35,8 @@ class Engine:
         self._lock = threading.RLock()
         self._offline_notice_shown = False
         self.default_model_overridden_by_cli: str | None = None
+        # (settings it was made from, the limiter) of FLOW_ENGINE_RATE_LIMITS; see llm/rate_limits.py
+        self.rate_limiter: tuple[Any, Any] | None = None
 
     @property
     def settings(self) -> Settings:

@@ -133,6 +133,11 @@ class ProgressReporter:
         while True:
             elapsed = time.monotonic() - started
             attempt = f", attempt {call.attempt}" if call.attempt > 1 else ""
+            if getattr(call, "queued_for", None):
+                who = call.step or call.kind
+                self._echo(f"  … {who} waiting for the rate limit {call.queued_for} · {elapsed:.0f}s", "dim")
+                await asyncio.sleep(self.waiting_every)
+                continue
             self._echo(
                 f"  … {call.step or call.kind} waiting for {call.model} · {elapsed:.0f}s "
                 f"(timeout {timeout:g}s{attempt})",

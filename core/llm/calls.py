@@ -24,7 +24,7 @@ from ..engine import Engine, get_engine
 from ..errors import FlowEngineError, LLMError, UsageError
 from ..ids import new_id
 from ..storage import IN_FLIGHT, LLMRequestRecord, utcnow
-from . import response_cache
+from . import rate_limits, response_cache
 from .failures import EmptyAnswer, classify, is_server_rejection
 from .hook import LLMCallInfo, Send, join_scoped_plugins, wrapped
 from .loader import ensure_providers, provider_guess, provider_of
@@ -37,7 +37,7 @@ from .redact import (
     redacted_chain,
     secrets_in_params,
 )
-from .retry_policy import is_transient, retry_delay, should_retry
+from .retry_policy import is_transient, retry_after_seconds, retry_delay, should_retry
 from .streaming import current_listener, stream_completion
 
 log = logging.getLogger("flow_engine.llm")
@@ -155,6 +155,7 @@ async def _call(
                 call = await _attempt(engine, info, recorder)
                 break
             except Exception as exc:
+                await _slow_down(engine, info, exc)
                 in_process = _target(engine, info).in_process
                 failure = classify(exc, info.api_base, settings.request_timeout, in_process=in_process)
                 retries = settings.max_retries
@@ -301,6 +302,37 @@ def _bare_provider_name(engine: Engine, model: str) -> str:
     return model
 
 
+async def _wait_for_rate_limit(engine: Engine, call: LLMCallInfo) -> None:
+    """Wait for the call's rate-limit rule, if one applies (``rate_limits.py``)."""
+    limiter = rate_limits.limiter_of(engine)
+    if limiter is None:
+        return
+    rule = limiter.rule_for(call.model)
+    if rule is None:
+        return
+    tokens = rate_limits.estimate_tokens(
+        call.messages, call.prompt, call.params, engine.settings.max_output_tokens
+    )
+
+    def waiting(found: rate_limits.Rule) -> None:
+        call.queued_for = found.text
+
+    try:
+        call.queue_seconds += await limiter.acquire(rule, tokens, waiting)
+    finally:
+        call.queued_for = None
+
+
+async def _slow_down(engine: Engine, info: LLMCallInfo, exc: BaseException) -> None:
+    """A 429 with ``Retry-After``: the model's rate-limit rule pauses for everyone sharing it."""
+    limiter = rate_limits.limiter_of(engine)
+    if limiter is None or getattr(exc, "status_code", None) != 429:
+        return
+    seconds = retry_after_seconds(exc)
+    if seconds:
+        await limiter.pause(info.model, seconds)
+
+
 def _litellm_send(call: LLMCallInfo) -> Send:
     """The engine's own ``Send`` (innermost in the hook): the litellm call."""
 
@@ -321,6 +353,7 @@ def _litellm_send(call: LLMCallInfo) -> Send:
             async def fn(**kwargs: Any) -> Any:
                 return await stream_completion(inner, kwargs, call.messages, listener)
 
+        await _wait_for_rate_limit(engine, call)
         if target.in_process:  # no server: FLOW_ENGINE_API_BASE/_API_KEY are not for it
             try:
                 async with asyncio.timeout(settings.request_timeout):
@@ -430,7 +463,8 @@ class AttemptRecorder:
             created_at,
             provider=target.provider,
             request_params=self.stored_params,
-            latency_ms=int((time.perf_counter() - started) * 1000),
+            latency_ms=_latency_ms(started, info),
+            queue_ms=_queue_ms(info),
             status="cancelled" if cancelled else "failed",
             http_status=status,
             error_message=message[:4000],
@@ -449,7 +483,7 @@ class AttemptRecorder:
         started: float,
         response: Any,
     ) -> LLMCall:
-        latency = int((time.perf_counter() - started) * 1000)
+        latency = _latency_ms(started, info)
         prompt, completion, total = _usage(response)
         hidden = getattr(response, "_hidden_params", None) or {}
         if info.replayed_from is not None:  # nothing spent; the row says where the answer came from
@@ -469,6 +503,7 @@ class AttemptRecorder:
             completion_tokens=completion,
             total_tokens=total,
             latency_ms=latency,
+            queue_ms=_queue_ms(info),
             cost=cost,
             response=_response_json(response),
             http_status=None if target.in_process or info.replayed_from is not None else 200,
@@ -491,6 +526,15 @@ class AttemptRecorder:
             latency_ms=latency,
             attempts=info.attempt,
         )
+
+
+def _latency_ms(started: float, info: LLMCallInfo) -> int:
+    """The attempt's own time: its wait for the rate limiter is recorded apart (``queue_ms``)."""
+    return max(0, int((time.perf_counter() - started - info.queue_seconds) * 1000))
+
+
+def _queue_ms(info: LLMCallInfo) -> int | None:
+    return int(info.queue_seconds * 1000) if info.queue_seconds else None
 
 
 def _check_api_base(api_base: str) -> None:

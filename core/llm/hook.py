@@ -45,6 +45,10 @@ class LLMCallInfo:
     # set by a wrapper that answered from a recording instead of the model: the attempt's row then
     # costs nothing and says where its answer came from
     replayed_from: str | None = None
+    # the rate-limit rule (FLOW_ENGINE_RATE_LIMITS) this attempt is waiting for right now, if any, and
+    # how long it waited for it in all (seconds); the progress display says so
+    queued_for: str | None = None
+    queue_seconds: float = 0.0
 
     @property
     def request(self) -> dict[str, Any]:
