@@ -107,11 +107,13 @@ async def run_batch(
     source: str | None = None,
     keep_outputs: bool = True,
     on_change: Callable[[BatchProgress], None] | None = None,
+    totals_every: float = 1.0,
 ) -> list[ItemResult]:
     """Run ``flow_cls`` once per item (or resume the batch ``batch_id``); results in item order.
 
     A failed item never stops the others; its run holds the error. ``keep_outputs=False`` keeps only
-    each item's status (a large batch whose outputs are read from the store later)."""
+    each item's status (a large batch whose outputs are read from the store later). ``on_change``
+    hears of each item's start and end, and of the batch's tokens and cost every ``totals_every`` s."""
     earlier = await asyncio.to_thread(runs_of_batch, batch_id)
     progress = BatchProgress(total=len(items))
     results: list[ItemResult | None] = [None] * len(items)
@@ -159,17 +161,29 @@ async def run_batch(
                 progress.completed += 1
             else:
                 progress.failed += 1
-            if result.run_id is not None:
-                run = await asyncio.to_thread(store.get_run, result.run_id)
-                if run is not None:
-                    progress.tokens += run.total_tokens
-                    progress.cost += run.total_cost
-                    progress.unpriced_calls += run.unpriced_calls
-                    if result.status != RunStatus.COMPLETED and result.error is None:
-                        result.error = run.error_message
+                if result.run_id is not None and result.error is None:
+                    run = await asyncio.to_thread(store.get_run, result.run_id)
+                    result.error = run.error_message if run is not None else None
             tell(progress)
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(min(concurrency, len(items)) or 0):
-            group.create_task(worker())
+    async def spent() -> None:
+        """Tokens and cost so far: one sum over the batch's runs now and then, not a read per item."""
+        totals = await asyncio.to_thread(store.run_totals, RunFilter(batch_id=batch_id))
+        progress.tokens, progress.cost = totals.total_tokens, totals.total_cost
+        progress.unpriced_calls = totals.unpriced_calls
+        tell(progress)
+
+    async def keep_adding_up() -> None:
+        while True:
+            await asyncio.sleep(totals_every)
+            await spent()
+
+    adding_up = asyncio.create_task(keep_adding_up())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(concurrency, len(items)) or 0):
+                group.create_task(worker())
+    finally:
+        adding_up.cancel()
+    await spent()
     return [r for r in results if r is not None]
