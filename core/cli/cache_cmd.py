@@ -72,7 +72,7 @@ def stats(as_json: bool) -> None:
 @click.option("--older-than", metavar="AGE", help="Only entries older than this: 30d, 12h, 2w, 30m.")
 def clear(model: str | None, older_than: str | None) -> None:
     """Delete cached answers (all of them unless --model / --older-than narrow it)."""
-    from flow_engine.cli.prune_cmd import parse_age
+    from flow_engine.cli.ages import parse_age
 
     before = datetime.now(UTC) - parse_age(older_than) if older_than else None
     removed = _store().cache_clear(model=model, older_than=before)

@@ -8,32 +8,21 @@ never deleted, nor any run of its tree.
 
 from __future__ import annotations
 
-import re
 import shutil
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from flow_engine.cli.ages import parse_age
 from flow_engine.cli.options import db_option
 from flow_engine.errors import UsageError
 from flow_engine.storage import PRUNABLE_STATUSES, PRUNE_BATCH
 
 if TYPE_CHECKING:  # pragma: no cover
     from flow_engine.storage import PruneResult
-
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_AGE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
-
-
-def parse_age(text: str, what: str = "--older-than") -> timedelta:
-    """``90d`` -> 90 days; ``m``inutes, ``h``ours, ``d``ays, ``w``eeks."""
-    found = _AGE.match(text.lower())
-    if found is None:
-        raise UsageError(f"{what} '{text}' is not an age such as 90d, 12h, 2w or 30m")
-    return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
 
 
 def parse_before(text: str) -> datetime:
