@@ -160,6 +160,18 @@ Model resolution: ``execute(..., model=)`` > step ``model`` > run-level (``BaseF
 no network; a notice on stderr says so). Any litellm model string works (``openai/gpt-4o-mini``,
 ``anthropic/...``, ``ollama/...``); ``FLOW_ENGINE_API_BASE`` points at an OpenAI-compatible server.
 
+## Many items
+- ``results = await self.map(StepOrFlowClass, items, concurrency=8, on_error="stop")`` inside
+  ``_execute_flow_logic``: one keyed step (or child run) per item, at most ``concurrency`` at once,
+  results in input order; a resumed run replays the completed items. ``on_error="collect"`` leaves each
+  failure's exception in its place. ``flow batch FLOW --inputs-file items.jsonl`` runs a flow per line
+  (``flow_engine.batch.run_batch``), grouped by a batch id (``flow runs --batch ID``, ``--resume ID``).
+- ``FLOW_ENGINE_RATE_LIMITS="openai/*=500rpm,200000tpm"``: every LLM call waits for its model's limit
+  (shared through ``FLOW_ENGINE_RATE_LIMITS_REDIS``); the wait is recorded as ``queue_ms``.
+- The response cache: ``cache = True`` on a step, ``execute(..., cache=True)`` / ``flow run --cache``,
+  or ``FLOW_ENGINE_CACHE=1``; a hit makes no request and is recorded with cost 0 and ``cached_from``.
+  See docs/batches.md and docs/caching.md.
+
 ## Durable execution
 - ``await resume_run(run_id)`` (``flow resume RUN_ID``) runs a failed, crashed or cancelled run again in
   place: steps that completed return their stored outputs with no LLM call (a structured step's output
