@@ -447,13 +447,21 @@ def _requests_table(requests: list[Any], step_keys: dict[Any, str]) -> Any:
             Text(step_keys.get(request.step_run_id, "-")),
             str(request.attempt),
             Text(request.model),
-            status_text(request.status),
+            Text("cache hit", style="cyan")
+            if request.cached_from is not None
+            else status_text(request.status),
             "-" if request.http_status is None else str(request.http_status),
             f"{request.total_tokens:,}",
-            "-" if request.latency_ms is None else f"{request.latency_ms:,}",
+            _request_ms(request),
             Text(_first_line(request.error_message), style="red"),
         )
     return table
+
+
+def _request_ms(request: Any) -> str:
+    """The attempt's own time, and its wait for the rate limiter when it had one."""
+    own = "-" if request.latency_ms is None else f"{request.latency_ms:,}"
+    return f"{own} (+{request.queue_ms:,} queued)" if request.queue_ms else own
 
 
 def _add_child(store: RunStore, tree: Tree, run: RunRecord, depth: int = 0) -> None:

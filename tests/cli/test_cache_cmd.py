@@ -64,3 +64,13 @@ def test_a_bad_age_is_a_usage_error():
     assert result.exit_code == 2
     assert "--older-than 'soon'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_flow_show_marks_a_cache_hit():
+    args = ["run", "article_processing", "--cache", "-i", "article_text=Cats sleep."]
+    assert flow(*args).exit_code == 0
+    assert flow(*args).exit_code == 0
+    newest = get_engine().store.list_runs(limit=1)[0]
+    shown = CliRunner().invoke(cli, ["show", str(newest.id)])
+    assert shown.exit_code == 0
+    assert "cache hit" in shown.output
