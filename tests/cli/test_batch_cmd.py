@@ -239,3 +239,24 @@ def test_resume_after_sigkill_mid_batch_repeats_no_completed_item(tmp_path, flow
     assert set(counts) == set(range(10))
     assert all(counts[n] == 1 for n in done_before)  # no completed item ran again
     assert f"{len(done_before)} completed earlier" in resumed.stderr
+
+
+def test_background_hands_every_item_to_the_executor_under_one_batch(tmp_path, engine):
+    from flow_engine.executors import get_executor
+    from tests.core.test_executors import InlinePlugin
+
+    engine.plugins.register(InlinePlugin(), name="inline-executor")
+    try:
+        items = write_items(tmp_path / "items.jsonl", [json.dumps({"n": n}) for n in range(4)] + ["{}"])
+        result = batch(TARGET, "-f", str(items), "--background", "--executor", "inline", "--json")
+        assert result.exit_code == 1  # the bad last line was skipped
+        summary = json.loads(result.stdout)
+        assert (summary["submitted"], summary["skipped_lines"]) == (4, 1)
+        handed = get_executor("inline").handed
+        assert [run.inputs["n"] for run, _ in handed] == [0, 1, 2, 3]
+        assert {run.batch_id for run, _ in handed} == {summary["batch_id"]}
+        pending = get_engine().store.find_runs(RunFilter(batch_id=summary["batch_id"]), limit=10)
+        assert {r.status for r in pending} == {"pending"} and len(pending) == 4
+        assert Gauge.ran == []  # nothing ran here
+    finally:
+        engine.plugins.unregister("inline-executor")
