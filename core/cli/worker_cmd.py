@@ -55,10 +55,13 @@ def worker(concurrency: int, queues: tuple[str, ...], loglevel: str, executor: s
     Needs FLOW_ENGINE_BROKER_URL and a database every process shares (FLOW_ENGINE_DATABASE_URL or
     --db, e.g. PostgreSQL). The flows must be importable here as they are for `flow run`. Workers
     take over the runs of a dead worker (no heartbeat for FLOW_ENGINE_STALE_AFTER) and resume them;
-    completed steps are not run again. Stop with Ctrl-C or SIGTERM: running flows finish first.
+    completed steps are not run again. SIGTERM or Ctrl-C stops it at once: its running flows are
+    recorded as interrupted and handed back to the queue, where the next worker resumes them
+    (FLOW_ENGINE_WORKER_SHUTDOWN=finish lets them finish first instead).
 
     \b
-    Exit codes: 0 stopped; 2 configuration error (no broker URL,
+    Exit codes: 0 stopped; 143 stopped by SIGTERM, 130 by Ctrl-C (runs handed
+    back); 2 configuration error (no broker URL,
     broker or database unreachable, database schema behind).
     """
     from flow_engine.executors import get_executor

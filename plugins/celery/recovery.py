@@ -30,7 +30,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -165,12 +165,14 @@ class Recovery:
         *,
         free_slots: Callable[[], int],
         waiting: Callable[[], int] | None,
+        track: Callable[[uuid.UUID, Coroutine[Any, Any, str]], Coroutine[Any, Any, str]] | None = None,
     ):
         self.engine = engine
         self.owner = owner
         self.settings = settings
         self.free_slots = free_slots
         self.waiting = waiting
+        self.track = track  # wraps each run it takes over (the worker stops them on a signal)
         self.executing: set[asyncio.Task[str]] = set()
         self._classes: dict[tuple[Any, str], type[BaseFlow]] = {}
         self._missing: set[tuple[Any, str]] = set()  # flows not installed here, logged once
@@ -260,7 +262,10 @@ class Recovery:
     def _start(self, run_id: uuid.UUID, flow_class: type[BaseFlow]) -> None:
         from flow_engine.executors import execute_claimed
 
-        task = asyncio.get_running_loop().create_task(execute_claimed(run_id, self.owner, flow_class))
+        work = execute_claimed(run_id, self.owner, flow_class)
+        if self.track is not None:
+            work = self.track(run_id, work)
+        task = asyncio.get_running_loop().create_task(work)
         self.executing.add(task)
         task.add_done_callback(self._finished)
 

@@ -7,7 +7,7 @@ once per engine (pydantic-settings is imported only when the executor is first u
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +37,11 @@ class CelerySettings(BaseSettings):
         default=120.0,
         gt=0,
         description="A run pending this long while the queue is empty lost its message: a worker starts it.",
+    )
+    worker_shutdown: Literal["cancel", "finish"] = Field(
+        default="cancel",
+        description="On SIGTERM / Ctrl-C a worker cancels its runs at once and hands them back to the queue "
+        "(cancel, exit 143 / 130), or lets them finish first (finish, exit 0).",
     )
     recovery_max_takeovers: int = Field(
         default=3,

@@ -18,7 +18,12 @@ broker is reachable, the database opens (and is at the current schema), the data
 processes can see (not ``memory://``). It then imports litellm and the model providers, so the first
 runs do not block the loop for seconds while their heartbeats are due.
 
-Warm shutdown (SIGTERM, Ctrl-C) stops the scan and lets running flows finish, those it took over too.
+SIGTERM (how containers and process managers stop a program) and Ctrl-C stop the worker at once: the
+scan stops, every run it executes is cancelled at its next await (the step in flight recorded
+``cancelled``), recorded ``crashed`` with a message saying the worker was stopped, and sent back to the
+queue, so that another worker (or this one, restarted) resumes it without repeating its completed
+steps. The worker exits 143 (SIGTERM) or 130 (Ctrl-C). ``FLOW_ENGINE_WORKER_SHUTDOWN=finish`` keeps
+Celery's warm shutdown instead: running flows finish first, exit 0.
 """
 
 from __future__ import annotations
@@ -86,8 +91,61 @@ class WorkerProcess:
         self.owner = worker_id("celery")
         self.concurrency = 0  # set by run_worker; runs of deliveries plus runs taken over by the scan
         self.recovery: Recovery | None = None
+        self.app: Celery | None = None
+        self.running: set[asyncio.Task[Any]] = set()  # runs this process executes, delivered or taken over
+        self.stopped_by: str | None = None  # "SIGTERM" / "SIGINT" once a signal stops the runs at once
+        self.handed_back: list[uuid.UUID] = []  # runs to send to the queue again once consuming stopped
         self._deliveries = 0
         self._lock = threading.Lock()
+
+    async def tracked(self, engine: Engine, run_id: uuid.UUID, work: Coroutine[Any, Any, str]) -> str:
+        """``work`` (executing ``run_id``), stoppable by a signal: then the run goes back to the queue."""
+        if self.stopped_by is not None:  # delivered while stopping: not started, sent back later
+            work.close()
+            self.handed_back.append(run_id)
+            return HANDED_BACK
+        task = asyncio.current_task()
+        assert task is not None
+        self.running.add(task)
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if self.stopped_by is None:
+                raise
+            task.uncancel()
+            if await release(engine, run_id, self.owner, self.stopped_by):
+                self.handed_back.append(run_id)
+            return HANDED_BACK
+        finally:
+            self.running.discard(task)
+
+    def requeue_handed_back(self, engine: Engine) -> None:
+        """Send the runs stopped by a signal to the queue again: after the worker stopped consuming,
+        so that the next worker, not this one, takes them."""
+        from .app import PUBLISH_RETRY
+        from .settings import settings_of
+
+        if not self.handed_back or self.app is None:
+            return
+        queue = settings_of(engine).celery_queue
+        for run_id in self.handed_back:
+            try:
+                self.app.send_task(
+                    TASK_NAME, args=[str(run_id)], queue=queue, retry=True, retry_policy=PUBLISH_RETRY
+                )
+            except Exception as exc:  # the run is recorded crashed: `flow resume` still finds it
+                log.error("run %s: could not send it back to the queue: %s", run_id, exc)
+        self.handed_back.clear()
+
+    def stop_runs(self, signal_name: str) -> None:
+        """From the signal handler's thread: cancel every run this process executes."""
+        self.stopped_by = signal_name
+
+        def cancel_all() -> None:
+            for task in list(self.running):
+                task.cancel(f"worker stopped ({signal_name})")
+
+        self.loop.loop.call_soon_threadsafe(cancel_all)
 
     @contextmanager
     def delivering(self) -> Iterator[None]:
@@ -105,6 +163,8 @@ class WorkerProcess:
 
 
 log = logging.getLogger("flow_engine.executors.celery")
+HANDED_BACK = "handed back"  # a delivery's outcome when a signal stopped its run: requeued
+EXIT_CODES = {"SIGTERM": 143, "SIGINT": 130}
 RETRY_AFTER = 5.0  # seconds before a run whose execution hit an infrastructure error is requeued
 
 _lock = threading.Lock()
@@ -144,7 +204,8 @@ def execute_in_loop(run_id: str) -> str:
     engine = get_engine()
     try:
         with process.delivering():
-            status = process.loop.run(deliver(engine, parsed, process.owner, settings_of(engine)))
+            work = deliver(engine, parsed, process.owner, settings_of(engine))
+            status = process.loop.run(process.tracked(engine, parsed, work))
     except Exception as exc:
         from flow_engine.jsonable import describe_error
 
@@ -152,6 +213,34 @@ def execute_in_loop(run_id: str) -> str:
         time.sleep(RETRY_AFTER)  # a little backoff: the database may be down for every worker
         raise Reject(f"run {run_id}: {describe_error(exc)}", requeue=True) from exc
     return str(status)
+
+
+async def release(engine: Engine, run_id: uuid.UUID, owner: str, signal_name: str) -> bool:
+    """A run stopped by a signal: recorded ``crashed`` (claimable, resumed in place by whoever takes
+    it next) with the reason. False when it ended meanwhile or is not this worker's."""
+    from flow_engine.storage import RunStatus, utcnow
+
+    store = engine.store
+    run = await asyncio.to_thread(store.get_run, run_id)
+    live = (RunStatus.RUNNING.value, RunStatus.CANCELLED.value)
+    if run is None or run.status not in live or run.claimed_by != owner:
+        return False
+    message = (
+        f"the worker {owner} was stopped ({signal_name}) while running it; it went back to the queue "
+        "and the next worker resumes it (completed steps are not run again)"
+    )
+    await store.update_run(
+        run_id,
+        {
+            "status": RunStatus.CRASHED.value,
+            "error_message": message,
+            "claimed_by": None,
+            "completed_at": None,
+            "last_heartbeat": utcnow(),
+        },
+    )
+    log.warning("run %s: %s", run_id, message)
+    return True
 
 
 def create_worker_app(settings: CelerySettings) -> Celery:
@@ -211,6 +300,7 @@ def run_worker(engine: Engine, *, concurrency: int, queues: list[str], loglevel:
     warm_up(engine)
     process = this_process()
     process.concurrency = concurrency
+    process.app = app
     queues = queues or [settings.celery_queue]
     hostname = f"flow{os.getpid()}@{socket.gethostname()}"  # unique per process: several on one host
     recovery = None
@@ -222,6 +312,7 @@ def run_worker(engine: Engine, *, concurrency: int, queues: list[str], loglevel:
             settings,
             free_slots=process.free_slots,
             waiting=(lambda: waiting_messages(app, settings.celery_queue)) if takes_pending else None,
+            track=lambda run_id, work: process.tracked(engine, run_id, work),
         )
     process.recovery = recovery
     stop = asyncio.Event()
@@ -237,8 +328,13 @@ def run_worker(engine: Engine, *, concurrency: int, queues: list[str], loglevel:
         if recovery is not None:
             process.loop.start(recovery.run(stop))
 
-    def shutting_down(**_: Any) -> None:
+    def shutting_down(sig: str | None = None, how: str | None = None, **_: Any) -> None:
         process.loop.loop.call_soon_threadsafe(stop.set)
+        if settings.worker_shutdown == "cancel" and sig in EXIT_CODES and process.stopped_by is None:
+            click.echo(
+                f"flow worker: {sig}: stopping its runs now and handing them back to the queue", err=True
+            )
+            process.stop_runs(sig)
 
     worker_ready.connect(ready, weak=False)
     worker_shutting_down.connect(shutting_down, weak=False)
@@ -255,6 +351,8 @@ def run_worker(engine: Engine, *, concurrency: int, queues: list[str], loglevel:
             optimization="fair",
         )
         worker.start()
+        if process.stopped_by is not None:
+            return EXIT_CODES[process.stopped_by]
         return int(worker.exitcode or 0)
     finally:
         worker_ready.disconnect(ready)
@@ -262,5 +360,6 @@ def run_worker(engine: Engine, *, concurrency: int, queues: list[str], loglevel:
         process.loop.loop.call_soon_threadsafe(stop.set)
         if recovery is not None:
             process.loop.run(recovery.drain())  # the runs it took over finish, as the pool's did
+        process.requeue_handed_back(engine)
         process.loop.stop()
         engine.close()  # writes what is queued

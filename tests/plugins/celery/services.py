@@ -157,7 +157,9 @@ class Deployment:
         proc = subprocess.run(argv, capture_output=True, text=True, env=environ, cwd=ROOT, timeout=timeout)
         return Completed(proc.returncode, proc.stdout, proc.stderr)
 
-    def start_workers(self, count: int, *, concurrency: int = 50, timeout: float = 120) -> list[Worker]:
+    def start_workers(
+        self, count: int, *, concurrency: int = 50, timeout: float = 120, **env: str
+    ) -> list[Worker]:
         """Start ``count`` workers at once and wait until every one says it is ready."""
         started = []
         for _ in range(count):
@@ -168,7 +170,7 @@ class Deployment:
                     [*flow_command(), "worker", "--concurrency", str(concurrency), "--loglevel", "INFO"],
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=self.env(),
+                    env=self.env(**env),
                     cwd=self.tmp,
                     start_new_session=True,
                 )

@@ -163,27 +163,67 @@ def test_a_background_run_waits_and_its_answer_continues_it_on_a_worker(cluster,
     assert counts[prompt_of("review", 1)] == 1 and counts[prompt_of("review", 2)] == 1
 
 
-def test_a_worker_stops_cleanly_on_sigterm_after_its_running_flow_finishes(cluster, workers, latency):
-    """SIGTERM (how containers stop a program) is Celery's warm shutdown: the run a worker is executing
-    completes and is recorded before the worker exits 0; nothing is left running."""
+def test_sigterm_stops_a_worker_at_once_and_its_run_goes_on_on_another(cluster, workers, latency):
+    """SIGTERM (how containers stop a program): the worker exits 143 at once instead of waiting for its
+    flow; the run is recorded as interrupted (crashed, saying why) and handed back to the queue; the
+    next worker resumes it without repeating the step that completed."""
     import signal
+    import time
 
-    latency(1500)  # the run's LLM call is still waiting for its answer when SIGTERM comes
-    submitted = cluster.flow("run", FLOW, "-i", "topic=sigterm", "-i", "count=1", "--background")
+    latency(4000)  # the run's second LLM call is still waiting for its answer when SIGTERM comes
+    submitted = cluster.flow("run", FLOW, "-i", "topic=sigterm", "-i", "count=2", "--background")
     assert submitted.returncode == 0, submitted.stderr
     run_id = uuid.UUID(submitted.stdout.strip())
 
-    def asked() -> bool:  # the request reached the server; its answer is 1.5 s away
-        return prompt_counts(cluster)[prompt_of("sigterm", 1)] == 1
+    def asked_twice() -> bool:  # the first answer came back, the second request is out
+        return prompt_counts(cluster)[prompt_of("sigterm", 2)] == 1
 
-    cluster.wait_until(asked, timeout=30, what="the run to call the LLM")
+    cluster.wait_until(asked_twice, timeout=60, what="the run to make its second LLM call")
     run = cluster.store.get_run(run_id)
     assert run is not None and run.status == "running"
-    for worker in workers:
-        worker.process.send_signal(signal.SIGTERM)  # warm shutdown: running flows finish first
-    for worker in workers:
-        assert worker.process.wait(30) == 0
-        assert "Traceback" not in worker.log()
+    owner = cluster.worker_of(run.claimed_by)
+    stopped_at = time.monotonic()
+    owner.process.send_signal(signal.SIGTERM)
+    assert owner.process.wait(30) == 143
+    assert time.monotonic() - stopped_at < 3.5, owner.log()  # at once, not after the 4 s answer
+    assert "Traceback" not in owner.log()
     run = cluster.store.get_run(run_id)
-    assert run is not None and run.status == "completed", run
-    assert run.outputs == {"topic": "sigterm", "answers": [answer_of("sigterm", 1)]}
+    assert run is not None and run.status in ("crashed", "running", "completed"), run
+    if run.status == "crashed":
+        assert "was stopped (SIGTERM)" in (run.error_message or "")
+    latency(50)
+    cluster.wait_until(
+        lambda: cluster.store.get_run(run_id).status == "completed",
+        timeout=60,
+        what="another worker to resume it",
+    )
+    run = cluster.store.get_run(run_id)
+    assert run.outputs == {"topic": "sigterm", "answers": [answer_of("sigterm", 1), answer_of("sigterm", 2)]}
+    counts = prompt_counts(cluster)
+    assert counts[prompt_of("sigterm", 1)] == 1  # the completed step was not run again
+    assert counts[prompt_of("sigterm", 2)] == 2  # the call cut short was made again
+    assert run.claimed_by and int(run.claimed_by.split(":")[2]) != owner.pid  # another worker finished it
+    for worker in workers:
+        if worker.alive():
+            worker.process.send_signal(signal.SIGTERM)
+            assert worker.process.wait(30) == 143
+
+
+def test_worker_shutdown_finish_lets_the_running_flow_complete_first(cluster, workers, latency):
+    """FLOW_ENGINE_WORKER_SHUTDOWN=finish: Celery's warm shutdown; the run completes, exit 0."""
+    import signal
+
+    [patient] = cluster.start_workers(1, FLOW_ENGINE_WORKER_SHUTDOWN="finish")
+    latency(1500)
+    submitted = cluster.flow("run", FLOW, "-i", "topic=finish", "-i", "count=1", "--background")
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = uuid.UUID(submitted.stdout.strip())
+    cluster.wait_until(
+        lambda: prompt_counts(cluster)[prompt_of("finish", 1)] == 1,
+        timeout=30,
+        what="the run to call the LLM",
+    )
+    patient.process.send_signal(signal.SIGTERM)
+    assert patient.process.wait(30) == 0
+    run = cluster.store.get_run(run_id)
+    assert run is not None and run.status == "completed", patient.log()
