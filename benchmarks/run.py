@@ -14,8 +14,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 BENCHMARKS = ["bench_startup", "bench_step_overhead", "bench_storage", "bench_concurrency", "bench_celery"]
-# run only when named (`python benchmarks/run.py bench_history`): filling 1,000,000 runs takes tens of minutes
-OPTIONAL = ["bench_history"]
+# run only when named (`python benchmarks/run.py bench_history`): filling 1,000,000 runs takes tens of
+# minutes; bench_batch runs 2 x 10,000 flows (about 6 minutes)
+OPTIONAL = ["bench_history", "bench_batch"]
 
 
 def main(names: list[str]) -> None:
