@@ -101,6 +101,7 @@ class RateLimiter:
         from limits.aio.strategies import MovingWindowRateLimiter
 
         self.rules = rules
+        self.redis_url = redis_url
         self.shared = redis_url is not None
         if redis_url is not None:
             url = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
@@ -124,7 +125,25 @@ class RateLimiter:
         return None
 
     async def acquire(self, rule: Rule, tokens: int, on_wait: Any = None) -> float:
-        """Wait until ``rule`` allows one more request of ``tokens`` tokens; return the seconds waited."""
+        """Wait until ``rule`` allows one more request of ``tokens`` tokens; return the seconds waited.
+        A limiter that cannot be reached (Redis down) is a ``ConfigurationError`` naming it: the call
+        is not sent unlimited, nor retried as if the model's server had failed."""
+        try:
+            return await self._acquire(rule, tokens, on_wait)
+        except (ConfigurationError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise self._unreachable(exc) from exc
+
+    def _unreachable(self, exc: Exception) -> ConfigurationError:
+        from .redact import redact_url
+
+        where = f"Redis {redact_url(self.redis_url)}" if self.redis_url else "its storage"
+        return ConfigurationError(
+            f"the rate limiter (FLOW_ENGINE_RATE_LIMITS) cannot use {where}: {type(exc).__name__}: {exc}"
+        )
+
+    async def _acquire(self, rule: Rule, tokens: int, on_wait: Any) -> float:
         requests_item, tokens_item = self._items[rule.text]
         key = f"flow-engine/{rule.pattern}"
         started = time.monotonic()
@@ -162,7 +181,10 @@ class RateLimiter:
         if rule is None or seconds <= 0:
             return
         pause_key = f"flow-engine/{rule.pattern}/paused"
-        await self.storage.incr(pause_key, max(1, math.ceil(seconds)))
+        try:
+            await self.storage.incr(pause_key, max(1, math.ceil(seconds)))
+        except Exception as exc:  # the call's own error (the 429) is what the caller must see
+            log.warning("%s", self._unreachable(exc))
 
     def _notice(self, rule: Rule, waited: float, on_wait: Any) -> None:
         if on_wait is not None:

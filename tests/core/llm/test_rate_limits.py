@@ -183,3 +183,18 @@ async def test_a_call_waiting_for_the_limiter_shows_in_the_progress_output(fake_
         get_engine().plugins.unregister(name)
     shown = capsys.readouterr().err
     assert f"waiting for the rate limit {model}=1rps" in shown
+
+
+def test_an_unreachable_redis_is_a_configuration_error_naming_it(fake_openai, tmp_path):
+    model = unique_model()
+    use_fake_openai(
+        fake_openai.base_url,
+        tmp_path,
+        rate_limits=f"{model}=10rps",
+        rate_limits_redis="redis://:secret@127.0.0.1:1/0",
+        max_retries=0,
+    )
+    with pytest.raises(ConfigurationError, match="cannot use Redis redis://") as caught:
+        asyncio.run(complete(MESSAGES, model=model))
+    assert "secret" not in str(caught.value)
+    assert fake_openai.chat_requests == []  # nothing was sent unlimited

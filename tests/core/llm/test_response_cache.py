@@ -192,3 +192,15 @@ async def test_a_store_without_a_cache_is_refused_by_name(online, monkeypatch):
     online.script(Reply("x"))
     with pytest.raises(ConfigurationError, match="keeps no cache"):
         await HelloFlow().execute({}, cache=True)
+
+
+async def test_a_streamed_call_answered_from_the_cache_hands_its_listener_the_whole_text(online):
+    from flow_engine.llm.streaming import listening
+
+    online.script(Reply("streamed once"))
+    assert (await HelloFlow().execute({}, cache=True))["text"] == "streamed once"
+    pieces: list[str] = []
+    with listening(pieces.append):
+        assert (await HelloFlow().execute({}, cache=True))["text"] == "streamed once"
+    assert pieces == ["streamed once"]
+    assert len(online.chat_requests) == 1
