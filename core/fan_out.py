@@ -8,7 +8,7 @@ whatever order they finished in the first time. Workers pull the next item when 
 
 Failure policy: ``on_error="stop"`` (default) cancels the items still running (recorded cancelled)
 and raises the first failure; ``"collect"`` goes on and puts each failure's exception in its item's
-place in the results.
+place in the results. A cancelled run or a spent budget stops the whole map either way.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from . import flow_runner
 from .context import current_run
-from .errors import UsageError
+from .errors import BudgetExceeded, RunCancelled, UsageError
 from .step_runner import run_step
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,6 +55,8 @@ async def map_items(
         for index in queue:  # shared by the workers: each takes the next item when it is free
             try:
                 results[index] = await run_one(index, todo[index])
+            except (RunCancelled, BudgetExceeded):
+                raise  # the whole run stops, whatever the policy for one item's failure
             except Exception as exc:
                 if on_error == "stop":
                     raise

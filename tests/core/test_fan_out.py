@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from flow_engine import BaseFlow, BaseStep, UnstructuredStep, resume_run
 from flow_engine.engine import get_engine
-from flow_engine.errors import UsageError
+from flow_engine.errors import BudgetExceeded, UsageError
 from tests.fake_openai_server import Fault, Reply, use_fake_openai
 
 
@@ -178,3 +178,17 @@ async def test_a_bad_concurrency_is_a_usage_error(bad):
 
     with pytest.raises(UsageError, match="concurrency"):
         await Bad().execute({})
+
+
+async def test_a_spent_budget_stops_the_map_even_when_collecting(online):
+    class Budgeted(SummarizeAll):
+        flow_name = "budgeted_map"
+        concurrency = 1
+        on_error = "collect"
+        max_tokens = 30
+
+    online.script(*(Reply(f"r{i}", usage=(10, 10)) for i in range(6)))
+    flow = Budgeted()
+    with pytest.raises(BudgetExceeded):
+        await flow.execute({"count": 6})
+    assert len(online.chat_requests) == 2  # 20 tokens, then 40 >= 30: the third item never started
