@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..hookspecs import hookimpl
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine import Engine
 
@@ -91,11 +93,40 @@ def join_scoped_plugins(engine: Engine) -> None:
             _registered.append((engine, name))
 
 
+class _Innermost:
+    """The engine's own ``wrap_llm_call`` (the litellm call), registered once per engine as the last
+    implementation, inside every wrapper. (pluggy's ``call_extra`` would build a hook implementation,
+    signature inspection included, on every attempt.)"""
+
+    def __init__(self, inner: Callable[[LLMCallInfo], Send]) -> None:
+        self.inner = inner
+
+    @hookimpl(trylast=True)
+    def wrap_llm_call(self, call: LLMCallInfo) -> Send:
+        return self.inner(call)
+
+
+_INNERMOST = "flow-engine-innermost-send"
+
+
+def call_listeners(engine: Engine) -> list[str]:
+    """The plugins taking part in LLM calls (``wrap_llm_call``), the engine's own innermost call aside."""
+    impls = engine.plugins.pm.hook.wrap_llm_call.get_hookimpls()
+    return [impl.plugin_name for impl in impls if impl.plugin_name != _INNERMOST]
+
+
 def wrapped(engine: Engine, call: LLMCallInfo, inner: Callable[[LLMCallInfo], Send]) -> Send:
-    """The ``Send`` of this attempt: ``inner(call)`` (the engine's litellm call; its argument must be
-    named ``call``) inside every plugin's ``wrap_llm_call`` wrapper."""
-    hook = engine.plugins.pm.hook.wrap_llm_call
-    if not hook.get_hookimpls():  # nobody listens: no hook machinery on the common path
+    """The ``Send`` of this attempt: ``inner(call)`` (the engine's litellm call) inside every plugin's
+    ``wrap_llm_call`` wrapper."""
+    pm = engine.plugins.pm
+    hook = pm.hook.wrap_llm_call
+    innermost = pm.get_plugin(_INNERMOST)
+    listeners = len(hook.get_hookimpls()) - (innermost is not None)
+    if not listeners:  # nobody listens: no hook machinery on the common path
         return inner(call)
-    send: Send = hook.call_extra([inner], {"call": call})  # pluggy passes it by its argument's name
+    if innermost is None or innermost.inner is not inner:
+        if innermost is not None:
+            pm.unregister(name=_INNERMOST)
+        pm.register(_Innermost(inner), name=_INNERMOST)
+    send: Send = hook(call=call)
     return send

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from flow_engine import BaseFlow, UnstructuredStep, configure
 from flow_engine.engine import get_engine
 from flow_engine.llm.calls import LLMRequestError
-from flow_engine.llm.hook import LLMCallInfo, Send, call_plugins
+from flow_engine.llm.hook import LLMCallInfo, Send, call_listeners, call_plugins
 from flow_engine.llm.loader import load_litellm
 from flow_engine.plugin import complete, hookimpl
 
@@ -152,7 +152,7 @@ async def test_call_plugins_reach_an_engine_configured_inside_the_block_and_leav
         engine = configure(database_url="memory://", data_dir=tmp_path / "other", model="offline/default")
         await complete(MESSAGES, model="offline/default")
         assert len(observer.seen) == 1
-    assert engine.plugins.pm.hook.wrap_llm_call.get_hookimpls() == []
+    assert call_listeners(engine) == []
     await complete(MESSAGES, model="offline/default")
     assert len(observer.seen) == 1
     assert get_engine() is engine

@@ -9,6 +9,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import BaseModel
 
 from flow_engine import BaseFlow, BaseStep, UnstructuredStep, resume_run
+from flow_engine.llm.hook import call_listeners
 from tests.fake_openai_server import API_KEY, Fault, Reply, use_fake_openai
 
 pytestmark = pytest.mark.usefixtures("no_network")
@@ -221,7 +222,7 @@ async def test_off_by_default(fake_openai, tmp_path, spans):
 
     plugins = get_engine().plugins
     assert not plugins.step_hooks_listened()
-    assert plugins.pm.hook.wrap_llm_call.get_hookimpls() == []
+    assert call_listeners(get_engine()) == []
 
 
 async def test_the_step_and_call_hooks_are_registered_by_the_first_traced_run(online, spans):
@@ -231,5 +232,5 @@ async def test_the_step_and_call_hooks_are_registered_by_the_first_traced_run(on
     assert not plugins.step_hooks_listened()
     await TwoCalls().execute({})
     assert plugins.step_hooks_listened()
-    assert [i.plugin_name for i in plugins.pm.hook.wrap_llm_call.get_hookimpls()] == ["otel.tracing"]
+    assert call_listeners(get_engine()) == ["otel.tracing"]
     assert len(by_name(spans, "chat gpt-4o-mini")) == 2
