@@ -311,7 +311,7 @@ def test_ctrl_c_exits_130_and_records_the_run_as_cancelled(flow_env, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=flow_env(),
+        env=flow_env(PYTHONFAULTHANDLER="1"),
         cwd=tmp_path,
     )
     try:
@@ -324,7 +324,12 @@ def test_ctrl_c_exits_130_and_records_the_run_as_cancelled(flow_env, tmp_path):
         else:
             pytest.fail(f"the slow step never started: {''.join(seen)}")
         proc.send_signal(signal.SIGINT)
-        stdout, rest = proc.communicate(timeout=30)
+        try:
+            stdout, rest = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # hung: show where (faulthandler dumps every thread on SIGABRT)
+            proc.send_signal(signal.SIGABRT)
+            _, dump = proc.communicate(timeout=10)
+            pytest.fail(f"still running 30 s after SIGINT; its threads:\n{''.join(seen)}{dump}")
     finally:
         if proc.poll() is None:
             proc.kill()
