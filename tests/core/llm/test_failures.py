@@ -29,7 +29,8 @@ async def test_connection_refused_says_so_and_names_the_url_not_http_500(tmp_pat
         await complete(MESSAGES, model=MODEL, api_base=refused_base_url)
     message = str(info.value)
     assert f"connection refused at {refused_base_url}" in message
-    assert "500" not in message and "InternalServerError" not in message
+    without_url = message.replace(refused_base_url, "")  # its random port may hold "500"
+    assert "500" not in without_url and "InternalServerError" not in message
     assert info.value.kind == "refused" and info.value.status_code is None
     assert all(r.http_status is None for r in records())
     assert all("connection refused" in r.error_message for r in records())
