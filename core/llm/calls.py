@@ -187,7 +187,8 @@ async def _call(
             raise error from cause
     if cache is not None:
         tokens = (call.prompt_tokens, call.completion_tokens)
-        response = _response_json(call.response)
+        # whole, image bytes included (the request log leaves them out: they are saved as files)
+        response = _full_json(call.response)
         await response_cache.keep(
             engine, key, cache, kind, call.model, response, call.request_id, tokens, call.cost
         )
@@ -585,6 +586,14 @@ def _cost(target: _Target, response: Any, hidden: dict[str, Any], info: LLMCallI
         except Exception:
             return None
     return float(cost) if cost is not None else None
+
+
+def _full_json(response: Any) -> dict[str, Any] | None:
+    try:
+        data = response.model_dump() if hasattr(response, "model_dump") else dict(response)
+    except Exception:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _response_json(response: Any) -> dict[str, Any] | None:

@@ -232,3 +232,23 @@ def test_sniff_and_dimensions():
     )
     assert image_dimensions(jpeg + b"\x00" * 10) == (40, 30)
     assert image_dimensions(b"nothing") == (None, None)
+
+
+async def test_images_are_cached_only_when_their_step_asks(online, tmp_path):
+    class CachedThumbnail(Thumbnail):
+        step_name = "cached_thumbnail"
+        cache = True
+
+    png = tiny_png(3, 2)
+    online.script(*(ImageReply(b64=True, png=png) for _ in range(3)))
+    from flow_engine.engine import get_engine
+
+    get_engine().settings.cache = True  # FLOW_ENGINE_CACHE=1: still a new image each time
+    for _ in range(2):
+        await Thumbnail().execute({"prompt": "a cat"})
+    assert len(online.image_requests) == 2
+    first = await CachedThumbnail().execute({"prompt": "a dog"})
+    again = await CachedThumbnail().execute({"prompt": "a dog"})
+    assert len(online.image_requests) == 3  # the second came from the cache
+    [saved] = again.output_content["images"]
+    assert read(Path(saved["path"])) == png == read(Path(first.output_content["images"][0]["path"]))
