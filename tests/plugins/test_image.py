@@ -241,8 +241,6 @@ async def test_images_are_cached_only_when_their_step_asks(online, tmp_path):
 
     png = tiny_png(3, 2)
     online.script(*(ImageReply(b64=True, png=png) for _ in range(3)))
-    from flow_engine.engine import get_engine
-
     get_engine().settings.cache = True  # FLOW_ENGINE_CACHE=1: still a new image each time
     for _ in range(2):
         await Thumbnail().execute({"prompt": "a cat"})
