@@ -304,6 +304,10 @@ def test_unknown_storage_scheme_is_exit_2_before_running(flow, flow_env):
     assert "→ echo" not in result.stderr
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_exits_130_and_records_the_run_as_cancelled(flow_env, tmp_path):
     proc = subprocess.Popen(
@@ -313,6 +317,9 @@ def test_ctrl_c_exits_130_and_records_the_run_as_cancelled(flow_env, tmp_path):
         text=True,
         env=flow_env(PYTHONFAULTHANDLER="1"),
         cwd=tmp_path,
+        # Ctrl-C as a terminal delivers it: an ignored SIGINT is inherited across exec, and a library
+        # run earlier in this test process (Celery's) may have left it ignored here
+        preexec_fn=_default_sigint,
     )
     try:
         assert proc.stderr is not None
