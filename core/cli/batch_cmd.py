@@ -276,8 +276,13 @@ def _write_output(path: Path, results: list[ItemResult]) -> None:
     partial = path.with_name(path.name + ".partial")
     with partial.open("w", encoding="utf-8") as out:
         for r in results:
-            row = {"line": r.line, "run_id": str(r.run_id) if r.run_id else None, "status": r.status}
-            row.update(outputs=r.outputs, error=r.error)
+            row: dict[str, Any] = {
+                "line": r.line,
+                "run_id": str(r.run_id) if r.run_id else None,
+                "status": r.status,
+                "outputs": r.outputs,
+                "error": r.error,
+            }
             out.write(json.dumps(row, default=str) + "\n")
     os.replace(partial, path)
 
