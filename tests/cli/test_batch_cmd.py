@@ -186,6 +186,7 @@ class SlowFlow(BaseFlow):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 def test_resume_after_sigkill_mid_batch_repeats_no_completed_item(tmp_path, flow_env):
     script = tmp_path / "slow_flow.py"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
 from click.testing import CliRunner
 
 from flow_engine.cli.main import cli
@@ -20,6 +21,7 @@ async def _put(**fields: object) -> None:
     await get_engine().store.cache_put(CacheEntry(**{"response": {"x": 1}, **fields}))
 
 
+@pytest.mark.slow
 def test_flow_run_cache_answers_the_second_run_from_the_cache():
     args = ["run", "article_processing", "--cache", "--json", "-i", "article_text=A short text about cats."]
     first = flow(*args)

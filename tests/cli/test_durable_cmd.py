@@ -199,6 +199,7 @@ def test_resume_of_changed_code_fails_without_mixing_results(cli_invoke):
     assert CALLS == {"a": 1, "b": 2, "c": 1}
 
 
+@pytest.mark.slow
 def test_in_a_real_process_refusals_are_one_line_without_traceback(flow, engine):
     engine.store  # noqa: B018 - an existing, empty database (reading commands never create one)
     for command in ("resume", "cancel"):
@@ -212,6 +213,7 @@ def test_in_a_real_process_refusals_are_one_line_without_traceback(flow, engine)
 
 
 # -- flow cancel -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cancel_from_another_process_stops_the_run_at_a_step_boundary(flow, flow_env, tmp_path):
     store = get_engine().store
     running = Running(
@@ -358,6 +360,7 @@ PRICED, UNPRICED = "openai/gpt-4o-mini", "openai/my-local-llama"
 USAGE = (1000, 1000)  # per call: 2000 tokens, $0.00075 at gpt-4o-mini's price
 
 
+@pytest.mark.slow
 def test_budgets_given_to_flow_run_stop_the_run_and_are_kept_on_resume(
     fake_openai: FakeOpenAI, flow_env, tmp_path, cli_invoke
 ):

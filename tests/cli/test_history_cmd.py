@@ -215,6 +215,7 @@ def test_bad_options_exit_2(cli_invoke, engine):
     assert cli_invoke("runs", "--limit", "0").exit_code == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command",
     [
@@ -255,6 +256,7 @@ def test_nothing_recorded_yet(cli_invoke, tmp_path):
     assert json.loads(cli_invoke("runs", "--json").stdout) == []
 
 
+@pytest.mark.slow
 async def test_in_a_real_process_with_no_traceback(flow, engine, recorded):
     shown = flow("show", recorded["ok"].hex[:8], "--json")
     assert shown.returncode == 0, shown.stderr
@@ -308,6 +310,7 @@ class Big(BaseFlow):
         return {"length": length, "tail": inputs["text"][-3000:], "many": list(range(500))}
 
 
+@pytest.mark.slow
 async def test_show_of_a_20_mb_input_prints_a_bounded_view_and_full_or_json_shows_all(flow, engine):
     text = "word " * 4_000_000  # 20 MB
     big = Big()

@@ -50,6 +50,7 @@ def wait_until(condition, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 def test_a_request_cut_off_by_sigkill_is_recorded_interrupted_and_kept(fake_openai, tmp_path: Path):
     (tmp_path / "two_questions.py").write_text(textwrap.dedent(FLOWS), encoding="utf-8")

@@ -89,6 +89,7 @@ def test_dry_run_changes_nothing(flow, tmp_path):
     assert len(flow("runs", "--json").json()) == 4
 
 
+@pytest.mark.slow
 def test_the_retention_setting_is_the_default_bound(flow, flow_env, tmp_path):
     data = seed(tmp_path)
 
@@ -103,6 +104,7 @@ def test_the_retention_setting_is_the_default_bound(flow, flow_env, tmp_path):
     assert again.returncode == 0 and "2 runs" not in again.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
@@ -121,6 +123,7 @@ def test_bad_input_is_one_line_and_exit_2(flow, flow_env, tmp_path, args, env, m
     assert len(flow("runs", "--json").json()) == 4  # nothing deleted
 
 
+@pytest.mark.slow
 def test_flow_runs_is_still_the_listing(flow, tmp_path):
     data = seed(tmp_path)
     listed = flow("runs", "--limit", "2", "--json")

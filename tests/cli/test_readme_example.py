@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
@@ -27,6 +29,7 @@ def _write_example(folder: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_readme_example_runs_with_flow_run(flow, tmp_path):
     path = _write_example(tmp_path / "mine")
     result = flow("run", f"{path}:ArticleProcessingFlow", "-i", "article_text=Rivers rise.", "--json")
@@ -37,6 +40,7 @@ def test_the_readme_example_runs_with_flow_run(flow, tmp_path):
     assert set(payload["outputs"]["summary"]) == {"title", "summary", "key_points"}
 
 
+@pytest.mark.slow
 def test_the_readme_example_runs_as_a_python_file(flow_env, tmp_path):
     path = _write_example(tmp_path / "mine")
     result = subprocess.run(

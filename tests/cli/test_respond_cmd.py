@@ -9,6 +9,8 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.fake_openai_server import run_flow_cli
 
 FLOWS = """
@@ -42,6 +44,7 @@ class Review(BaseFlow):
 """
 
 
+@pytest.mark.slow
 def test_a_run_waits_in_one_process_and_is_answered_from_another(fake_openai, tmp_path: Path):
     (tmp_path / "review.py").write_text(textwrap.dedent(FLOWS), encoding="utf-8")
     started = run_flow_cli(

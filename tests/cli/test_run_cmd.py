@@ -30,6 +30,7 @@ def _echo_target(flows_file: Path) -> str:
 
 
 # -- targets -----------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["file", "module", "name"])
 def test_flow_named_three_ways_runs_and_prints_outputs(how, flow, registered_flows):
     target = {"file": ECHO, "module": "cli_test_flows:EchoFlow", "name": "echo_flow"}[how]
@@ -243,6 +244,7 @@ def test_json_output_is_one_object_and_nothing_else(flow):
     assert "chatty flow output on stdout" in result.stderr  # the flow's print went to stderr
 
 
+@pytest.mark.slow
 def test_end_to_end_offline_article_processing(flow, tmp_path):
     article = Path(__file__).resolve().parents[2] / "examples" / "flows" / "sample_article.txt"
     result = flow("run", "article_processing", "--json", "--input", f"article_text=@{article}")
@@ -308,6 +310,7 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_exits_130_and_records_the_run_as_cancelled(flow_env, tmp_path):
     proc = subprocess.Popen(
@@ -423,6 +426,7 @@ def test_child_flow_steps_are_indented_under_the_child(cli_invoke, flows_file):
     assert lines[start + 2].startswith("  ✓ echo · ")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not database_is_shared(), reason="subprocesses use memory://; needs the SQL backend")
 def test_the_printed_flow_show_command_finds_the_run(flow):
     result = flow("run", "flowsrc/cli_test_flows.py:FailingFlow")

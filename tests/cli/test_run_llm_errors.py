@@ -79,6 +79,7 @@ def flows(tmp_path: Path) -> str:
 FAST = {"FLOW_ENGINE_RETRY_INITIAL_DELAY": "0.01", "FLOW_ENGINE_RETRY_MAX_DELAY": "0.05"}
 
 
+@pytest.mark.slow
 def test_connection_refused_is_named_and_printed_once(tmp_path, flows, refused_base_url):
     result = run_flow_cli(refused_base_url, tmp_path, "run", f"{flows}:SayFlow", "-i", "topic=x", **FAST)
     assert result.returncode == 1
@@ -89,6 +90,7 @@ def test_connection_refused_is_named_and_printed_once(tmp_path, flows, refused_b
     assert "Error: flow 'say_flow' failed at step 'say' (the error is above)" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_timeout_says_so_and_how_long_it_took(fake_openai, tmp_path, flows):
     fake_openai.fail_next(Fault.hang(20), times=5)
     result = run_flow_cli(
@@ -107,6 +109,7 @@ def test_a_timeout_says_so_and_how_long_it_took(fake_openai, tmp_path, flows):
     assert "FLOW_ENGINE_MAX_OUTPUT_TOKENS" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_structured_failure_is_printed_whole_once(fake_openai, tmp_path, flows):
     fake_openai.script(*[Reply(json={"x": "not a number"})] * 3)
     result = run_flow_cli(fake_openai.base_url, tmp_path, "run", f"{flows}:LocateFlow", **FAST)
@@ -132,6 +135,7 @@ def test_invalid_inputs_of_a_file_flow_do_not_point_at_flow_list(tmp_path, flows
     assert wrong.returncode == 2 and "flow list" not in wrong.stderr and "topic" in wrong.stderr
 
 
+@pytest.mark.slow
 def test_max_output_tokens_option_is_sent_to_the_model(fake_openai, tmp_path, flows):
     fake_openai.script(Reply("short"))
     result = run_flow_cli(
@@ -163,6 +167,7 @@ def test_max_output_tokens_option_is_refused_with_background(tmp_path, flows, re
     assert result.returncode == 2 and "FLOW_ENGINE_MAX_OUTPUT_TOKENS" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_slow_call_shows_that_it_is_still_waiting(fake_openai, tmp_path, monkeypatch, cli_invoke, flows):
     import flow_engine.cli.progress as progress
     from tests.fake_openai_server import use_fake_openai
@@ -178,6 +183,7 @@ def test_a_slow_call_shows_that_it_is_still_waiting(fake_openai, tmp_path, monke
     assert "(timeout 5s)" in waiting[0]
 
 
+@pytest.mark.slow
 def test_flow_show_lists_each_attempt_with_its_http_status(fake_openai, tmp_path, flows):
     fake_openai.fail_next(503).script(Reply("fine"))
     result = run_flow_cli(
@@ -196,6 +202,7 @@ def test_flow_show_lists_each_attempt_with_its_http_status(fake_openai, tmp_path
     assert [r["http_status"] for r in as_json["llm_requests"]] == [503, 200]
 
 
+@pytest.mark.slow
 def test_traceback_of_a_key_echoing_server_shows_no_key(fake_openai, tmp_path, flows):
     """``flow run --traceback`` prints the whole chain (litellm's and the SDK's exceptions too), each
     redacted: the key the server echoes back is printed nowhere, and no row holds it."""

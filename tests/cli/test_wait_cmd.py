@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
+
 from flow_engine.plugin import RunRecord
 from flow_engine.storage import utcnow
 from tests.fake_openai_server import free_port
 
 
+@pytest.mark.slow
 def test_wait_reports_a_completed_run_exactly_like_flow_run(flow, registered_flows):
     ran = flow("run", "echo_flow", "-i", "text=hi", "--json")
     assert ran.returncode == 0, ran.stderr
@@ -101,6 +104,7 @@ def test_background_with_invalid_inputs_writes_nothing(flow, registered_flows, f
     assert engine.store.list_runs() == []
 
 
+@pytest.mark.slow
 def test_background_to_an_unreachable_broker_fails_fast_and_records_why(
     flow, registered_flows, flow_env, engine
 ):

@@ -82,6 +82,7 @@ def value_id(value: Any) -> str:
     return "object()" if type(value) is object else repr(value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", UNSTORABLE, ids=value_id)
 async def test_a_step_returning_an_unstorable_value_fails_step_and_run(backend, value):
     ReturnsFlow.value = value
@@ -93,6 +94,7 @@ async def test_a_step_returning_an_unstorable_value_fails_step_and_run(backend, 
     assert step.status == "failed" and "step 'returns'" in step.error_message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", UNSTORABLE, ids=value_id)
 async def test_a_flow_returning_unstorable_outputs_ends_failed_not_running(backend, value):
     OutputsFlow.value = value
@@ -142,6 +144,7 @@ class AnyInputs(BaseFlow):
         return {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "value", [deep(1000), math.nan, "\ud800", "a\x00"], ids=["deep", "nan", "sur", "nul"]
 )

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
@@ -29,9 +31,11 @@ def run(code: str, tmp_path: Path) -> str:
     return done.stdout.strip()
 
 
+@pytest.mark.slow
 def test_the_fan_out_example_runs(tmp_path: Path):
     assert run(first_python_block("batches.md", "## Fan-out inside a flow"), tmp_path) == "3"
 
 
+@pytest.mark.slow
 def test_the_cache_example_runs(tmp_path: Path):
     assert run(first_python_block("caching.md"), tmp_path) == "True 0.0"

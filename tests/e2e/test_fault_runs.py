@@ -100,6 +100,7 @@ FAULTS: dict[str, tuple[Arrange, list[str]]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_final_failure_leaves_a_failed_run_that_says_why_and_resumes(
     fault: str, fake_openai: FakeOpenAI, refused_base_url: str, tmp_path: Any, monkeypatch: Any

@@ -79,6 +79,7 @@ async def test_timeout_retries_setting_allows_more(fake_openai, tmp_path):
     assert call.attempts == 3
 
 
+@pytest.mark.slow
 async def test_the_request_timeout_bounds_a_dripping_answer(fake_openai, tmp_path):
     """Each byte arrives well within the timeout, the whole answer would take minutes."""
     use_fake_openai(fake_openai.base_url, tmp_path, request_timeout=1.5, max_retries=0)

@@ -124,6 +124,7 @@ def test_prepare_environment_respects_user_choices(monkeypatch):
     assert "LITELLM_LOG" not in os.environ  # set but empty, it would crash litellm's import
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", ["true", "false"])
 def test_litellm_import_time_objects_are_frozen_out_of_the_garbage_collector(tmp_path, setting):
     result = run_python(

@@ -64,6 +64,7 @@ def test_rules_are_parsed_and_mistakes_named():
     assert estimate_tokens([{"role": "user", "content": "x" * 400}], None, {"max_tokens": 50}, 2048) == 150
 
 
+@pytest.mark.slow
 async def test_the_request_limit_holds_in_one_process(fake_openai, tmp_path):
     model = unique_model()
     use_fake_openai(fake_openai.base_url, tmp_path, rate_limits=f"{model}=10rps")
@@ -81,6 +82,7 @@ async def test_the_request_limit_holds_in_one_process(fake_openai, tmp_path):
     assert all((r.latency_ms or 0) < 1000 for r in rows)  # ... and not counted as the call's time
 
 
+@pytest.mark.slow
 async def test_the_token_limit_holds(fake_openai, tmp_path):
     model = unique_model()
     # each call is estimated at 102 tokens (8 characters / 4 + max_tokens 100): two fit in 250 per second
@@ -105,6 +107,7 @@ async def test_a_429_with_retry_after_pauses_every_call_of_the_model(fake_openai
     assert later and min(later) - second_started >= 0.7  # it waited out the pause the server asked for
 
 
+@pytest.mark.slow
 def test_the_limit_holds_across_two_processes_sharing_redis(fake_openai, tmp_path):
     redis_url = os.environ.get("FLOW_ENGINE_TEST_REDIS_URL")
     if not redis_url:
@@ -169,6 +172,7 @@ def test_a_bad_rule_fails_the_call_with_a_configuration_error(fake_openai, tmp_p
         asyncio.run(complete(MESSAGES, model="openai/gpt-4o-mini"))
 
 
+@pytest.mark.slow
 async def test_a_call_waiting_for_the_limiter_shows_in_the_progress_output(fake_openai, tmp_path, capsys):
     from flow_engine.cli.progress import ProgressReporter
 

@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 from flow_engine import UnstructuredStep
@@ -100,6 +101,7 @@ class Story(BaseFlow):
 """
 
 
+@pytest.mark.slow
 def test_flow_run_stream_prints_the_text_as_it_comes(fake_openai, tmp_path):
     (tmp_path / "story.py").write_text(STORY, encoding="utf-8")
     result = run_flow_cli(

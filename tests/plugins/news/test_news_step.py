@@ -157,6 +157,7 @@ async def test_all_sources_failing_fails_the_step_listing_each(feed_server: Feed
     assert "  - file:///no/such/feed.xml: no such file: /no/such/feed.xml" in message
 
 
+@pytest.mark.slow
 async def test_slow_feed_times_out_while_others_succeed(feed_server: FeedServer) -> None:
     slow = feed_server.url("delay/30/rss.xml")
     started = time.perf_counter()

@@ -27,6 +27,7 @@ def test_path_prints_the_sqlite_file(cli_invoke, tmp_path):
     assert result.exit_code == 0 and result.stdout == f"{tmp_path / 'flow.db'}\n"
 
 
+@pytest.mark.slow
 def test_path_of_the_default_database_is_in_the_data_folder(flow, flow_env, tmp_path):
     env = flow_env()
     del env["FLOW_ENGINE_DATABASE_URL"]
@@ -59,6 +60,7 @@ def test_upgrade_current_downgrade(cli_invoke, tmp_path):
     assert cli_invoke("db", "current").stdout == f"{HEAD} (head)\n"
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_with_exit_code_2(flow):
     unknown = flow("db", "downgrade", "nonsense", "--yes")
     assert unknown.returncode == 2
@@ -74,6 +76,7 @@ def test_errors_are_one_line_with_exit_code_2(flow):
     assert ":pw@" not in unreachable.stderr and "Traceback" not in unreachable.stderr
 
 
+@pytest.mark.slow
 def test_a_downgraded_sqlite_database_is_upgraded_again_on_first_use(flow, tmp_path):
     assert flow("db", "upgrade").returncode == 0
     assert flow("db", "downgrade", "base", "-y").returncode == 0
@@ -97,6 +100,7 @@ def test_disabling_the_sql_plugin_removes_flow_db(flow, flow_env):
     assert gone.returncode == 2 and "No such command 'db'" in gone.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_postgresql_is_migrated_only_by_flow_db_upgrade(flow):
     from tests.plugins.sql.databases import pg_schema

@@ -109,6 +109,7 @@ def sample(history: SqlStore) -> dict[str, Any]:
         return {"run_id": child.parent_run_id, "child_id": child.id, "user_id": user}
 
 
+@pytest.mark.slow
 def test_a_run_by_its_full_id_is_a_primary_key_lookup(history, sample):
     statements = captured(history, lambda: history.get_run(sample["run_id"]))
     plans = assert_indexed(history, statements)

@@ -79,6 +79,7 @@ def _python(code: str) -> str:
     ).stdout.strip()
 
 
+@pytest.mark.slow
 def test_opening_an_up_to_date_database_does_not_import_alembic(tmp_path):
     url = f"sqlite:///{tmp_path / 'cheap.db'}"
     code = (

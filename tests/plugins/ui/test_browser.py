@@ -74,6 +74,7 @@ def rows(page: Any) -> list[str]:
     return page.locator("table.runs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.run)")
 
 
+@pytest.mark.slow
 def test_runs_page_filter_and_totals(page: Any, site: dict[str, Any]) -> None:
     h: History = site["history"]
     page.goto("/runs?flow=many_flow&limit=20")
@@ -129,6 +130,7 @@ def test_script_from_the_store_is_text(page: Any, site: dict[str, Any]) -> None:
     assert page.evaluate("window.__xss") is None
 
 
+@pytest.mark.slow
 def test_a_running_flow_updates_live(page: Any, site: dict[str, Any]) -> None:
     gates: Path = site["folder"] / "live-gates"
     run_id = wait_for_run(site["url"], "ui_gated", set())
@@ -155,6 +157,7 @@ def test_a_running_flow_updates_live(page: Any, site: dict[str, Any]) -> None:
     site["flow"].wait(30)
 
 
+@pytest.mark.slow
 def test_cancel_from_the_page(page: Any, site: dict[str, Any]) -> None:
     known = {wait_for_run(site["url"], "ui_gated", set())}
     gates = site["folder"] / "cancel-gates"

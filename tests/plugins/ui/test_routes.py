@@ -51,6 +51,7 @@ def test_cost_unknown_is_never_zero(client: Any, history: History) -> None:
     assert row and "$0.0123" in row.group(1) and "150" in row.group(1) and "3.0 s" in row.group(1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("query", "names"),
     [
