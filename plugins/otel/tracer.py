@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry import metrics, trace
+from opentelemetry import context, metrics, trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from flow_engine.plugin import get_engine
@@ -89,6 +89,9 @@ class Tracer:
         self.open_steps: dict[uuid.UUID, list[Any]] = {}  # run id -> its open step spans, innermost last
         self.calls_in_step: dict[uuid.UUID, int] = {}
         self.last_attempt_end: dict[uuid.UUID, float] = {}
+        self._by_model: dict[tuple[str, str], dict[str, Any]] = {}
+        self._tokens: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._servers: dict[str, dict[str, Any]] = {}
 
     # -- runs ----------------------------------------------------------------------------------
     async def flow_started(self, event: Any) -> None:
@@ -186,21 +189,25 @@ class Tracer:
             span.set_attribute("flow_engine.step.status", "failed")
             _record_error(span, event.error)
         else:
-            span.set_attribute("flow_engine.step.status", "completed")
+            found: dict[str, Any] = {"flow_engine.step.status": "completed"}
             if metadata.get("tokens_used") is not None:
-                span.set_attribute("flow_engine.step.tokens", metadata["tokens_used"])
+                found["flow_engine.step.tokens"] = metadata["tokens_used"]
             if metadata.get("cost_estimate") is not None:
-                span.set_attribute("flow_engine.step.cost", metadata["cost_estimate"])
+                found["flow_engine.step.cost"] = metadata["cost_estimate"]
+            span.set_attributes(found)
         span.end()
 
     # -- LLM calls -----------------------------------------------------------------------------
     def wrap_call(self, call: Any, send: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
         async def traced() -> Any:
-            span, attributes = self._start_call(call)
+            span, attributes, content = self._start_call(call)
             started = time.perf_counter()
+            # the call span is current while litellm runs (its own instrumentation nests under it);
+            # attach/detach rather than ``use_span``, whose generator and exception handling the
+            # lines below already do
+            token = context.attach(trace.set_span_in_context(span))
             try:
-                with trace.use_span(span, end_on_exit=False, record_exception=False):
-                    response = await send()
+                response = await send()
             except BaseException as exc:
                 error_type = _error_type(exc)
                 _record_error(span, exc)
@@ -208,39 +215,56 @@ class Tracer:
                 self.last_attempt_end[call.call_id] = time.perf_counter()
                 span.end()
                 raise
+            finally:
+                context.detach(token)
             self.last_attempt_end.pop(call.call_id, None)
             self.duration.record(time.perf_counter() - started, attributes)
-            self._finish_call(span, attributes, response)
+            self._finish_call(span, call, response, content)
             span.end()
             return response
 
         return traced
 
-    def _start_call(self, call: Any) -> tuple[Any, dict[str, Any]]:
-        provider, model = split_model(call.model)
-        operation = "chat" if call.kind == "completion" else call.kind
-        metric_attributes: dict[str, Any] = {
-            "gen_ai.operation.name": operation,
-            "gen_ai.request.model": model,
+    def _model_attributes(self, call: Any) -> dict[str, Any]:
+        """The metric attributes of a model's calls, made once per (kind, model): every call's span
+        starts from them and every metric record uses them as they are."""
+        key = (call.kind, call.model)
+        found = self._by_model.get(key)
+        if found is None:
+            provider, model = split_model(call.model)
+            found = {
+                "gen_ai.operation.name": "chat" if call.kind == "completion" else call.kind,
+                "gen_ai.request.model": model,
+            }
+            if provider:
+                found["gen_ai.provider.name"] = provider
+            self._by_model[key] = found
+            self._tokens[key] = (
+                {**found, "gen_ai.token.type": "input"},
+                {**found, "gen_ai.token.type": "output"},
+            )
+        return found
+
+    def _start_call(self, call: Any) -> tuple[Any, dict[str, Any], bool]:
+        metric_attributes = self._model_attributes(call)
+        operation = metric_attributes["gen_ai.operation.name"]
+        attributes = {
+            **metric_attributes,
+            "flow_engine.llm.attempt": call.attempt,
+            "flow_engine.llm.call_id": str(call.call_id),
         }
-        if provider:
-            metric_attributes["gen_ai.provider.name"] = provider
-        attributes = {**metric_attributes, "flow_engine.llm.attempt": call.attempt}
-        attributes["flow_engine.llm.call_id"] = str(call.call_id)
+        params = call.params
         for key, name in _PARAMS.items():
-            value = call.params.get(key)
+            value = params.get(key)
             if isinstance(value, int | float | str):
                 attributes[name] = value
-        stop = call.params.get("stop")
+        stop = params.get("stop")
         if stop:
             attributes["gen_ai.request.stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-        if call.params.get("response_format") is not None:
+        if params.get("response_format") is not None:
             attributes["gen_ai.output.type"] = "json"
         if call.api_base:
-            url = urlsplit(call.api_base)
-            if url.hostname:
-                attributes["server.address"] = url.hostname
-                attributes["server.port"] = url.port or (443 if url.scheme == "https" else 80)
+            attributes.update(self._server(call.api_base))
         if call.attempt > 1:
             ended = self.last_attempt_end.pop(call.call_id, None)
             if ended is not None:  # the retry wait before this attempt
@@ -249,7 +273,8 @@ class Tracer:
             index = self.calls_in_step.get(call.step_id, 0) + 1
             self.calls_in_step[call.step_id] = index
             attributes["flow_engine.llm.call_index"] = index
-        if capture_content():
+        content = capture_content()
+        if content:
             request = (
                 call.messages if call.messages is not None else [{"role": "user", "content": call.prompt}]
             )
@@ -257,41 +282,60 @@ class Tracer:
         parent = self.step_spans.get(call.step_id) if call.step_id else None
         if parent is None and call.run_id is not None:
             parent = self.run_spans.get(call.run_id)
-        context = trace.set_span_in_context(parent) if parent is not None else None
+        parent_context = trace.set_span_in_context(parent) if parent is not None else None
         span = self.tracer.start_span(
-            f"{operation} {model}", kind=SpanKind.CLIENT, context=context, attributes=attributes
+            f"{operation} {metric_attributes['gen_ai.request.model']}",
+            kind=SpanKind.CLIENT,
+            context=parent_context,
+            attributes=attributes,
         )
-        return span, metric_attributes
+        return span, metric_attributes, content
 
-    def _finish_call(self, span: Any, attributes: dict[str, Any], response: Any) -> None:
+    def _server(self, api_base: str) -> dict[str, Any]:
+        found = self._servers.get(api_base)
+        if found is None:
+            url = urlsplit(api_base)
+            found = {}
+            if url.hostname:
+                found["server.address"] = url.hostname
+                found["server.port"] = url.port or (443 if url.scheme == "https" else 80)
+            self._servers[api_base] = found
+        return found
+
+    def _finish_call(self, span: Any, call: Any, response: Any, content: bool) -> None:
+        """The answer's attributes, set on the span at once, and the token and cost metrics."""
+        found: dict[str, Any] = {}
         response_model = getattr(response, "model", None)
         if response_model:
-            span.set_attribute("gen_ai.response.model", response_model)
+            found["gen_ai.response.model"] = response_model
         response_id = getattr(response, "id", None)
         if response_id:
-            span.set_attribute("gen_ai.response.id", response_id)
+            found["gen_ai.response.id"] = response_id
         choices = getattr(response, "choices", None) or []
         reasons = [c.finish_reason for c in choices if getattr(c, "finish_reason", None)]
         if reasons:
-            span.set_attribute("gen_ai.response.finish_reasons", reasons)
+            found["gen_ai.response.finish_reasons"] = reasons
         usage = getattr(response, "usage", None)
         if usage is not None:
-            for kind, field, name in (
-                ("input", "prompt_tokens", "gen_ai.usage.input_tokens"),
-                ("output", "completion_tokens", "gen_ai.usage.output_tokens"),
+            by_type = self._tokens[(call.kind, call.model)]
+            for token_attributes, field, name in (
+                (by_type[0], "prompt_tokens", "gen_ai.usage.input_tokens"),
+                (by_type[1], "completion_tokens", "gen_ai.usage.output_tokens"),
             ):
                 value = getattr(usage, field, None)
                 if isinstance(value, int):
-                    span.set_attribute(name, value)
-                    self.token_usage.record(value, {**attributes, "gen_ai.token.type": kind})
+                    found[name] = value
+                    self.token_usage.record(value, token_attributes)
         hidden = getattr(response, "_hidden_params", None) or {}
         cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
         if isinstance(cost, int | float):
-            span.set_attribute("flow_engine.llm.cost", cost)
-            self.cost.add(cost, {"gen_ai.request.model": attributes["gen_ai.request.model"]})
-        if capture_content() and choices:
+            found["flow_engine.llm.cost"] = cost
+            model = self._by_model[(call.kind, call.model)]["gen_ai.request.model"]
+            self.cost.add(cost, {"gen_ai.request.model": model})
+        if content and choices:
             answers = [{"role": "assistant", "content": getattr(c.message, "content", None)} for c in choices]
-            span.set_attribute("gen_ai.output.messages", json.dumps(answers, default=str))
+            found["gen_ai.output.messages"] = json.dumps(answers, default=str)
+        span.set_attributes(found)
 
 
 def _error_type(exc: BaseException) -> str:
