@@ -129,7 +129,8 @@ def install_sdk_providers() -> None:
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    # a queue long enough for the tight-loop diagnostic (the default 2,048 drops spans there)
+    provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=1_000_000))
     trace.set_tracer_provider(provider)
     metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
 
@@ -162,6 +163,67 @@ async def measure_otel(n: int, repeats: int) -> tuple[float, float, float, float
     return statistics.median(direct), statistics.median(off), statistics.median(on), statistics.median(added)
 
 
+async def tracer_alone(n: int = 3000, repeats: int = 5) -> tuple[float, float]:
+    """Diagnostic: the tracer's own work per step (step span, call span, metrics; the SDK included)
+    in a tight loop around a canned answer, no engine and no litellm call between steps, against
+    litellm's cost per call measured in the same loop. What the in-flow number adds to this is the
+    engine's hook calls and the caches each litellm call leaves cold for the tracer."""
+    import uuid
+    from types import SimpleNamespace
+
+    from flow_engine.engine import get_engine
+    from flow_engine.llm.loader import ensure_providers
+    from flow_engine.plugins.otel.tracer import Tracer
+
+    fresh_engine(otel=True)
+    litellm = ensure_providers(get_engine().plugins.model_providers())
+    messages = [{"role": "user", "content": PROMPT}]
+    answer = await litellm.acompletion(
+        model="offline/default", messages=messages, max_retries=0, num_retries=0
+    )
+    tracer, run_id = Tracer(), uuid.uuid4()
+
+    async def send() -> Any:
+        return answer
+
+    def events() -> tuple[Any, Any]:
+        step_id = uuid.uuid4()
+        step = SimpleNamespace(
+            run_id=run_id, step_id=step_id, step_name="say", step_key=None, step_type="unstructured",
+            step_order=1, result=SimpleNamespace(metadata={"tokens_used": 30, "cost_estimate": 0.0}),
+            error=None,
+        )  # fmt: skip
+        call = SimpleNamespace(
+            kind="completion", model="offline/default", messages=messages, prompt=None,
+            params={"max_tokens": 2048}, attempt=1, call_id=uuid.uuid4(), run_id=run_id,
+            step_id=step_id, api_base=None,
+        )  # fmt: skip
+        return step, call
+
+    async def traced(count: int) -> None:
+        for _ in range(count):
+            step, call = events()
+            tracer.step_started(step)
+            await tracer.wrap_call(call, send)()
+            tracer.step_ended(step)
+
+    async def untraced(count: int) -> None:
+        for _ in range(count):
+            events()
+            await send()
+
+    await traced(300)
+    added, direct = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        await traced(n)
+        middle = time.perf_counter()
+        await untraced(n)
+        added.append((middle - started - (time.perf_counter() - middle)) / n)
+        direct.append(await litellm_direct(200))
+    return statistics.median(added), statistics.median(direct)
+
+
 def main_otel(n: int = 100, repeats: int = 25) -> dict[str, float]:
     install_sdk_providers()
     fresh_engine()
@@ -176,7 +238,14 @@ def main_otel(n: int = 100, repeats: int = 25) -> dict[str, float]:
         f"{added:.1%}",
         "target < 5%",
     )
-    return {"direct": direct, "off": off, "on": on, "added_ratio": added}
+    alone, alone_direct = asyncio.run(tracer_alone())
+    row(
+        "diagnostic: the tracer alone, tight loop (SDK included)",
+        f"{alone * 1e6:.0f} µs",
+        f"{alone / alone_direct:.1%}",
+        f"of litellm's {alone_direct * 1e6:.0f} µs",
+    )
+    return {"direct": direct, "off": off, "on": on, "added_ratio": added, "alone_ratio": alone / alone_direct}
 
 
 if __name__ == "__main__":
