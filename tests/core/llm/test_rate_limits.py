@@ -7,7 +7,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from typing import Any
@@ -107,63 +106,117 @@ async def test_a_429_with_retry_after_pauses_every_call_of_the_model(fake_openai
     assert later and min(later) - second_started >= 0.7  # it waited out the pause the server asked for
 
 
-@pytest.mark.slow
-def test_the_limit_holds_across_two_processes_sharing_redis(fake_openai, tmp_path):
+def redis_url_or_skip() -> str:
     redis_url = os.environ.get("FLOW_ENGINE_TEST_REDIS_URL")
     if not redis_url:
         if os.environ.get("FLOW_ENGINE_TEST_REQUIRE_SERVICES"):
             pytest.fail("FLOW_ENGINE_TEST_REQUIRE_SERVICES is set but FLOW_ENGINE_TEST_REDIS_URL is not")
         pytest.skip("set FLOW_ENGINE_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379/9) to run it")
-    model = unique_model()
+    return redis_url
+
+
+CALLER = """
+import asyncio, sys
+from flow_engine import configure
+from flow_engine.plugin import complete
+
+base_url, api_key, rule, model, count, redis_url = sys.argv[1:]
+configure(database_url="memory://", api_base=base_url, api_key=api_key, rate_limits=rule,
+          rate_limits_redis=redis_url or None, max_retries=0)
+asyncio.run(complete([{"role": "user", "content": "warm"}], model="openai/gpt-4o-mini"))
+sys.stdout.write("ready\\n"); sys.stdout.flush(); sys.stdin.readline()
+
+async def main():
+    await asyncio.gather(*(complete([{"role": "user", "content": "hi"}], model=model)
+                           for _ in range(int(count))))
+
+asyncio.run(main())
+"""
+
+
+def run_callers(
+    fake_openai: Any, tmp_path: Any, callers: list[tuple[str, str, int, str]], timeout: float
+) -> None:
+    """Processes that each make ``count`` concurrent calls of ``model`` under ``rule`` (limits in
+    memory, or shared through ``redis_url``), started together once all have imported everything."""
     script = tmp_path / "caller.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import asyncio, sys
-            from flow_engine import configure
-            from flow_engine.plugin import complete
-
-            configure(database_url="memory://", api_base={fake_openai.base_url!r}, api_key={API_KEY!r},
-                      rate_limits={f"{model}=8rps"!r}, rate_limits_redis={redis_url!r}, max_retries=0)
-            asyncio.run(complete([{{"role": "user", "content": "warm"}}], model="openai/gpt-4o-mini"))
-            sys.stdout.write("ready\\n"); sys.stdout.flush(); sys.stdin.readline()
-
-            async def main():
-                await asyncio.gather(*(complete([{{"role": "user", "content": "hi"}}], model={model!r})
-                                       for _ in range(16 + int(sys.argv[1]))))
-
-            asyncio.run(main())
-            """
-        ),
-        encoding="utf-8",
-    )
+    script.write_text(CALLER, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_ENGINE_")}
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    callers = [
+    processes = [
         subprocess.Popen(
-            [sys.executable, str(script), str(n)],
+            [sys.executable, str(script), fake_openai.base_url, API_KEY, rule, model, str(count), redis_url],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             env=env,
         )
-        for n in range(2)  # 16 + 17 = 33 requests
+        for rule, model, count, redis_url in callers
     ]
     try:
-        for caller in callers:  # both have imported everything: they start sending together
-            assert caller.stdout is not None and caller.stdout.readline().strip() == "ready"
-        for caller in callers:
-            assert caller.stdin is not None
-            caller.stdin.write("go\n")
-            caller.stdin.flush()
-        for caller in callers:
-            assert caller.wait(timeout=60) == 0
+        for process in processes:
+            assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        for process in processes:
+            assert process.wait(timeout=timeout) == 0
     finally:
-        for caller in callers:
-            caller.kill()
-    times = [r.received_at for r in fake_openai.chat_requests if r.body.get("model") == model.split("/")[1]]
+        for process in processes:
+            process.kill()
+
+
+def received(fake_openai: Any, model: str) -> list[float]:
+    return sorted(
+        r.received_at for r in fake_openai.chat_requests if r.body.get("model") == model.split("/")[1]
+    )
+
+
+@pytest.mark.slow
+def test_the_limit_holds_across_two_processes_sharing_redis(fake_openai, tmp_path):
+    redis_url = redis_url_or_skip()
+    model = unique_model()
+    rule = f"{model}=8rps"
+    run_callers(fake_openai, tmp_path, [(rule, model, 16, redis_url), (rule, model, 17, redis_url)], 60)
+    times = received(fake_openai, model)
     assert len(times) == 33
     assert_rate_held(times, 8)  # one budget of 8 per second for both processes: 33 take 4 s
+
+
+@pytest.mark.slow
+def test_a_per_minute_limit_holds_over_a_minute_in_one_process_and_across_two_sharing_redis(
+    fake_openai, tmp_path
+):
+    """20 requests a minute, 30 asked for at once: 20 go, the other 10 only when the first ones are a
+    minute old (within 10 %), in one process (limits in memory) and in two sharing Redis, side by side."""
+    redis_url = redis_url_or_skip()
+    alone, shared = unique_model(), unique_model()
+    run_callers(
+        fake_openai,
+        tmp_path,
+        [
+            (f"{alone}=20rpm", alone, 30, ""),
+            (f"{shared}=20rpm", shared, 15, redis_url),
+            (f"{shared}=20rpm", shared, 15, redis_url),
+        ],
+        timeout=120,
+    )
+    for model in (alone, shared):
+        times = received(fake_openai, model)
+        assert len(times) == 30, model
+        first = times[0]
+        assert times[19] - first < 6, f"the first 20 of {model} were held back"
+        assert times[20] - first >= 0.9 * 60, (
+            f"{model}: a 21st request {times[20] - first:.1f}s after the first"
+        )
+        assert times[-1] - first <= 1.1 * 60, (
+            f"{model}: the last request {times[-1] - first:.1f}s after the first"
+        )
+        # the limiter admits a request when it starts; the server sees it a little later (the first
+        # batch's sends take ~0.1 s here): no 54 s (a minute, less 10 %) holds more than 20
+        busiest = max(sum(1 for u in times[i:] if u - t < 0.9 * 60) for i, t in enumerate(times))
+        assert busiest <= 20, f"{model}: {busiest} within 54 s: {[round(t - first, 2) for t in times]}"
 
 
 def test_a_bad_rule_fails_the_call_with_a_configuration_error(fake_openai, tmp_path):
