@@ -89,8 +89,8 @@ class Tracer:
         self.open_steps: dict[uuid.UUID, list[Any]] = {}  # run id -> its open step spans, innermost last
         self.calls_in_step: dict[uuid.UUID, int] = {}
         self.last_attempt_end: dict[uuid.UUID, float] = {}
-        self._by_model: dict[tuple[str, str], dict[str, Any]] = {}
-        self._tokens: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+        # (kind, model) -> metric attributes of its calls, and of its input and output token counts
+        self._by_model: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
         self._servers: dict[str, dict[str, Any]] = {}
 
     # -- runs ----------------------------------------------------------------------------------
@@ -225,28 +225,28 @@ class Tracer:
 
         return traced
 
-    def _model_attributes(self, call: Any) -> dict[str, Any]:
-        """The metric attributes of a model's calls, made once per (kind, model): every call's span
-        starts from them and every metric record uses them as they are."""
+    def _model_attributes(self, call: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """The metric attributes of a model's calls and of its input and output tokens, made once per
+        (kind, model): every call's span starts from them, every metric record uses them as they are."""
         key = (call.kind, call.model)
         found = self._by_model.get(key)
         if found is None:
             provider, model = split_model(call.model)
-            found = {
+            attributes = {
                 "gen_ai.operation.name": "chat" if call.kind == "completion" else call.kind,
                 "gen_ai.request.model": model,
             }
             if provider:
-                found["gen_ai.provider.name"] = provider
-            self._by_model[key] = found
-            self._tokens[key] = (
-                {**found, "gen_ai.token.type": "input"},
-                {**found, "gen_ai.token.type": "output"},
+                attributes["gen_ai.provider.name"] = provider
+            found = self._by_model[key] = (
+                attributes,
+                {**attributes, "gen_ai.token.type": "input"},
+                {**attributes, "gen_ai.token.type": "output"},
             )
         return found
 
     def _start_call(self, call: Any) -> tuple[Any, dict[str, Any], bool]:
-        metric_attributes = self._model_attributes(call)
+        metric_attributes = self._model_attributes(call)[0]
         operation = metric_attributes["gen_ai.operation.name"]
         attributes = {
             **metric_attributes,
@@ -317,10 +317,10 @@ class Tracer:
             found["gen_ai.response.finish_reasons"] = reasons
         usage = getattr(response, "usage", None)
         if usage is not None:
-            by_type = self._tokens[(call.kind, call.model)]
+            _, input_attributes, output_attributes = self._model_attributes(call)
             for token_attributes, field, name in (
-                (by_type[0], "prompt_tokens", "gen_ai.usage.input_tokens"),
-                (by_type[1], "completion_tokens", "gen_ai.usage.output_tokens"),
+                (input_attributes, "prompt_tokens", "gen_ai.usage.input_tokens"),
+                (output_attributes, "completion_tokens", "gen_ai.usage.output_tokens"),
             ):
                 value = getattr(usage, field, None)
                 if isinstance(value, int):
@@ -330,7 +330,7 @@ class Tracer:
         cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
         if isinstance(cost, int | float):
             found["flow_engine.llm.cost"] = cost
-            model = self._by_model[(call.kind, call.model)]["gen_ai.request.model"]
+            model = self._model_attributes(call)[0]["gen_ai.request.model"]
             self.cost.add(cost, {"gen_ai.request.model": model})
         if content and choices:
             answers = [{"role": "assistant", "content": getattr(c.message, "content", None)} for c in choices]
