@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from flow_engine.cli.format import fmt_cost
 from flow_engine.cli.options import db_option
 from flow_engine.errors import UsageError
 
@@ -60,10 +61,11 @@ def stats(as_json: bool) -> None:
     click.echo(f"{'model':<{width}}  {'entries':>8}  {'hits':>8}  {'saved':>10}  oldest")
     for s in found:
         oldest = f"{s.oldest:%Y-%m-%d %H:%M}" if s.oldest else "-"
-        click.echo(f"{s.model:<{width}}  {s.entries:>8,}  {s.hits:>8,}  ${s.saved_cost:>9.4f}  {oldest}")
+        saved_here = fmt_cost(s.saved_cost)
+        click.echo(f"{s.model:<{width}}  {s.entries:>8,}  {s.hits:>8,}  {saved_here:>10}  {oldest}")
     entries, hits = sum(s.entries for s in found), sum(s.hits for s in found)
     saved = sum(s.saved_cost for s in found)
-    click.echo(f"{'total':<{width}}  {entries:>8,}  {hits:>8,}  ${saved:>9.4f}")
+    click.echo(f"{'total':<{width}}  {entries:>8,}  {hits:>8,}  {fmt_cost(saved):>10}")
 
 
 @cache.command("clear")

@@ -76,3 +76,10 @@ def test_flow_show_marks_a_cache_hit():
     shown = CliRunner().invoke(cli, ["show", str(newest.id)])
     assert shown.exit_code == 0
     assert "cache hit" in shown.output
+
+
+async def test_flow_cache_stats_never_rounds_a_cheap_saving_to_zero():
+    await _put(key="d" * 64, model="cheap", cost=0.000006)
+    assert await get_engine().store.cache_get("d" * 64, utcnow()) is not None  # one hit
+    shown = flow("cache", "stats").output
+    assert "$0.000006" in shown and "0.0000 " not in shown
