@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     gc_freeze: bool = Field(
         default=True, description="gc.freeze() litellm's import-time objects (shorter GC pauses)."
     )
+    llm_processes: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Worker processes making the calls to network providers (0: this process).",
+    )
     heartbeat_interval: float = Field(default=10.0, gt=0, description="Seconds between heartbeats.")
     stale_after: float = Field(
         default=60.0, gt=0, description="A running run whose heartbeat is older than this is crashed."

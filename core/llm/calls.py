@@ -366,6 +366,11 @@ def _litellm_send(call: LLMCallInfo) -> Send:
             kwargs["api_base"] = call.api_base
         if settings.api_key and "api_key" not in kwargs:
             kwargs["api_key"] = settings.api_key
+        if settings.llm_processes and listener is None:  # opt-in: litellm's CPU on other cores
+            from . import processes
+
+            count, timeout = settings.llm_processes, settings.request_timeout
+            return await processes.call(litellm, call.kind, kwargs, count, timeout)
         # the HTTP client's timeout bounds each read, not the whole answer: a server dripping bytes
         # would keep an attempt alive forever
         try:
