@@ -12,6 +12,8 @@ ONE event loop of this process, repeated and interleaved, it times:
   concurrent ``BaseFlow`` runs of ``--steps`` ``UnstructuredStep`` steps making the same calls,
   everything recorded (run, step and ``llm_requests`` rows), rows counted afterwards; litellm runs on
   the same event loop as the flows, as it does for the baseline;
+- the same with ``FLOW_ENGINE_LLM_PROCESSES=N`` (``--llm-processes``, default 2; 0: not run): litellm's
+  calls made in N worker processes, its CPU on other cores than the flows' (the baseline has one);
 - ``engine, no LLM`` (diagnostic): the same flows with plain Python steps that ``asyncio.sleep`` for
   the latency instead of calling a model, against the same sleeps without the engine: what the runner
   and the database cost at this concurrency, without litellm's CPU in the way.
@@ -22,7 +24,7 @@ repetitions and ratios against the baseline measured in the same run. Targets (i
 within 1.2x of litellm direct, no event-loop stall over 50 ms. Usage::
 
     .venv/bin/python benchmarks/bench_concurrency.py [--flows 500] [--steps 3] [--latency-ms 100]
-        [--repeat 5] [--model openai/gpt-4o-mini] [--postgres URL | --no-postgres]
+        [--repeat 5] [--model openai/gpt-4o-mini] [--postgres URL | --no-postgres] [--llm-processes 2]
 """
 
 from __future__ import annotations
@@ -310,10 +312,12 @@ class Database:
     cleanup: Callable[[], None] = lambda: None
 
 
-def configure(url: str, base_url: str, model: str) -> None:
+def configure(url: str, base_url: str, model: str, llm_processes: int = 0) -> None:
     import flow_engine
 
-    engine = flow_engine.configure(database_url=url, api_base=base_url, api_key="test-key", model=model)
+    engine = flow_engine.configure(
+        database_url=url, api_base=base_url, api_key="test-key", model=model, llm_processes=llm_processes
+    )
     # open what the engine opens on first use (plugins, the store and its schema check) outside the timing
     engine.plugins.step_types()
     engine.plugins.model_providers()
@@ -347,6 +351,10 @@ def postgres_schema(base_url: str) -> Database | None:
     return Database("PostgreSQL", url, drop)
 
 
+def _with_workers(label: str) -> str:
+    return f"{label}, LLM worker processes"
+
+
 # -- driver -------------------------------------------------------------------------------------
 async def measure(args: argparse.Namespace, base_url: str, databases: list[Database]) -> dict[str, Series]:
     from flow_engine.engine import get_engine
@@ -366,6 +374,10 @@ async def measure(args: argparse.Namespace, base_url: str, databases: list[Datab
     series = {"direct": Series("litellm direct (baseline)")}
     for db in databases:
         series[db.label] = Series(f"flow-engine, {db.label}")
+    workers = args.llm_processes
+    if workers:
+        for db in databases:
+            series[_with_workers(db.label)] = Series(f"  same, FLOW_ENGINE_LLM_PROCESSES={workers}")
     series[MEMORY] = Series("flow-engine, memory://")
     series["bare_sleep"] = Series("asyncio.sleep chains, no engine (baseline)")
     series["engine_sleep"] = Series(f"flow-engine, no LLM, {databases[0].label}")
@@ -373,8 +385,9 @@ async def measure(args: argparse.Namespace, base_url: str, databases: list[Datab
     # warm-up: litellm's lazy imports and first-call costs, the stores' schemas and statement caches
     await direct.run(min(50, args.flows), args.steps)
     for db in databases:
-        configure(db.url, base_url, args.model)
-        await asyncio.gather(*(llm_flow().execute({"chain": i}) for i in range(min(50, args.flows))))
+        for processes in {0, workers}:  # the workers start (and import litellm) here, not while timed
+            configure(db.url, base_url, args.model, processes)
+            await asyncio.gather(*(llm_flow().execute({"chain": i}) for i in range(min(50, args.flows))))
     reset_server(base_url)
     if args.gc_freeze:
         gc.collect()
@@ -384,6 +397,8 @@ async def measure(args: argparse.Namespace, base_url: str, databases: list[Datab
     for rep in range(args.repeat):
         # alternate the order, so drift (other work on the machine) hits every side alike
         order: list[str] = ["direct", *[db.label for db in databases], MEMORY]
+        if workers:
+            order += [_with_workers(db.label) for db in databases]
         if rep % 2:
             order.reverse()
         for name in order:
@@ -393,8 +408,8 @@ async def measure(args: argparse.Namespace, base_url: str, databases: list[Datab
                 configure("memory://", base_url, args.model)
                 series[name].samples.append(await timed(engine_llm))
             else:
-                db = next(d for d in databases if d.label == name)
-                configure(db.url, base_url, args.model)
+                db = next(d for d in databases if name in (d.label, _with_workers(d.label)))
+                configure(db.url, base_url, args.model, workers if name != db.label else 0)
                 before = count_rows(FLOW_NAME)
                 series[name].samples.append(await timed(engine_llm))
                 after = count_rows(FLOW_NAME)
@@ -464,6 +479,19 @@ def report(
         results[f"{db.label}_paired_ratio"] = paired
         results[f"{db.label}_cpu_ratio"] = s.cpu_seconds / base.cpu_seconds
         results[f"{db.label}_stall_max_ms"] = s.stall_max_ms
+        if args.llm_processes:
+            s = series[_with_workers(db.label)]
+            ratio, paired = line(s, base)
+            verdict = "met" if ratio <= RATIO_TARGET else "MISSED"
+            stalls = "met" if s.stall_max_ms <= STALL_TARGET_MS else "MISSED"
+            print(
+                f"  {'':<44} with the workers: <= {RATIO_TARGET}x: {verdict}; stalls: {stalls}"
+                " (cpu: this process's only; litellm's runs in the workers)"
+            )
+            results[f"{db.label}_workers_ratio"] = ratio
+            results[f"{db.label}_workers_paired_ratio"] = paired
+            results[f"{db.label}_workers_cpu_ratio"] = s.cpu_seconds / base.cpu_seconds
+            results[f"{db.label}_workers_stall_max_ms"] = s.stall_max_ms
     print("  diagnostic: the same flows, nothing stored (the runner and the LLM call path alone)")
     line(series[MEMORY], base)
     print("  diagnostic, without litellm: steps sleep for the latency instead of calling a model")
@@ -489,6 +517,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="openai/gpt-4o-mini", help="an openai/<name> model string")
     parser.add_argument("--postgres", default=os.environ.get("FLOW_ENGINE_TEST_POSTGRES_URL") or DEFAULT_PG)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument(
+        "--llm-processes",
+        type=int,
+        default=2,
+        help="also run each database's side with FLOW_ENGINE_LLM_PROCESSES=N (0: not)",
+    )
     parser.add_argument(
         "--gc-freeze",
         action="store_true",
