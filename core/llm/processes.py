@@ -301,13 +301,21 @@ class _LoopPool:
 
     async def _connect(self, index: int) -> _Connection:
         worker = self.workers.slots[index]
-        if worker.error is not None:  # it could not start: try a new one (it fails the same, or not)
-            worker = await self.loop.run_in_executor(None, self.workers.replace, index, worker)
-        await self.loop.run_in_executor(None, worker.wait_ready)
-        reader, writer = await asyncio.open_unix_connection(worker.path, limit=2**24)
-        connection = _Connection(worker, reader, writer, self._turn, self._closed)
-        self.connections[index] = connection
-        return connection
+        failure: OSError | None = None
+        for _ in range(2):
+            # it could not start, or has exited since (seen at connection time only): a new one
+            if worker.error is not None or worker.process.poll() is not None:
+                worker = await self.loop.run_in_executor(None, self.workers.replace, index, worker)
+            await self.loop.run_in_executor(None, worker.wait_ready)
+            try:
+                reader, writer = await asyncio.open_unix_connection(worker.path, limit=2**24)
+            except OSError as exc:
+                failure = exc
+                continue
+            connection = _Connection(worker, reader, writer, self._turn, self._closed)
+            self.connections[index] = connection
+            return connection
+        raise _worker_exited() from failure  # transient: the call is retried
 
     def _closed(self, connection: _Connection) -> None:
         """A connection ended: its worker exited (or this loop is closing). Replace that worker alone."""
