@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import contextvars
 import itertools
 import logging
 import os
@@ -185,6 +186,12 @@ class _Workers:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def _background(loop: asyncio.AbstractEventLoop, coroutine: Any) -> asyncio.Task[Any]:
+    """A task of the pool's own, in an empty context: a task copies the context it is created in, and
+    the caller's (its run, its step, its trace span) would live as long as the connection."""
+    return loop.create_task(coroutine, context=contextvars.Context())
+
+
 class _Turn:
     """How many answers this event-loop iteration has handed over (shared by a loop's connections).
 
@@ -229,7 +236,7 @@ class _Connection:
         self.checking = False  # a ping is on its way (see _LoopPool.check)
         self._turn = turn
         self._on_close = on_close
-        self._reading = asyncio.ensure_future(self._read(reader))
+        self._reading = _background(asyncio.get_running_loop(), self._read(reader))
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         ended = False  # by the worker (its end of the socket closed), not by this loop's cancellation
@@ -294,9 +301,9 @@ class _LoopPool:
     def _open(self, index: int) -> asyncio.Future[_Connection]:
         opening = self._opening[index]
         if opening is None or (opening.done() and (opening.cancelled() or opening.exception())):
-            opening = self._opening[index] = self.loop.create_task(self._connect(index))
+            opening = self._opening[index] = _background(self.loop, self._connect(index))
         elif opening.done() and opening.result().closed:
-            opening = self._opening[index] = self.loop.create_task(self._connect(index))
+            opening = self._opening[index] = _background(self.loop, self._connect(index))
         return opening
 
     async def _connect(self, index: int) -> _Connection:
@@ -326,7 +333,7 @@ class _LoopPool:
             return
         self.connections[index] = None
         with contextlib.suppress(RuntimeError):  # the loop is shutting down
-            self._opening[index] = self.loop.create_task(self._reopen(index, connection.worker))
+            self._opening[index] = _background(self.loop, self._reopen(index, connection.worker))
 
     async def _reopen(self, index: int, old: _Worker) -> _Connection:
         log.warning("an LLM worker process (pid %s) ended; starting another", old.process.pid)
@@ -338,7 +345,7 @@ class _LoopPool:
         if connection.checking or connection.closed:
             return
         connection.checking = True
-        self.loop.create_task(self._ping(connection))
+        _background(self.loop, self._ping(connection))
 
     async def _ping(self, connection: _Connection) -> None:
         request_id = next(self._ids)
