@@ -43,7 +43,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import weakref
 from typing import Any
 
 from ..errors import ConfigurationError
@@ -382,7 +381,9 @@ class _LoopPool:
 
 _lock = threading.RLock()
 _workers: _Workers | None = None
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = weakref.WeakKeyDictionary()
+# each event loop's pool; a pool refers to its loop (its tasks do), so this cannot be a weak mapping:
+# the pools of closed loops are dropped whenever a new loop makes its own (asyncio.run per task)
+_pools: dict[asyncio.AbstractEventLoop, _LoopPool] = {}
 _warned_callbacks = False
 
 
@@ -403,6 +404,9 @@ def _pool(count: int) -> _LoopPool:
     loop = asyncio.get_running_loop()
     pool = _pools.get(loop)
     if pool is None or not pool.current(count):
+        with _lock:
+            for closed in [other for other in _pools if other.is_closed()]:
+                del _pools[closed]
         pool = _pools[loop] = _LoopPool(_current_workers(count), loop)
     return pool
 
@@ -489,7 +493,7 @@ def _forget_in_child() -> None:
     global _workers, _pools, _lock
     _lock = threading.RLock()
     _workers = None
-    _pools = weakref.WeakKeyDictionary()
+    _pools = {}
 
 
 atexit.register(shutdown)

@@ -186,6 +186,21 @@ async def test_cancelling_the_caller_cancels_the_call_in_the_worker(online, monk
     assert call.text == "still serving"
 
 
+def test_the_pools_of_closed_event_loops_are_dropped(online):
+    """One pool per event loop (``asyncio.run`` per Celery task makes many): a closed loop's pool goes
+    when the next loop opens its own, and its connection is closed, not left open in the worker."""
+
+    async def one_call() -> str:
+        online.script(Reply("hi"))
+        return (await complete(MESSAGES, model=MODEL)).text
+
+    for _ in range(3):
+        assert asyncio.run(one_call()) == "hi"
+    assert len(processes._pools) == 1
+    [(loop, pool)] = processes._pools.items()
+    assert loop.is_closed() and all(c is None or c.closed for c in pool.connections)
+
+
 async def test_a_server_dripping_its_answer_is_given_up_on_by_the_worker(fake_openai, tmp_path):
     """The HTTP client's timeout bounds each read: the worker bounds the whole answer, as calls here do."""
     use_fake_openai(fake_openai.base_url, tmp_path, request_timeout=0.5, max_retries=1)
