@@ -10,6 +10,7 @@ calls in flight that CPU is the flows' process's whole budget, on one core. Here
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from typing import Any
@@ -67,6 +68,7 @@ async def serve(socket_path: str) -> None:
     from .loader import load_litellm
 
     litellm = load_litellm()
+    await _warm_up(litellm)
     server = await asyncio.start_unix_server(
         lambda r, w: _serve_connection(litellm, r, w), path=socket_path, limit=2**24
     )
@@ -79,6 +81,18 @@ async def serve(socket_path: str) -> None:
         await stdin.read()  # returns at EOF: the engine's process has exited or let this one go
     finally:
         server.close()
+
+
+async def _warm_up(litellm: Any) -> None:
+    """One call answered by litellm itself (``mock_response``: no network) before saying READY: a
+    worker's first real call would otherwise pay litellm's lazy imports (~0.25 s here, against ~0.05 s),
+    enough to miss a short request timeout."""
+    with contextlib.suppress(Exception):
+        await litellm.acompletion(
+            model="openai/flow-engine-warm-up",
+            messages=[{"role": "user", "content": "warm up"}],
+            mock_response="ready",
+        )
 
 
 NICENESS = 10  # the flows' process, not its workers, gets a core first when both want one

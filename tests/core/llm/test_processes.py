@@ -265,8 +265,10 @@ async def test_a_stuck_worker_misses_the_deadline_then_is_replaced(fake_openai, 
     timeout plus a margin and retries elsewhere; a ping goes unanswered, so the worker is replaced."""
     monkeypatch.setenv("FLOW_ENGINE_LLM_PROCESSES", "2")
     monkeypatch.setattr(processes, "PING_TIMEOUT_S", 0.5)
-    use_fake_openai(fake_openai.base_url, tmp_path, request_timeout=0.5, retry_max_delay=0.05)
+    use_fake_openai(fake_openai.base_url, tmp_path, request_timeout=30)  # a worker's first call is slow
     pool = await _warm(fake_openai)
+    use_fake_openai(fake_openai.base_url, tmp_path, request_timeout=0.5, retry_max_delay=0.05)
+    assert processes._pools[asyncio.get_running_loop()] is pool  # the same workers, warm
     stuck, healthy = _pids()
     os.kill(stuck, signal.SIGSTOP)
     try:
