@@ -11,6 +11,7 @@ process.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -27,28 +28,62 @@ from pydantic import BaseModel, ValidationError
 from flow_engine.engine import get_engine
 from flow_engine.llm import processes, wire
 from flow_engine.plugin import complete
-from tests.core.llm.test_calls import (  # noqa: F401  (collected again here, with worker processes)
-    MESSAGES,
-    hanging_call,
-    test_a_call_inside_a_flow_is_linked_to_its_run_and_step,
-    test_a_call_sends_the_request_and_records_tokens_and_cost,
-    test_a_cancelled_call_is_recorded_as_cancelled,
-    test_a_client_error_is_not_retried,
-    test_a_failed_step_and_run_say_why,
-    test_a_timeout_is_retried_after_the_configured_request_timeout,
-    test_a_transient_failure_is_retried_and_every_attempt_recorded,
-    test_an_unpriced_model_costs_unknown_not_zero,
-    test_concurrent_calls_in_one_flow_are_each_recorded_once,
-    test_connection_refused_is_retried_then_fails_clearly,
-    test_image_generation_is_not_retried_by_the_sdk_either,
-    test_retries_are_capped_and_the_final_failure_is_clear,
-    test_retry_after_is_honoured,
-    test_the_api_key_is_sent_but_never_stored_or_logged,
-)
+from tests.core.llm import test_calls
+from tests.core.llm.test_calls import MESSAGES, hanging_call
 from tests.fake_openai_server import Fault, Reply, use_fake_openai
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL = "openai/gpt-4o-mini"
+
+
+def _again(test: Any) -> Any:
+    """``test_calls.py``'s test, collected again here (with worker processes), marked ``slow``: the
+    copy runs where every test runs (Python 3.11), the original everywhere."""
+
+    @functools.wraps(test)
+    async def again(*args: Any, **kwargs: Any) -> Any:
+        return await test(*args, **kwargs)
+
+    again.pytestmark = [*getattr(test, "pytestmark", []), pytest.mark.slow]  # type: ignore[attr-defined]
+    return again
+
+
+test_a_call_inside_a_flow_is_linked_to_its_run_and_step = _again(
+    test_calls.test_a_call_inside_a_flow_is_linked_to_its_run_and_step
+)
+test_a_call_sends_the_request_and_records_tokens_and_cost = _again(
+    test_calls.test_a_call_sends_the_request_and_records_tokens_and_cost
+)
+test_a_cancelled_call_is_recorded_as_cancelled = _again(
+    test_calls.test_a_cancelled_call_is_recorded_as_cancelled
+)
+test_a_client_error_is_not_retried = _again(test_calls.test_a_client_error_is_not_retried)
+test_a_failed_step_and_run_say_why = _again(test_calls.test_a_failed_step_and_run_say_why)
+test_a_timeout_is_retried_after_the_configured_request_timeout = _again(
+    test_calls.test_a_timeout_is_retried_after_the_configured_request_timeout
+)
+test_a_transient_failure_is_retried_and_every_attempt_recorded = _again(
+    test_calls.test_a_transient_failure_is_retried_and_every_attempt_recorded
+)
+test_an_unpriced_model_costs_unknown_not_zero = _again(
+    test_calls.test_an_unpriced_model_costs_unknown_not_zero
+)
+test_concurrent_calls_in_one_flow_are_each_recorded_once = _again(
+    test_calls.test_concurrent_calls_in_one_flow_are_each_recorded_once
+)
+test_connection_refused_is_retried_then_fails_clearly = _again(
+    test_calls.test_connection_refused_is_retried_then_fails_clearly
+)
+test_image_generation_is_not_retried_by_the_sdk_either = _again(
+    test_calls.test_image_generation_is_not_retried_by_the_sdk_either
+)
+test_retries_are_capped_and_the_final_failure_is_clear = _again(
+    test_calls.test_retries_are_capped_and_the_final_failure_is_clear
+)
+test_retry_after_is_honoured = _again(test_calls.test_retry_after_is_honoured)
+test_the_api_key_is_sent_but_never_stored_or_logged = _again(
+    test_calls.test_the_api_key_is_sent_but_never_stored_or_logged
+)
 
 
 @pytest.fixture
