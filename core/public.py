@@ -171,6 +171,8 @@ no network; a notice on stderr says so). Any litellm model string works (``opena
 - The response cache: ``cache = True`` on a step, ``execute(..., cache=True)`` / ``flow run --cache``,
   or ``FLOW_ENGINE_CACHE=1``; a hit makes no request and is recorded with cost 0 and ``cached_from``.
   See docs/batches.md and docs/caching.md.
+- ``FLOW_ENGINE_LLM_PROCESSES=N`` (default 0): calls to network models are made in N worker processes,
+  litellm's CPU on other cores, for hundreds of calls in flight (docs/models.md).
 
 ## Durable execution
 - ``await resume_run(run_id)`` (``flow resume RUN_ID``) runs a failed, crashed or cancelled run again in
