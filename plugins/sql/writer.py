@@ -155,6 +155,7 @@ class Writer:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._conn: Any = None  # the pool's DBAPI connection, held by this thread
         self._cursor: Any = None
+        self._checkpointer: Any = None  # the pool's DBAPI connection that runs WAL checkpoints
         self._closed = False
         self._submit_lock = threading.Lock()
         self._deferred: list[tuple[Operation, asyncio.Future[Any], asyncio.AbstractEventLoop]] = []
@@ -300,14 +301,16 @@ class Writer:
                         self._apply_safely(items[start : start + MAX_BATCH])
                     with self._submit_lock:
                         self._in_thread -= len(items[start : start + MAX_BATCH])
-                if checkpoint:
-                    with self._conn_lock:
-                        self._checkpoint()
+                if checkpoint:  # not under the connection lock: inline writes go on meanwhile
+                    self._checkpoint()
                 if stop:
                     # close() puts the marker last, under the submit lock: nothing can follow it
                     return
         finally:
             self._drop_connection(invalidate=False)
+            if self._checkpointer is not None:
+                with contextlib.suppress(Exception):
+                    self._checkpointer.close()
 
     def _apply_safely(
         self, items: list[tuple[Operation, asyncio.Future[Any], asyncio.AbstractEventLoop]]
@@ -401,10 +404,23 @@ class Writer:
             pause = min(pause * 2, 0.05)
 
     def _checkpoint(self) -> None:
-        """Copy the WAL into the database file (PASSIVE: never waits for readers or writers)."""
-        with contextlib.suppress(Exception), self._lock:
-            if self._cursor is not None:
-                self._cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        """Copy the WAL into the database file (PASSIVE: never waits for readers or writers).
+
+        First on a connection of its own while writes go on: copying and fsyncing takes tens of
+        milliseconds, and every inline write would otherwise wait that long (on the thread, which
+        held the connection). Frames written meanwhile are then copied with the writing connection
+        held, a short second pass: only a WAL copied to its end is rewound by the next write, and a
+        WAL never caught up would grow without end."""
+        with contextlib.suppress(Exception):
+            if self._checkpointer is None:
+                self._checkpointer = self._engine.raw_connection()
+            cursor = self._checkpointer.cursor()
+            try:
+                cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                with self._conn_lock:  # what was written meanwhile (its count is not known before)
+                    cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                cursor.close()
 
     def _transaction(self, operations: list[Operation], nowait: bool = False) -> list[Any]:
         cursor = self._start(nowait)
