@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import flow_engine.cli
+from tests.python_source import parse
 
 CLI_DIR = Path(flow_engine.cli.__file__).parent
 COMMANDS = {path.stem for path in CLI_DIR.glob("*_cmd.py")}
@@ -15,7 +16,7 @@ SHARED = {"report", "inputs", "progress", "format", "foreground", "background"}
 def cli_imports(path: Path) -> set[str]:
     """Names of the ``flow_engine.cli`` modules that ``path`` imports, also inside functions."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
             module = node.module or ""
             if node.level == 1:  # from .x import y / from . import x

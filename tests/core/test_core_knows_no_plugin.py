@@ -10,6 +10,8 @@ import ast
 import re
 from pathlib import Path
 
+from tests.python_source import parse
+
 CORE = Path(__file__).resolve().parents[2] / "core"
 SPECIFIC = re.compile(r"(?i)celery|news|sqlalchemy")
 PLUGIN_NAME = re.compile(r"(?i)(celery|news|sql|sqlite|sqlalchemy|flow_engine\.plugins(\..*)?)")
@@ -32,7 +34,7 @@ def _docstrings(tree: ast.AST) -> set[int]:
 
 def _problems(path: Path, root: Path = CORE) -> list[str]:
     rel = str(path.relative_to(root))
-    tree = ast.parse(path.read_text())
+    tree = parse(path.read_text())
     docs = _docstrings(tree)
     problems = []
     for node in ast.walk(tree):

@@ -21,6 +21,7 @@ from flow_engine.plugins.celery import app as celery_app
 from flow_engine.plugins.celery import worker
 from flow_engine.plugins.celery.settings import CelerySettings, settings_of
 from flow_engine.storage import utcnow
+from tests.python_source import parse
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 
@@ -87,7 +88,7 @@ def test_the_plugins_modules_import_each_other_one_way():
     order = ["settings", "app", "recovery", "worker", "executor", "__init__"]
     folder = Path(celery_plugin.__file__).parent
     for position, name in enumerate(order):
-        tree = ast.parse((folder / f"{name}.py").read_text())
+        tree = parse((folder / f"{name}.py").read_text())
         imported = {
             (node.module or "").split(".")[0]
             for node in ast.walk(tree)
