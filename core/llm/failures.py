@@ -72,6 +72,9 @@ def classify(
 ) -> Failure:
     """The failure of one attempt: a real HTTP status, a refused connection, a DNS failure, a timeout.
     An in-process provider (offline, scripted) has no network: only a timeout or an empty answer."""
+    told = getattr(exc, "failure", None)
+    if isinstance(told, Failure):  # a failure in an LLM worker process, classified there (processes.py)
+        return told
     chain = _chain(exc)
     if in_process:
         if any(isinstance(i, EmptyAnswer) for i in chain):

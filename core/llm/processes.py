@@ -47,6 +47,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from . import wire
+from .failures import Failure
 
 log = logging.getLogger("flow_engine.llm")
 
@@ -66,6 +67,7 @@ class RemoteLLMError(Exception):
 
     status_code: int | None = None
     litellm_response_headers: dict[str, str] | None = None
+    failure: Failure | None = None  # what happened, classified by the worker (failures.classify)
 
 
 _error_classes: dict[tuple[str, ...], type[RemoteLLMError]] = {}
@@ -83,6 +85,8 @@ def remote_error(info: dict[str, Any]) -> RemoteLLMError:
                 bases = (type(name, bases, {"__module__": __name__}),)
         cls = _error_classes[types] = type(types[0], bases, {"__module__": __name__})
     exc = cls(info.get("message", ""))
+    told = info.get("failure")
+    exc.failure = Failure(*told) if told else None
     exc.status_code = info.get("status_code")
     exc.litellm_response_headers = info.get("headers")
     return exc

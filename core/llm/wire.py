@@ -35,8 +35,10 @@ async def receive(reader: asyncio.StreamReader) -> tuple[Any, ...]:
     return message
 
 
-def error_info(exc: BaseException) -> dict[str, Any]:
-    """What the engine needs of a failed call to classify, retry and report it like a local one."""
+def error_info(exc: BaseException, failure: tuple[str, int | None, str] | None = None) -> dict[str, Any]:
+    """What the engine needs of a failed call to classify, retry and report it like a local one.
+    ``failure``: what happened, told by the worker from the exception's whole chain (``failures.py``),
+    which does not travel: a refused connection, a DNS failure, a real HTTP status."""
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None) or getattr(exc, "litellm_response_headers", None)
     status = getattr(exc, "status_code", None)
@@ -50,4 +52,5 @@ def error_info(exc: BaseException) -> dict[str, Any]:
         "message": str(exc),
         "status_code": status if isinstance(status, int) else None,
         "headers": header_dict,
+        "failure": failure,
     }

@@ -38,9 +38,9 @@ async def _serve_connection(litellm: Any, reader: asyncio.StreamReader, writer: 
             return
         except TimeoutError as exc:  # asyncio's has no message
             said = exc if str(exc) or limit is None else TimeoutError(f"no answer within {limit:g} s")
-            answer = (request_id, wire.ERROR, wire.error_info(said))
+            answer = (request_id, wire.ERROR, wire.error_info(said, _told(said, kwargs, limit)))
         except Exception as exc:
-            answer = (request_id, wire.ERROR, wire.error_info(exc))
+            answer = (request_id, wire.ERROR, wire.error_info(exc, _told(exc, kwargs, limit)))
         finally:
             calls.pop(request_id, None)
         if not writer.is_closing():
@@ -62,6 +62,14 @@ async def _serve_connection(litellm: Any, reader: asyncio.StreamReader, writer: 
         for task in list(calls.values()):
             task.cancel()
         writer.close()
+
+
+def _told(exc: BaseException, kwargs: dict[str, Any], limit: float | None) -> tuple[str, int | None, str]:
+    """The failure classified here, where its exception chain is (the caller gets only this)."""
+    from .failures import classify
+
+    failure = classify(exc, kwargs.get("api_base"), limit or 0)
+    return failure.kind, failure.http_status, failure.text
 
 
 async def serve(socket_path: str) -> None:
