@@ -102,9 +102,13 @@ async def measure(n: int, repeats: int) -> tuple[float, float, float]:
     return statistics.median(direct), statistics.median(engine), statistics.median(ratios)
 
 
-async def interleaved_steps(n: int = 4000) -> tuple[float, float]:
-    """Medians of the CPU time (the process's, every thread) of single litellm calls and single steps,
-    ``n`` of them interleaved at random inside one flow: the same moments of the machine for both."""
+async def interleaved(kinds: tuple[str, ...], n: int, *, otel: bool = False) -> dict[str, float]:
+    """Median CPU time (the process's, every thread: the span processor's too) of each kind of sample,
+    ``n`` single samples interleaved at random inside ONE flow: "direct" a litellm call made directly,
+    "step" (or "off"/"on") one ``UnstructuredStep``. With ``otel`` the engine traces, and an "off"
+    step runs with the plugin's tracer switched off for this engine (its hooks still run, and return
+    at once). Single samples interleaved see the same machine, so the drift that moves whole-run
+    samples by ±15 % here cancels out."""
     import random
 
     from pydantic import BaseModel
@@ -119,17 +123,21 @@ async def interleaved_steps(n: int = 4000) -> tuple[float, float]:
         class Inputs(BaseModel):
             prompt: str
 
-    samples: dict[str, list[float]] = {"direct": [], "step": []}
+    samples: dict[str, list[float]] = {kind: [] for kind in kinds}
 
     class Interleaved(BaseFlow):
         flow_name = "interleaved"
 
         async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
-            litellm = ensure_providers(get_engine().plugins.model_providers())
+            engine = get_engine()
+            switch = _tracer_switch(engine) if otel else None
+            litellm = ensure_providers(engine.plugins.model_providers())
             messages = [{"role": "user", "content": PROMPT}]
             clock = time.process_time
             for _ in range(inputs["rounds"]):
-                kind = random.choice(("direct", "step"))
+                kind = random.choice(kinds)
+                if switch is not None:
+                    switch(kind != "off")
                 started = clock()
                 if kind == "direct":
                     await litellm.acompletion(
@@ -138,14 +146,28 @@ async def interleaved_steps(n: int = 4000) -> tuple[float, float]:
                 else:
                     await Say().execute({"prompt": PROMPT})
                 samples[kind].append(clock() - started)
+            if switch is not None:
+                switch(True)
             return {}
 
-    fresh_engine()
-    await Interleaved().execute({"rounds": 200})  # warm-up
+    fresh_engine(otel=otel)
+    await Interleaved().execute({"rounds": 300})  # warm-up
     for kind in samples.values():
         kind.clear()
     await Interleaved().execute({"rounds": n})
-    return statistics.median(samples["direct"]), statistics.median(samples["step"])
+    return {kind: statistics.median(found) for kind, found in samples.items()}
+
+
+def _tracer_switch(engine: Any) -> Any:
+    """Turns the otel plugin's tracer on and off for ``engine`` (the plugin keeps one per engine)."""
+    from flow_engine.plugins.otel import state
+
+    tracer = state.active()
+
+    def switch(on: bool) -> None:
+        state._by_engine[engine] = tracer if on else state._OFF
+
+    return switch
 
 
 def main(n: int = 100, repeats: int = 25) -> dict[str, float]:
@@ -161,18 +183,19 @@ def main(n: int = 100, repeats: int = 25) -> dict[str, float]:
         f"{overhead:.0%}",
         "target < 10%",
     )
-    direct_cpu, step_cpu = asyncio.run(interleaved_steps())
-    interleaved = step_cpu / direct_cpu - 1
+    cpu = asyncio.run(interleaved(("direct", "step"), 4000))
+    direct_cpu, step_cpu = cpu["direct"], cpu["step"]
+    one_by_one = step_cpu / direct_cpu - 1
     row("CPU per call or step, interleaved one by one:", "", "")
     row("  litellm.acompletion directly", f"{direct_cpu * 1e6:.0f} µs", "1.00x")
     row("  UnstructuredStep in a flow", f"{step_cpu * 1e6:.0f} µs", f"{step_cpu / direct_cpu:.2f}x")
     row(
         "  engine overhead per step (difference of the medians)",
         f"{(step_cpu - direct_cpu) * 1e6:.0f} µs",
-        f"{interleaved:.0%}",
+        f"{one_by_one:.0%}",
         "target < 10%",
     )
-    return {"direct": direct, "engine": engine, "overhead_ratio": overhead, "interleaved_ratio": interleaved}
+    return {"direct": direct, "engine": engine, "overhead_ratio": overhead, "interleaved_ratio": one_by_one}
 
 
 def install_sdk_providers() -> None:
@@ -220,62 +243,6 @@ async def measure_otel(n: int, repeats: int) -> tuple[float, float, float, float
         on.append(t_on)
         added.append((t_on - t_off) / d)
     return statistics.median(direct), statistics.median(off), statistics.median(on), statistics.median(added)
-
-
-async def interleaved_otel(n: int = 6000) -> tuple[float, float, float]:
-    """Per-step CPU cost, each sample one step: ``n`` rounds inside ONE flow of one traced engine, each
-    round at random a litellm call made directly, a step with tracing off (the plugin's tracer switched
-    off for this engine: its hooks still run, and return at once) or a step with tracing on, timed with
-    the process's CPU clock (every thread: the span processor's too). Randomly interleaved single
-    samples see the same machine, so the drift that moves whole-run samples by ±15 % here cancels out.
-    Returns the medians of the three kinds."""
-    import random
-
-    from pydantic import BaseModel
-
-    from flow_engine import BaseFlow, UnstructuredStep
-    from flow_engine.engine import get_engine
-    from flow_engine.llm.loader import ensure_providers
-    from flow_engine.plugins.otel import state
-
-    class Say(UnstructuredStep):
-        step_name = "say"
-
-        class Inputs(BaseModel):
-            prompt: str
-
-    samples: dict[str, list[float]] = {"direct": [], "off": [], "on": []}
-
-    class Interleaved(BaseFlow):
-        flow_name = "interleaved"
-
-        async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
-            engine = get_engine()
-            tracer = state.active()
-            litellm = ensure_providers(engine.plugins.model_providers())
-            messages = [{"role": "user", "content": PROMPT}]
-            clock = time.process_time
-            for _ in range(inputs["rounds"]):
-                kind = random.choice(("direct", "off", "on"))
-                state._by_engine[engine] = tracer if kind == "on" else state._OFF
-                started = clock()
-                if kind == "direct":
-                    await litellm.acompletion(
-                        model="offline/default", messages=messages, max_retries=0, num_retries=0
-                    )
-                else:
-                    await Say().execute({"prompt": PROMPT})
-                samples[kind].append(clock() - started)
-            state._by_engine[engine] = tracer
-            return {}
-
-    fresh_engine(otel=True)
-    await Interleaved().execute({"rounds": 300})  # warm-up
-    for kind in samples.values():
-        kind.clear()
-    await Interleaved().execute({"rounds": n})
-    direct, off, on = (statistics.median(samples[k]) for k in ("direct", "off", "on"))
-    return direct, off, on
 
 
 async def tracer_alone(n: int = 3000, repeats: int = 5) -> tuple[float, float]:
@@ -353,16 +320,17 @@ def main_otel(n: int = 100, repeats: int = 25) -> dict[str, float]:
         f"{added:.1%}",
         "target < 5%",
     )
-    direct_cpu, off_cpu, on_cpu = asyncio.run(interleaved_otel())
+    cpu = asyncio.run(interleaved(("direct", "off", "on"), 6000, otel=True))
+    direct_cpu, off_cpu, on_cpu = cpu["direct"], cpu["off"], cpu["on"]
     row("CPU per call or step, interleaved one by one:", "", "")
     row("  litellm.acompletion directly", f"{direct_cpu * 1e6:.0f} µs", "1.00x")
     row("  UnstructuredStep, tracing off", f"{off_cpu * 1e6:.0f} µs", f"{off_cpu / direct_cpu:.2f}x")
     row("  UnstructuredStep, tracing on", f"{on_cpu * 1e6:.0f} µs", f"{on_cpu / direct_cpu:.2f}x")
-    interleaved = (on_cpu - off_cpu) / direct_cpu
+    one_by_one = (on_cpu - off_cpu) / direct_cpu
     row(
         "  tracing per step (difference of the medians)",
         f"{(on_cpu - off_cpu) * 1e6:.0f} µs",
-        f"{interleaved:.1%}",
+        f"{one_by_one:.1%}",
         "target < 5%",
     )
     alone, alone_direct = asyncio.run(tracer_alone())
@@ -377,7 +345,7 @@ def main_otel(n: int = 100, repeats: int = 25) -> dict[str, float]:
         "off": off,
         "on": on,
         "added_ratio": added,
-        "interleaved_ratio": interleaved,
+        "interleaved_ratio": one_by_one,
         "alone_ratio": alone / alone_direct,
     }
 
