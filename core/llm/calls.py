@@ -370,7 +370,10 @@ def _litellm_send(call: LLMCallInfo) -> Send:
             from . import processes
 
             count, timeout = settings.llm_processes, settings.request_timeout
-            return await processes.call(litellm, call.kind, kwargs, count, timeout)
+            try:
+                return await processes.call(litellm, call.kind, kwargs, count, timeout)
+            except processes.NotPortable as exc:  # made here, as below
+                log.debug("%s; calling litellm here", exc)
         # the HTTP client's timeout bounds each read, not the whole answer: a server dripping bytes
         # would keep an attempt alive forever
         try:

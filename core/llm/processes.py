@@ -62,6 +62,10 @@ def deadline_of(request_timeout: float) -> float:
     return request_timeout + max(1.0, request_timeout / 10)
 
 
+class NotPortable(Exception):
+    """The call's arguments cannot be pickled: it is made in this process instead."""
+
+
 class RemoteLLMError(Exception):
     """A call that failed in a worker process. Its class is named after the original exception's."""
 
@@ -456,21 +460,16 @@ def _rebuild(litellm: Any, kind: str, data: dict[str, Any], hidden: dict[str, An
 
 async def call(litellm: Any, kind: str, kwargs: dict[str, Any], count: int, request_timeout: float) -> Any:
     """``litellm.acompletion`` / ``aimage_generation`` with ``kwargs``, made in one of ``count`` workers;
-    the answer awaited for :func:`deadline_of` ``(request_timeout)``. A call whose arguments cannot be
-    sent to another process (a callable, an object of a local class) is made here."""
+    the answer awaited for :func:`deadline_of` ``(request_timeout)``. Raises :class:`NotPortable`,
+    before sending anything, if the arguments cannot be sent to another process (a callable, an
+    object of a local class): the caller makes that call itself."""
     pool = _pool(count)
     _warn_about_callbacks(litellm)
     request_id = next(pool._ids)
     try:
         data = wire.encode((wire.CALL, request_id, kind, _portable(kwargs)))
     except (pickle.PicklingError, TypeError, AttributeError) as exc:  # what pickle raises
-        log.debug("%s arguments cannot go to a worker process (%s); calling litellm here", kind, exc)
-        fn = litellm.acompletion if kind == "completion" else litellm.aimage_generation
-        try:
-            async with asyncio.timeout(request_timeout):
-                return await fn(**kwargs)
-        except TimeoutError as timeout:
-            raise TimeoutError(f"no answer within {request_timeout:g} s") from timeout
+        raise NotPortable(f"{kind} arguments cannot go to a worker process ({exc})") from exc
     message = await pool.call(data, request_id, deadline_of(request_timeout))
     if message[1] == wire.OK:
         return _rebuild(litellm, kind, message[2], message[3])
@@ -478,7 +477,7 @@ async def call(litellm: Any, kind: str, kwargs: dict[str, Any], count: int, requ
 
 
 def running() -> list[int]:
-    """The process ids of the running workers (for ``flow`` diagnostics and tests)."""
+    """The process ids of the running workers (tests use it)."""
     workers = _workers
     return [w.process.pid for w in workers.slots] if workers is not None else []
 

@@ -358,13 +358,26 @@ async def test_a_worker_that_cannot_start_fails_the_call_saying_so(online, monke
     processes.shutdown()
 
 
-async def test_arguments_that_cannot_be_pickled_are_sent_from_this_process(engine):
-    class Here:
-        async def acompletion(self, **kwargs: Any) -> Any:
-            return ("made here", kwargs["callback"]())
+async def test_arguments_that_cannot_be_pickled_are_sent_from_this_process(online, monkeypatch):
+    from flow_engine.llm.loader import load_litellm
 
-    result = await processes.call(Here(), "completion", {"callback": lambda: 42}, 1, 5.0)
-    assert result == ("made here", 42)
+    litellm = load_litellm()
+    made_here: list[Any] = []
+    real = litellm.acompletion
+
+    async def spy(**kwargs: Any) -> Any:
+        made_here.append(kwargs)
+        return await real(**kwargs)
+
+    monkeypatch.setattr(litellm, "acompletion", spy)
+    online.script(Reply("made here"))
+    local = lambda *args: None  # noqa: E731  (a function defined here: not picklable)
+    call = await complete(MESSAGES, model=MODEL, callbacks=[local])
+    assert call.text == "made here"
+    [sent] = made_here  # made in this process, once, with the arguments as given
+    assert sent["callbacks"] == [local]
+    with pytest.raises(processes.NotPortable):
+        await processes.call(object(), "completion", {"callback": lambda: 42}, 1, 5.0)
 
 
 async def test_litellm_callbacks_set_here_are_warned_about(online, monkeypatch, caplog):
