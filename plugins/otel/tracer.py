@@ -3,6 +3,12 @@
 Spans are kept by run and step id (the lifecycle hooks give ids, not a context), and each LLM call's
 span is parented on its step's span (else its run's, else the caller's current span). The trace context
 of a run's first start is kept in ``flow_metadata["otel"]``: a resumed run links to it.
+
+A step's span and its calls' spans and metric records are made together when the step ends (with the
+times they happened), unless something needs the step's span sooner (a child flow's parent, many calls
+in one step): the SDK's work per step then runs in one burst instead of three spread between the
+engine's and litellm's. After each litellm call the SDK's code and data are cold, and three separate
+bursts cost about 1.5x one (docs/performance.md, run 11).
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry import context, metrics, trace
+from opentelemetry import metrics, trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from flow_engine.plugin import get_engine
@@ -32,6 +39,7 @@ _PARAMS = {
     "n": "gen_ai.request.choice.count",
 }
 _SCOPE = "flow_engine"
+_MAX_HELD_CALLS = 16  # a step making more calls gets its span then, and its calls' spans as they end
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -65,6 +73,33 @@ def _providers() -> tuple[Any, Any]:
     return tracer_provider, meter_provider
 
 
+@dataclass(slots=True)
+class _Step:
+    """A step whose span is made when it ends, or sooner when needed (``Tracer._span_of``)."""
+
+    name: str
+    attributes: dict[str, Any]
+    parent: Any  # the context of its run's span
+    start_ns: int
+    span: Any = None
+    calls: list[_Call] = field(default_factory=list)  # calls ended while the span was not made yet
+
+
+@dataclass(slots=True)
+class _Call:
+    """One ended attempt of an LLM call: its span and metric records, made by ``Tracer._emit``."""
+
+    name: str
+    attributes: dict[str, Any]
+    start_ns: int
+    end_ns: int
+    duration_s: float
+    metric_attributes: dict[str, Any]
+    error: str | None = None  # the exception's class name: the span's error status
+    tokens: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    cost: float | None = None
+
+
 def split_model(model: str) -> tuple[str | None, str]:
     """``openai/gpt-4o-mini`` -> (``openai``, ``gpt-4o-mini``): litellm's provider prefix."""
     provider, sep, name = model.partition("/")
@@ -85,8 +120,8 @@ class Tracer:
         self.runs = meter.create_counter("flow_engine.runs", unit="{run}", description="Runs ended.")
         self.cost = meter.create_counter("flow_engine.llm.cost", unit="USD", description="LLM cost.")
         self.run_spans: dict[uuid.UUID, Any] = {}
-        self.step_spans: dict[uuid.UUID, Any] = {}
-        self.open_steps: dict[uuid.UUID, list[Any]] = {}  # run id -> its open step spans, innermost last
+        self.steps: dict[uuid.UUID, _Step] = {}
+        self.open_steps: dict[uuid.UUID, list[uuid.UUID]] = {}  # run id -> its open steps, innermost last
         self.calls_in_step: dict[uuid.UUID, int] = {}
         self.last_attempt_end: dict[uuid.UUID, float] = {}
         # (kind, model) -> metric attributes of its calls, and of its input and output token counts
@@ -129,7 +164,8 @@ class Tracer:
     def _parent_of_run(self, parent_run_id: uuid.UUID | None, meta: dict[str, Any]) -> Any:
         if parent_run_id is not None:
             steps = self.open_steps.get(parent_run_id)
-            span = steps[-1] if steps else self.run_spans.get(parent_run_id)
+            step = self.steps.get(steps[-1]) if steps else None
+            span = self._span_of(step) if step is not None else self.run_spans.get(parent_run_id)
             if span is not None:
                 return trace.set_span_in_context(span)
         submitted = meta.get("otel", {}).get("submitted")
@@ -139,7 +175,9 @@ class Tracer:
 
     def flow_ended(self, event: Any, status: str) -> None:
         span = self.run_spans.pop(event.run_id, None)
-        self.open_steps.pop(event.run_id, None)
+        for step_id in self.open_steps.pop(event.run_id, ()):  # steps that never ended
+            self.steps.pop(step_id, None)
+            self.calls_in_step.pop(step_id, None)
         self.runs.add(1, {"flow_engine.flow.name": event.flow_name, "flow_engine.run.status": status})
         if span is None:
             return
@@ -162,7 +200,6 @@ class Tracer:
         if event.step_id is None:
             return
         run_span = self.run_spans.get(event.run_id) if event.run_id else None
-        parent = trace.set_span_in_context(run_span) if run_span is not None else None
         attributes = {
             "flow_engine.step.name": event.step_name,
             "flow_engine.step.type": event.step_type,
@@ -171,59 +208,102 @@ class Tracer:
             attributes["flow_engine.step.key"] = event.step_key
         if event.step_order is not None:
             attributes["flow_engine.step.order"] = event.step_order
-        span = self.tracer.start_span(f"step {event.step_name}", context=parent, attributes=attributes)
-        self.step_spans[event.step_id] = span
+        parent = trace.set_span_in_context(run_span) if run_span is not None else None
+        self.steps[event.step_id] = _Step(f"step {event.step_name}", attributes, parent, time.time_ns())
         if event.run_id is not None:
-            self.open_steps.setdefault(event.run_id, []).append(span)
+            self.open_steps.setdefault(event.run_id, []).append(event.step_id)
+
+    def _span_of(self, step: _Step) -> Any:
+        """The step's span, made now if it was not (started when the step started), with the spans of
+        the calls it held."""
+        if step.span is None:
+            step.span = self.tracer.start_span(
+                step.name, context=step.parent, attributes=step.attributes, start_time=step.start_ns
+            )
+            for call in step.calls:
+                self._emit(call, step.span)
+            step.calls.clear()
+        return step.span
 
     def step_ended(self, event: Any) -> None:
-        span = self.step_spans.pop(event.step_id, None) if event.step_id else None
+        step = self.steps.pop(event.step_id, None) if event.step_id else None
         self.calls_in_step.pop(event.step_id, None)
-        if span is None:
+        if step is None:
             return
         steps = self.open_steps.get(event.run_id) or []
-        if span in steps:
-            steps.remove(span)
-        metadata = getattr(event.result, "metadata", None) or {}
+        if event.step_id in steps:
+            steps.remove(event.step_id)
         if event.error is not None:
-            span.set_attribute("flow_engine.step.status", "failed")
-            _record_error(span, event.error)
+            step.attributes["flow_engine.step.status"] = "failed"
+            step.attributes["error.type"] = _error_type(event.error)
         else:
-            found: dict[str, Any] = {"flow_engine.step.status": "completed"}
+            metadata = getattr(event.result, "metadata", None) or {}
+            step.attributes["flow_engine.step.status"] = "completed"
             if metadata.get("tokens_used") is not None:
-                found["flow_engine.step.tokens"] = metadata["tokens_used"]
+                step.attributes["flow_engine.step.tokens"] = metadata["tokens_used"]
             if metadata.get("cost_estimate") is not None:
-                found["flow_engine.step.cost"] = metadata["cost_estimate"]
-            span.set_attributes(found)
+                step.attributes["flow_engine.step.cost"] = metadata["cost_estimate"]
+        if step.span is not None:  # made early: the attributes found since go on it now
+            step.span.set_attributes(step.attributes)
+        span = self._span_of(step)
+        if event.error is not None:
+            span.set_status(Status(StatusCode.ERROR, type(event.error).__name__))
         span.end()
 
     # -- LLM calls -----------------------------------------------------------------------------
     def wrap_call(self, call: Any, send: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
         async def traced() -> Any:
-            span, attributes, content = self._start_call(call)
+            start_ns = time.time_ns()
             started = time.perf_counter()
-            # the call span is current while litellm runs (its own instrumentation nests under it);
-            # attach/detach rather than ``use_span``, whose generator and exception handling the
-            # lines below already do
-            token = context.attach(trace.set_span_in_context(span))
             try:
                 response = await send()
             except BaseException as exc:
-                error_type = _error_type(exc)
-                _record_error(span, exc)
-                self.duration.record(time.perf_counter() - started, {**attributes, "error.type": error_type})
-                self.last_attempt_end[call.call_id] = time.perf_counter()
-                span.end()
+                ended = time.perf_counter()
+                record = self._call_record(call, start_ns, started, ended)
+                self.last_attempt_end[call.call_id] = ended
+                record.error = type(exc).__name__
+                record.attributes["error.type"] = error_type = _error_type(exc)
+                record.metric_attributes = {**record.metric_attributes, "error.type": error_type}
+                self._ended(call, record)
                 raise
-            finally:
-                context.detach(token)
-            self.last_attempt_end.pop(call.call_id, None)
-            self.duration.record(time.perf_counter() - started, attributes)
-            self._finish_call(span, call, response, content)
-            span.end()
+            record = self._call_record(call, start_ns, started, time.perf_counter())
+            if call.attempt > 1:
+                self.last_attempt_end.pop(call.call_id, None)
+            self._add_answer(record, call, response)
+            self._ended(call, record)
             return response
 
         return traced
+
+    def _ended(self, call: Any, record: _Call) -> None:
+        """A call's span and metrics: held by its step until the step ends, else made now."""
+        step = self.steps.get(call.step_id) if call.step_id else None
+        if step is not None:
+            if step.span is None and len(step.calls) < _MAX_HELD_CALLS:
+                step.calls.append(record)
+                return
+            self._emit(record, self._span_of(step))
+        else:
+            self._emit(record, self.run_spans.get(call.run_id) if call.run_id is not None else None)
+
+    def _emit(self, record: _Call, parent: Any) -> None:
+        context = trace.set_span_in_context(parent) if parent is not None else None
+        span = self.tracer.start_span(
+            record.name,
+            kind=SpanKind.CLIENT,
+            context=context,
+            attributes=record.attributes,
+            start_time=record.start_ns,
+        )
+        if record.error is not None:
+            span.set_status(Status(StatusCode.ERROR, record.error))
+        span.end(end_time=record.end_ns)
+        self.duration.record(record.duration_s, record.metric_attributes)
+        for value, attributes in record.tokens:
+            self.token_usage.record(value, attributes)
+        if record.cost is not None:
+            model = record.metric_attributes["gen_ai.request.model"]
+            self.cost.add(record.cost, {"gen_ai.request.model": model})
 
     def _model_attributes(self, call: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         """The metric attributes of a model's calls and of its input and output tokens, made once per
@@ -245,18 +325,18 @@ class Tracer:
             )
         return found
 
-    def _start_call(self, call: Any) -> tuple[Any, dict[str, Any], bool]:
+    def _call_record(self, call: Any, start_ns: int, started: float, ended: float) -> _Call:
+        """The call's attributes known without its answer; ``started``/``ended`` by the perf counter."""
         metric_attributes = self._model_attributes(call)[0]
-        operation = metric_attributes["gen_ai.operation.name"]
         attributes = {
             **metric_attributes,
             "flow_engine.llm.attempt": call.attempt,
             "flow_engine.llm.call_id": str(call.call_id),
         }
         params = call.params
-        for key, name in _PARAMS.items():
-            value = params.get(key)
-            if isinstance(value, int | float | str):
+        for key, value in params.items():
+            name = _PARAMS.get(key)
+            if name is not None and isinstance(value, int | float | str):
                 attributes[name] = value
         stop = params.get("stop")
         if stop:
@@ -266,30 +346,20 @@ class Tracer:
         if call.api_base:
             attributes.update(self._server(call.api_base))
         if call.attempt > 1:
-            ended = self.last_attempt_end.pop(call.call_id, None)
-            if ended is not None:  # the retry wait before this attempt
-                attributes["flow_engine.llm.retry_wait_s"] = round(time.perf_counter() - ended, 6)
+            previous = self.last_attempt_end.get(call.call_id)
+            if previous is not None:  # the retry wait before this attempt
+                attributes["flow_engine.llm.retry_wait_s"] = round(started - previous, 6)
         elif call.step_id is not None:  # structured-output re-asks are the step's 2nd, 3rd... call
             index = self.calls_in_step.get(call.step_id, 0) + 1
             self.calls_in_step[call.step_id] = index
             attributes["flow_engine.llm.call_index"] = index
-        content = capture_content()
-        if content:
+        if capture_content():
             request = (
                 call.messages if call.messages is not None else [{"role": "user", "content": call.prompt}]
             )
             attributes["gen_ai.input.messages"] = json.dumps(request, default=str)
-        parent = self.step_spans.get(call.step_id) if call.step_id else None
-        if parent is None and call.run_id is not None:
-            parent = self.run_spans.get(call.run_id)
-        parent_context = trace.set_span_in_context(parent) if parent is not None else None
-        span = self.tracer.start_span(
-            f"{operation} {metric_attributes['gen_ai.request.model']}",
-            kind=SpanKind.CLIENT,
-            context=parent_context,
-            attributes=attributes,
-        )
-        return span, metric_attributes, content
+        name = f"{metric_attributes['gen_ai.operation.name']} {metric_attributes['gen_ai.request.model']}"
+        return _Call(name, attributes, start_ns, time.time_ns(), ended - started, metric_attributes)
 
     def _server(self, api_base: str) -> dict[str, Any]:
         found = self._servers.get(api_base)
@@ -302,9 +372,9 @@ class Tracer:
             self._servers[api_base] = found
         return found
 
-    def _finish_call(self, span: Any, call: Any, response: Any, content: bool) -> None:
-        """The answer's attributes, set on the span at once, and the token and cost metrics."""
-        found: dict[str, Any] = {}
+    def _add_answer(self, record: _Call, call: Any, response: Any) -> None:
+        """The answer's attributes, token counts and cost."""
+        found = record.attributes
         response_model = getattr(response, "model", None)
         if response_model:
             found["gen_ai.response.model"] = response_model
@@ -325,17 +395,14 @@ class Tracer:
                 value = getattr(usage, field, None)
                 if isinstance(value, int):
                     found[name] = value
-                    self.token_usage.record(value, token_attributes)
+                    record.tokens.append((value, token_attributes))
         hidden = getattr(response, "_hidden_params", None) or {}
         cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
         if isinstance(cost, int | float):
-            found["flow_engine.llm.cost"] = cost
-            model = self._model_attributes(call)[0]["gen_ai.request.model"]
-            self.cost.add(cost, {"gen_ai.request.model": model})
-        if content and choices:
+            found["flow_engine.llm.cost"] = record.cost = cost
+        if "gen_ai.input.messages" in found and choices:
             answers = [{"role": "assistant", "content": getattr(c.message, "content", None)} for c in choices]
             found["gen_ai.output.messages"] = json.dumps(answers, default=str)
-        span.set_attributes(found)
 
 
 def _error_type(exc: BaseException) -> str:

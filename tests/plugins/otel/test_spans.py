@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -54,6 +55,37 @@ class Parent(BaseFlow):
     async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
         await Summarise().execute({"prompt": "Parent summary"})
         return await Child().execute({})
+
+
+class ManyCalls(BaseStep):
+    """More calls than a step's span holds back (the tracer makes its span at the 17th)."""
+
+    step_name = "many_calls"
+
+    async def run(self, inputs: Any) -> str:
+        from flow_engine.plugin import complete
+
+        for i in range(20):
+            await complete([{"role": "user", "content": f"call {i}"}], model="openai/gpt-4o-mini")
+        return "done"
+
+
+class CallThenChild(BaseStep):
+    step_name = "call_then_child"
+
+    async def run(self, inputs: Any) -> str:
+        from flow_engine.plugin import complete
+
+        await complete([{"role": "user", "content": "first"}], model="openai/gpt-4o-mini")
+        return (await Child().execute({}))["title"]
+
+
+class OneStep(BaseFlow):
+    flow_name = "one_step"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        step = ManyCalls() if inputs["many"] else CallThenChild()
+        return {"out": (await step.execute({})).output_content}
 
 
 FAIL = {"on": True}
@@ -193,6 +225,34 @@ async def test_a_child_flow_nests_under_its_parent(online, spans):
     assert child.attributes["flow_engine.run.parent_id"] == parent.attributes["flow_engine.run.id"]
     [title] = children(spans, child)
     assert title.name == "step title"
+    assert [c.name for c in children(spans, title)] == ["chat gpt-4o-mini"]
+
+
+def within(inner, outer) -> bool:
+    return outer.start_time <= inner.start_time <= inner.end_time <= outer.end_time
+
+
+async def test_a_step_making_many_calls_has_every_call_span_under_it_in_order(online, spans):
+    await OneStep().execute({"many": True})
+    step = one(spans, "step many_calls")
+    calls = children(spans, step)
+    assert len(calls) == 20 and all(c.name == "chat gpt-4o-mini" for c in calls)
+    assert all(within(c, step) for c in calls)
+    in_time = sorted(calls, key=lambda c: c.start_time)
+    assert [c.attributes["flow_engine.llm.call_index"] for c in in_time] == list(range(1, 21))
+    assert all(a.end_time <= b.start_time for a, b in itertools.pairwise(in_time))
+    assert len(by_name(spans, "invoke_workflow one_step")) == 1
+
+
+async def test_a_child_flow_started_inside_a_step_nests_under_that_step(online, spans):
+    await OneStep().execute({"many": False})
+    step = one(spans, "step call_then_child")
+    child = one(spans, "invoke_workflow child")
+    assert child.parent.span_id == step.context.span_id
+    assert within(child, step)
+    [call] = [c for c in children(spans, step) if c.name == "chat gpt-4o-mini"]
+    assert within(call, step) and call.end_time <= child.start_time
+    [title] = children(spans, child)
     assert [c.name for c in children(spans, title)] == ["chat gpt-4o-mini"]
 
 
