@@ -4,25 +4,28 @@ Spans are kept by run and step id (the lifecycle hooks give ids, not a context),
 span is parented on its step's span (else its run's, else the caller's current span). The trace context
 of a run's first start is kept in ``flow_metadata["otel"]``: a resumed run links to it.
 
-A step's span and its calls' spans and metric records are made together when the step ends (with the
-times they happened), unless something needs the step's span sooner (a child flow's parent, many calls
-in one step): the SDK's work per step then runs in one burst instead of three spread between the
-engine's and litellm's. After each litellm call the SDK's code and data are cold, and three separate
-bursts cost about 1.5x one (docs/performance.md, run 11).
+A step's span, its calls' spans and their metric records are made after the step ends, eight steps at
+a time (or within half a second, or when the run ends), with the times they happened; sooner when
+something needs the step's span (a child flow's parent, many calls in one step). After each litellm
+call the OpenTelemetry SDK's code and data are out of the CPU's caches, and its work per span cost
+about twice as much spread over each step as in one burst: tracing a step went from ~9 % to ~5 % of
+litellm's cost per call (docs/performance.md, run 11).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry import metrics, trace
+from opentelemetry import context, metrics, trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from flow_engine.plugin import get_engine
@@ -39,6 +42,8 @@ _PARAMS = {
     "n": "gen_ai.request.choice.count",
 }
 _SCOPE = "flow_engine"
+_HELD_STEPS = 8  # ended steps' spans are made 8 at a time (or after _HOLD_SECONDS, or at the run's end)
+_HOLD_SECONDS = 0.5
 _MAX_HELD_CALLS = 16  # a step making more calls gets its span then, and its calls' spans as they end
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -79,25 +84,29 @@ class _Step:
 
     name: str
     attributes: dict[str, Any]
-    parent: Any  # the context of its run's span
+    parent: Any  # the context of its run's span (else the one it started in)
     start_ns: int
     span: Any = None
     calls: list[_Call] = field(default_factory=list)  # calls ended while the span was not made yet
+    end_ns: int | None = None
+    error: str | None = None  # the exception's class name: the span's error status
 
 
 @dataclass(slots=True)
 class _Call:
-    """One ended attempt of an LLM call: its span and metric records, made by ``Tracer._emit``."""
+    """One ended attempt of an LLM call, as little as can be kept at once: its span, attributes and
+    metric records are made from it in the burst (``Tracer._emit``)."""
 
-    name: str
-    attributes: dict[str, Any]
+    info: Any  # the hook's LLMCallInfo (a new one per attempt)
+    response: Any  # None when the attempt failed
     start_ns: int
     end_ns: int
     duration_s: float
-    metric_attributes: dict[str, Any]
+    retry_wait_s: float | None = None
+    call_index: int | None = None  # the step's 1st, 2nd... call (structured-output re-asks)
     error: str | None = None  # the exception's class name: the span's error status
-    tokens: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    cost: float | None = None
+    error_type: str | None = None
+    input_messages: str | None = None  # JSON, only with content capture opted in
 
 
 def split_model(model: str) -> tuple[str | None, str]:
@@ -121,6 +130,7 @@ class Tracer:
         self.cost = meter.create_counter("flow_engine.llm.cost", unit="USD", description="LLM cost.")
         self.run_spans: dict[uuid.UUID, Any] = {}
         self.steps: dict[uuid.UUID, _Step] = {}
+        self.ended: deque[_Step] = deque()  # ended steps whose spans are not made yet
         self.open_steps: dict[uuid.UUID, list[uuid.UUID]] = {}  # run id -> its open steps, innermost last
         self.calls_in_step: dict[uuid.UUID, int] = {}
         self.last_attempt_end: dict[uuid.UUID, float] = {}
@@ -174,6 +184,7 @@ class Tracer:
         return None  # the current context: the application's span, if any
 
     def flow_ended(self, event: Any, status: str) -> None:
+        self.flush()
         span = self.run_spans.pop(event.run_id, None)
         for step_id in self.open_steps.pop(event.run_id, ()):  # steps that never ended
             self.steps.pop(step_id, None)
@@ -208,7 +219,8 @@ class Tracer:
             attributes["flow_engine.step.key"] = event.step_key
         if event.step_order is not None:
             attributes["flow_engine.step.order"] = event.step_order
-        parent = trace.set_span_in_context(run_span) if run_span is not None else None
+        # its span may be made later, in another context: the parent is fixed now
+        parent = trace.set_span_in_context(run_span) if run_span is not None else context.get_current()
         self.steps[event.step_id] = _Step(f"step {event.step_name}", attributes, parent, time.time_ns())
         if event.run_id is not None:
             self.open_steps.setdefault(event.run_id, []).append(event.step_id)
@@ -243,12 +255,42 @@ class Tracer:
                 step.attributes["flow_engine.step.tokens"] = metadata["tokens_used"]
             if metadata.get("cost_estimate") is not None:
                 step.attributes["flow_engine.step.cost"] = metadata["cost_estimate"]
+        step.error = type(event.error).__name__ if event.error is not None else None
+        step.end_ns = time.time_ns()
+        if step.span is None and event.run_id is not None:  # made with the next few steps' spans
+            self.ended.append(step)
+            if len(self.ended) >= _HELD_STEPS:
+                self.flush()
+            elif len(self.ended) == 1:
+                self._flush_later()
+            return
         if step.span is not None:  # made early: the attributes found since go on it now
             step.span.set_attributes(step.attributes)
+        self._end(step)
+
+    def _end(self, step: _Step) -> None:
         span = self._span_of(step)
-        if event.error is not None:
-            span.set_status(Status(StatusCode.ERROR, type(event.error).__name__))
-        span.end()
+        if step.error is not None:
+            span.set_status(Status(StatusCode.ERROR, step.error))
+        span.end(end_time=step.end_ns)
+
+    def flush(self) -> None:
+        """Make the spans (and metric records) of the ended steps held back."""
+        ended = self.ended
+        while ended:
+            try:
+                step = ended.popleft()
+            except IndexError:  # another thread took the last one
+                break
+            self._end(step)
+
+    def _flush_later(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+        else:  # a later batch may go early by this timer: harmless
+            loop.call_later(_HOLD_SECONDS, self.flush)
 
     # -- LLM calls -----------------------------------------------------------------------------
     def wrap_call(self, call: Any, send: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
@@ -259,24 +301,36 @@ class Tracer:
                 response = await send()
             except BaseException as exc:
                 ended = time.perf_counter()
-                record = self._call_record(call, start_ns, started, ended)
+                record = self._call_record(call, None, start_ns, started, ended)
                 self.last_attempt_end[call.call_id] = ended
-                record.error = type(exc).__name__
-                record.attributes["error.type"] = error_type = _error_type(exc)
-                record.metric_attributes = {**record.metric_attributes, "error.type": error_type}
-                self._ended(call, record)
+                record.error, record.error_type = type(exc).__name__, _error_type(exc)
+                self._ended(record)
                 raise
-            record = self._call_record(call, start_ns, started, time.perf_counter())
-            if call.attempt > 1:
-                self.last_attempt_end.pop(call.call_id, None)
-            self._add_answer(record, call, response)
-            self._ended(call, record)
+            record = self._call_record(call, response, start_ns, started, time.perf_counter())
+            self._ended(record)
             return response
 
         return traced
 
-    def _ended(self, call: Any, record: _Call) -> None:
+    def _call_record(self, call: Any, response: Any, start_ns: int, started: float, ended: float) -> _Call:
+        """What must be taken when the attempt ends (``started``/``ended`` by the perf counter)."""
+        record = _Call(call, response, start_ns, time.time_ns(), ended - started)
+        if call.attempt > 1:
+            previous = self.last_attempt_end.pop(call.call_id, None)
+            if previous is not None:  # the retry wait before this attempt
+                record.retry_wait_s = round(started - previous, 6)
+        elif call.step_id is not None:
+            record.call_index = self.calls_in_step[call.step_id] = self.calls_in_step.get(call.step_id, 0) + 1
+        if capture_content():
+            request = (
+                call.messages if call.messages is not None else [{"role": "user", "content": call.prompt}]
+            )
+            record.input_messages = json.dumps(request, default=str)
+        return record
+
+    def _ended(self, record: _Call) -> None:
         """A call's span and metrics: held by its step until the step ends, else made now."""
+        call = record.info
         step = self.steps.get(call.step_id) if call.step_id else None
         if step is not None:
             if step.span is None and len(step.calls) < _MAX_HELD_CALLS:
@@ -287,23 +341,36 @@ class Tracer:
             self._emit(record, self.run_spans.get(call.run_id) if call.run_id is not None else None)
 
     def _emit(self, record: _Call, parent: Any) -> None:
+        """The call's span (parented on ``parent``) and metric records."""
+        call = record.info
+        metric_attributes, input_attributes, output_attributes = self._model_attributes(call)
+        attributes = self._request_attributes(record, metric_attributes)
+        duration_attributes = metric_attributes
+        tokens: tuple[tuple[int, dict[str, Any]], ...] = ()
+        cost = None
+        if record.error_type is not None:
+            attributes["error.type"] = record.error_type
+            duration_attributes = {**metric_attributes, "error.type": record.error_type}
+        else:
+            tokens, cost = _answer_attributes(
+                attributes, record.response, input_attributes, output_attributes, record.input_messages
+            )
         context = trace.set_span_in_context(parent) if parent is not None else None
         span = self.tracer.start_span(
-            record.name,
+            f"{metric_attributes['gen_ai.operation.name']} {metric_attributes['gen_ai.request.model']}",
             kind=SpanKind.CLIENT,
             context=context,
-            attributes=record.attributes,
+            attributes=attributes,
             start_time=record.start_ns,
         )
         if record.error is not None:
             span.set_status(Status(StatusCode.ERROR, record.error))
         span.end(end_time=record.end_ns)
-        self.duration.record(record.duration_s, record.metric_attributes)
-        for value, attributes in record.tokens:
-            self.token_usage.record(value, attributes)
-        if record.cost is not None:
-            model = record.metric_attributes["gen_ai.request.model"]
-            self.cost.add(record.cost, {"gen_ai.request.model": model})
+        self.duration.record(record.duration_s, duration_attributes)
+        for value, token_attributes in tokens:
+            self.token_usage.record(value, token_attributes)
+        if cost is not None:
+            self.cost.add(cost, {"gen_ai.request.model": metric_attributes["gen_ai.request.model"]})
 
     def _model_attributes(self, call: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         """The metric attributes of a model's calls and of its input and output tokens, made once per
@@ -325,9 +392,8 @@ class Tracer:
             )
         return found
 
-    def _call_record(self, call: Any, start_ns: int, started: float, ended: float) -> _Call:
-        """The call's attributes known without its answer; ``started``/``ended`` by the perf counter."""
-        metric_attributes = self._model_attributes(call)[0]
+    def _request_attributes(self, record: _Call, metric_attributes: dict[str, Any]) -> dict[str, Any]:
+        call = record.info
         attributes = {
             **metric_attributes,
             "flow_engine.llm.attempt": call.attempt,
@@ -345,21 +411,13 @@ class Tracer:
             attributes["gen_ai.output.type"] = "json"
         if call.api_base:
             attributes.update(self._server(call.api_base))
-        if call.attempt > 1:
-            previous = self.last_attempt_end.get(call.call_id)
-            if previous is not None:  # the retry wait before this attempt
-                attributes["flow_engine.llm.retry_wait_s"] = round(started - previous, 6)
-        elif call.step_id is not None:  # structured-output re-asks are the step's 2nd, 3rd... call
-            index = self.calls_in_step.get(call.step_id, 0) + 1
-            self.calls_in_step[call.step_id] = index
-            attributes["flow_engine.llm.call_index"] = index
-        if capture_content():
-            request = (
-                call.messages if call.messages is not None else [{"role": "user", "content": call.prompt}]
-            )
-            attributes["gen_ai.input.messages"] = json.dumps(request, default=str)
-        name = f"{metric_attributes['gen_ai.operation.name']} {metric_attributes['gen_ai.request.model']}"
-        return _Call(name, attributes, start_ns, time.time_ns(), ended - started, metric_attributes)
+        if record.retry_wait_s is not None:
+            attributes["flow_engine.llm.retry_wait_s"] = record.retry_wait_s
+        if record.call_index is not None:
+            attributes["flow_engine.llm.call_index"] = record.call_index
+        if record.input_messages is not None:
+            attributes["gen_ai.input.messages"] = record.input_messages
+        return attributes
 
     def _server(self, api_base: str) -> dict[str, Any]:
         found = self._servers.get(api_base)
@@ -372,37 +430,47 @@ class Tracer:
             self._servers[api_base] = found
         return found
 
-    def _add_answer(self, record: _Call, call: Any, response: Any) -> None:
-        """The answer's attributes, token counts and cost."""
-        found = record.attributes
-        response_model = getattr(response, "model", None)
-        if response_model:
-            found["gen_ai.response.model"] = response_model
-        response_id = getattr(response, "id", None)
-        if response_id:
-            found["gen_ai.response.id"] = response_id
-        choices = getattr(response, "choices", None) or []
-        reasons = [c.finish_reason for c in choices if getattr(c, "finish_reason", None)]
-        if reasons:
-            found["gen_ai.response.finish_reasons"] = reasons
-        usage = getattr(response, "usage", None)
-        if usage is not None:
-            _, input_attributes, output_attributes = self._model_attributes(call)
-            for token_attributes, field, name in (
-                (input_attributes, "prompt_tokens", "gen_ai.usage.input_tokens"),
-                (output_attributes, "completion_tokens", "gen_ai.usage.output_tokens"),
-            ):
-                value = getattr(usage, field, None)
-                if isinstance(value, int):
-                    found[name] = value
-                    record.tokens.append((value, token_attributes))
-        hidden = getattr(response, "_hidden_params", None) or {}
-        cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
-        if isinstance(cost, int | float):
-            found["flow_engine.llm.cost"] = record.cost = cost
-        if "gen_ai.input.messages" in found and choices:
-            answers = [{"role": "assistant", "content": getattr(c.message, "content", None)} for c in choices]
-            found["gen_ai.output.messages"] = json.dumps(answers, default=str)
+
+def _answer_attributes(
+    found: dict[str, Any],
+    response: Any,
+    input_attributes: dict[str, Any],
+    output_attributes: dict[str, Any],
+    content: str | None,
+) -> tuple[tuple[tuple[int, dict[str, Any]], ...], float | None]:
+    """The answer's attributes added to ``found``; its token counts (with their metric attributes) and
+    cost."""
+    response_model = getattr(response, "model", None)
+    if response_model:
+        found["gen_ai.response.model"] = response_model
+    response_id = getattr(response, "id", None)
+    if response_id:
+        found["gen_ai.response.id"] = response_id
+    choices = getattr(response, "choices", None) or []
+    reasons = [c.finish_reason for c in choices if getattr(c, "finish_reason", None)]
+    if reasons:
+        found["gen_ai.response.finish_reasons"] = reasons
+    tokens = []
+    usage = getattr(response, "usage", None)
+    if usage is not None:
+        for token_attributes, field_name, name in (
+            (input_attributes, "prompt_tokens", "gen_ai.usage.input_tokens"),
+            (output_attributes, "completion_tokens", "gen_ai.usage.output_tokens"),
+        ):
+            value = getattr(usage, field_name, None)
+            if isinstance(value, int):
+                found[name] = value
+                tokens.append((value, token_attributes))
+    hidden = getattr(response, "_hidden_params", None) or {}
+    cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
+    if isinstance(cost, int | float):
+        found["flow_engine.llm.cost"] = cost
+    else:
+        cost = None
+    if content is not None and choices:
+        answers = [{"role": "assistant", "content": getattr(c.message, "content", None)} for c in choices]
+        found["gen_ai.output.messages"] = json.dumps(answers, default=str)
+    return tuple(tokens), cost
 
 
 def _error_type(exc: BaseException) -> str:

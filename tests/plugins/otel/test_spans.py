@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
@@ -254,6 +255,29 @@ async def test_a_child_flow_started_inside_a_step_nests_under_that_step(online, 
     assert within(call, step) and call.end_time <= child.start_time
     [title] = children(spans, child)
     assert [c.name for c in children(spans, title)] == ["chat gpt-4o-mini"]
+
+
+async def test_a_step_span_is_exported_soon_after_the_step_while_its_run_goes_on(online, spans, monkeypatch):
+    """Ended steps' spans are made a few at a time; a run that goes on does not hold them for long."""
+    from flow_engine.plugins.otel import tracer
+
+    monkeypatch.setattr(tracer, "_HOLD_SECONDS", 0.05)
+    seen: list[list[str]] = []
+
+    class SlowAfterOneStep(BaseFlow):
+        flow_name = "slow_after_one_step"
+
+        async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            await Title().execute({"prompt": "Title it"})
+            seen.append([s.name for s in spans.get_finished_spans()])
+            await asyncio.sleep(0.3)
+            seen.append([s.name for s in spans.get_finished_spans()])
+            return {}
+
+    await SlowAfterOneStep().execute({})
+    assert "step title" not in seen[0]  # held with the next steps'...
+    assert {"step title", "chat gpt-4o-mini"} <= set(seen[1])  # ...but not for long
+    assert "invoke_workflow slow_after_one_step" not in seen[1]
 
 
 async def test_a_resumed_run_links_to_its_first_attempt(online, spans):
