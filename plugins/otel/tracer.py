@@ -19,6 +19,7 @@ import json
 import os
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -131,6 +132,9 @@ class Tracer:
         self.run_spans: dict[uuid.UUID, Any] = {}
         self.steps: dict[uuid.UUID, _Step] = {}
         self.ended: deque[_Step] = deque()  # ended steps whose spans are not made yet
+        self._timers: weakref.WeakSet[asyncio.AbstractEventLoop] = (
+            weakref.WeakSet()
+        )  # loops with a flush timer
         self.open_steps: dict[uuid.UUID, list[uuid.UUID]] = {}  # run id -> its open steps, innermost last
         self.calls_in_step: dict[uuid.UUID, int] = {}
         self.last_attempt_end: dict[uuid.UUID, float] = {}
@@ -261,7 +265,7 @@ class Tracer:
             self.ended.append(step)
             if len(self.ended) >= _HELD_STEPS:
                 self.flush()
-            elif len(self.ended) == 1:
+            else:
                 self._flush_later()
             return
         if step.span is not None:  # made early: the attributes found since go on it now
@@ -285,12 +289,28 @@ class Tracer:
             self._end(step)
 
     def _flush_later(self) -> None:
+        """One timer per event loop at a time: it flushes once the oldest held step has waited
+        ``_HOLD_SECONDS`` (a timer per batch would cut later batches short)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.flush()
-        else:  # a later batch may go early by this timer: harmless
-            loop.call_later(_HOLD_SECONDS, self.flush)
+            return
+        if loop not in self._timers:
+            self._timers.add(loop)
+            loop.call_later(_HOLD_SECONDS, self._on_timer, loop)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timers.discard(loop)
+        ended = self.ended
+        if not ended:
+            return
+        waited = (time.time_ns() - (ended[0].end_ns or 0)) / 1e9
+        if waited >= _HOLD_SECONDS * 0.9:
+            self.flush()
+        else:  # a batch went out meanwhile: wait for the oldest step held now
+            self._timers.add(loop)
+            loop.call_later(_HOLD_SECONDS - waited, self._on_timer, loop)
 
     # -- LLM calls -----------------------------------------------------------------------------
     def wrap_call(self, call: Any, send: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
