@@ -7,9 +7,9 @@ of a run's first start is kept in ``flow_metadata["otel"]``: a resumed run links
 A step's span, its calls' spans and their metric records are made after the step ends, eight steps at
 a time (or within half a second, or when the run ends), with the times they happened; sooner when
 something needs the step's span (a child flow's parent, many calls in one step). After each litellm
-call the OpenTelemetry SDK's code and data are out of the CPU's caches, and its work per span cost
-about twice as much spread over each step as in one burst: tracing a step went from ~9 % to ~5 % of
-litellm's cost per call (docs/performance.md, run 11).
+call the OpenTelemetry SDK's code and data are out of the CPU's caches: its work for a step costs
+about twice as much spread over the step as in one burst with other steps' (docs/performance.md, run
+11: tracing a step went from 10-12 % to 6-9 % of litellm's cost per call; the target is 5 %).
 """
 
 from __future__ import annotations
@@ -132,9 +132,8 @@ class Tracer:
         self.run_spans: dict[uuid.UUID, Any] = {}
         self.steps: dict[uuid.UUID, _Step] = {}
         self.ended: deque[_Step] = deque()  # ended steps whose spans are not made yet
-        self._timers: weakref.WeakSet[asyncio.AbstractEventLoop] = (
-            weakref.WeakSet()
-        )  # loops with a flush timer
+        # the event loops with a flush timer set (``_flush_later``)
+        self._timers: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self.open_steps: dict[uuid.UUID, list[uuid.UUID]] = {}  # run id -> its open steps, innermost last
         self.calls_in_step: dict[uuid.UUID, int] = {}
         self.last_attempt_end: dict[uuid.UUID, float] = {}
@@ -190,9 +189,15 @@ class Tracer:
     def flow_ended(self, event: Any, status: str) -> None:
         self.flush()
         span = self.run_spans.pop(event.run_id, None)
-        for step_id in self.open_steps.pop(event.run_id, ()):  # steps that never ended
-            self.steps.pop(step_id, None)
+        for step_id in self.open_steps.pop(event.run_id, ()):  # cancelled steps: no hook ended them
             self.calls_in_step.pop(step_id, None)
+            step = self.steps.pop(step_id, None)
+            if step is not None:
+                step.attributes["flow_engine.step.status"] = "cancelled"
+                step.end_ns = time.time_ns()
+                if step.span is not None:
+                    step.span.set_attributes(step.attributes)
+                self._end(step)
         self.runs.add(1, {"flow_engine.flow.name": event.flow_name, "flow_engine.run.status": status})
         if span is None:
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from typing import Any
 
@@ -278,6 +279,34 @@ async def test_a_step_span_is_exported_soon_after_the_step_while_its_run_goes_on
     assert "step title" not in seen[0]  # held with the next steps'...
     assert {"step title", "chat gpt-4o-mini"} <= set(seen[1])  # ...but not for long
     assert "invoke_workflow slow_after_one_step" not in seen[1]
+
+
+class CallThenHang(BaseStep):
+    step_name = "call_then_hang"
+
+    async def run(self, inputs: Any) -> str:
+        from flow_engine.plugin import complete
+
+        await complete([{"role": "user", "content": "first"}], model="openai/gpt-4o-mini")
+        await asyncio.sleep(30)
+        return "never"
+
+
+class GivesUpOnAStep(BaseFlow):
+    flow_name = "gives_up_on_a_step"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(CallThenHang().execute({}), 0.5)
+        return {}
+
+
+async def test_a_step_cancelled_inside_a_run_that_ends_is_exported_as_cancelled(online, spans):
+    await GivesUpOnAStep().execute({})
+    step = one(spans, "step call_then_hang")
+    assert step.attributes["flow_engine.step.status"] == "cancelled"
+    assert step.parent.span_id == one(spans, "invoke_workflow gives_up_on_a_step").context.span_id
+    assert [c.name for c in children(spans, step)] == ["chat gpt-4o-mini"]
 
 
 async def test_a_resumed_run_links_to_its_first_attempt(online, spans):
