@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from flow_engine.config import Settings
 from flow_engine.engine import Engine, configure, get_engine
 from flow_engine.errors import ConfigurationError
-from flow_engine.plugin import hookimpl
+from flow_engine.plugin import hookimpl, hookspec
 
 
 @pytest.mark.parametrize(
@@ -72,12 +73,13 @@ class HookAdder:
         register(Spec)
 
 
-class Spec:
-    from flow_engine.plugin import hookspec
+def _register_gadgets(register):
+    """Register gadgets."""
 
-    @hookspec
-    def register_gadgets(register):
-        """Register gadgets."""
+
+# hookspecs live in a module, as the news plugin's do (a class's functions would need ``self``)
+Spec = types.ModuleType("gadget_hookspecs")
+Spec.register_gadgets = hookspec(_register_gadgets)
 
 
 def test_a_plugin_can_add_hookspecs_through_register_hookspecs():
