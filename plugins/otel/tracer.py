@@ -130,6 +130,7 @@ class Tracer:
         self.runs = meter.create_counter("flow_engine.runs", unit="{run}", description="Runs ended.")
         self.cost = meter.create_counter("flow_engine.llm.cost", unit="USD", description="LLM cost.")
         self.run_spans: dict[uuid.UUID, Any] = {}
+        self.run_tokens: dict[uuid.UUID, Any] = {}  # the context tokens making run spans current
         self.steps: dict[uuid.UUID, _Step] = {}
         self.ended: deque[_Step] = deque()  # ended steps whose spans are not made yet
         # the event loops with a flush timer set (``_flush_later``)
@@ -169,6 +170,9 @@ class Tracer:
             f"invoke_workflow {event.flow_name}", context=parent, links=links, attributes=attributes
         )
         self.run_spans[event.run_id] = span
+        # current while the flow runs: spans the flow's code or other instrumentation (an HTTP client's)
+        # make nest under the run (the step and call spans are made after the fact: they cannot be)
+        self.run_tokens[event.run_id] = context.attach(trace.set_span_in_context(span))
         if not first and run is not None:
             ctx = span.get_span_context()
             otel = {**meta.get("otel", {}), "first": _traceparent(ctx)}
@@ -188,6 +192,9 @@ class Tracer:
 
     def flow_ended(self, event: Any, status: str) -> None:
         self.flush()
+        token = self.run_tokens.pop(event.run_id, None)
+        if token is not None:
+            context.detach(token)
         span = self.run_spans.pop(event.run_id, None)
         for step_id in self.open_steps.pop(event.run_id, ()):  # cancelled steps: no hook ended them
             self.calls_in_step.pop(step_id, None)

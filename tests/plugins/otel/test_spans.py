@@ -309,6 +309,26 @@ async def test_a_step_cancelled_inside_a_run_that_ends_is_exported_as_cancelled(
     assert [c.name for c in children(spans, step)] == ["chat gpt-4o-mini"]
 
 
+async def test_spans_made_by_the_flows_own_code_nest_under_its_run(online, spans):
+    from opentelemetry import trace
+
+    class Instrumented(BaseFlow):
+        flow_name = "instrumented"
+
+        async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            with trace.get_tracer("the-application").start_as_current_span("own work"):
+                await Title().execute({"prompt": "Title it"})
+            return {}
+
+    with trace.get_tracer("the-application").start_as_current_span("request") as request:
+        await Instrumented().execute({})
+        assert trace.get_current_span() is request  # the run's span is current no longer
+    run = one(spans, "invoke_workflow instrumented")
+    assert run.parent.span_id == request.get_span_context().span_id
+    assert one(spans, "own work").parent.span_id == run.context.span_id
+    assert one(spans, "step title").parent.span_id == run.context.span_id
+
+
 async def test_a_resumed_run_links_to_its_first_attempt(online, spans):
     FAIL["on"] = True
     flow = Resumable()
