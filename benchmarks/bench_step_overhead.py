@@ -9,8 +9,8 @@ overhead under 10% of litellm's own cost per call.
 ``--otel``: the same steps with tracing off and on (the ``otel`` plugin, an SDK tracer provider with a
 batch processor and an exporter that drops the spans, an SDK meter provider): what tracing adds per step,
 against litellm's own cost per call. Target (issue 16): under 5%. Measured two ways: whole samples of
-100 steps in alternating order (wall time), and single steps interleaved at random in one flow (mean
-CPU time of the process), which this machine's drift disturbs far less.
+100 steps in alternating order (wall time), and blocks of 16 steps interleaved at random in one flow
+(mean CPU time of the process), which this machine's drift disturbs far less.
 
 The interleaved measures run twice: with the offline model (litellm's cheapest path, in-process) and
 with litellm's OpenAI path over HTTP to the fake server (``tests/fake_openai_server.py``, in its own
@@ -217,7 +217,7 @@ def main(n: int = 100, repeats: int = 25) -> dict[str, float]:
         cpu = asyncio.run(interleaved(("direct", "step"), 4000, api_base=api_base))
         direct_cpu, step_cpu = cpu["direct"], cpu["step"]
         ratios[path] = step_cpu / direct_cpu - 1
-        row(f"mean CPU per call or step, interleaved one by one, {path}:", "", "")
+        row(f"mean CPU per call or step, blocks interleaved, {path}:", "", "")
         row("  litellm.acompletion directly", f"{direct_cpu * 1e6:.0f} µs", "1.00x")
         row("  UnstructuredStep in a flow", f"{step_cpu * 1e6:.0f} µs", f"{step_cpu / direct_cpu:.2f}x")
         row(
@@ -370,7 +370,7 @@ def main_otel(n: int = 100, repeats: int = 25) -> dict[str, float]:
         cpu = asyncio.run(interleaved(("direct", "off", "on"), 6000, otel=True, api_base=api_base))
         direct_cpu, off_cpu, on_cpu = cpu["direct"], cpu["off"], cpu["on"]
         ratios[path] = (on_cpu - off_cpu) / direct_cpu
-        row(f"mean CPU per call or step, interleaved one by one, {path}:", "", "")
+        row(f"mean CPU per call or step, blocks interleaved, {path}:", "", "")
         row("  litellm.acompletion directly", f"{direct_cpu * 1e6:.0f} µs", "1.00x")
         row("  UnstructuredStep, tracing off", f"{off_cpu * 1e6:.0f} µs", f"{off_cpu / direct_cpu:.2f}x")
         row("  UnstructuredStep, tracing on", f"{on_cpu * 1e6:.0f} µs", f"{on_cpu / direct_cpu:.2f}x")
