@@ -1,9 +1,9 @@
 """The flow runner: one run of a flow from its start to its end (the counterpart of ``step_runner``).
 
 It writes the run row from the moment the run starts, sets the run context, keeps the heartbeat,
-applies the budget, and records how the run ended (completed, failed, cancelled) with the
-``before_flow`` / ``after_flow`` / ``on_flow_error`` hooks. ``BaseFlow`` is the user API on top of it;
-``resume``, ``submit`` and ``executors`` call the public functions here:
+applies the budget, and records how the run ended (completed, failed, cancelled, waiting) with the
+``before_flow`` / ``after_flow`` / ``on_flow_error`` / ``on_flow_stop`` hooks. ``BaseFlow`` is the user
+API on top of it; ``resume``, ``submit`` and ``executors`` call the public functions here:
 
 - :func:`start` runs a flow now (``BaseFlow.execute``), :func:`submit` stores a run ``pending`` and
   hands it to an executor (``BaseFlow.submit``), :func:`run_claimed` runs a submitted run an executor
@@ -458,9 +458,11 @@ async def _run_recorded(
         heartbeat.cancel()
         status = _status_for(exc)
         await _record_end(ctx, _end_changes(ctx, started, previous_ms, status, error=describe_error(exc)))
-        event.error = exc
+        event.error, event.status = exc, status.value
         if status is RunStatus.FAILED:
             await report_hook(plugins, "on_flow_error", event=event)
+        else:  # cancelled or waiting: stopped, not ended by a failure
+            await report_hook(plugins, "on_flow_stop", event=event)
         raise
     finally:
         heartbeat.cancel()
@@ -474,10 +476,10 @@ async def _run_recorded(
         error = f"the flow's outputs could not be stored: {describe_error(exc)}"
         failed = _end_changes(ctx, started, previous_ms, RunStatus.FAILED, error=error)
         await _record_end(ctx, failed)
-        event.error = exc
+        event.error, event.status = exc, RunStatus.FAILED.value
         await report_hook(plugins, "on_flow_error", event=event)
         raise FlowEngineError(f"flow '{flow.flow_name}': {error}") from exc
-    event.outputs = outputs
+    event.outputs, event.status = outputs, RunStatus.COMPLETED.value
     await report_hook(plugins, "after_flow", event=event)
     return outputs
 

@@ -88,6 +88,13 @@ def on_flow_error(event: FlowEvent) -> Any:
 
 
 @hookspec
+def on_flow_stop(event: FlowEvent) -> Any:
+    """Called after a run stopped without completing or failing, and that was stored: cancelled (``flow
+    cancel``, Ctrl-C, its task cancelled) or waiting for input; ``event.status`` says which
+    (``"cancelled"``, ``"waiting"``). May be ``async def``; keep it short, a cancellation is unwinding."""
+
+
+@hookspec
 def before_step(event: StepEvent) -> Any:
     """Called after a step row is created, before the step runs. May be ``async def``."""
 

@@ -15,6 +15,7 @@ class FlowEvent:
     parent_run_id: uuid.UUID | None = None
     outputs: dict[str, Any] | None = None
     error: BaseException | None = None
+    status: str | None = None  # how the run ended, once it has: completed, failed, cancelled, waiting
 
 
 @dataclass

@@ -63,6 +63,13 @@ def on_flow_error(event: Any) -> None:
 
 
 @hookimpl
+def on_flow_stop(event: Any) -> None:
+    t = _tracer()
+    if t is not None:
+        t.flow_ended(event, event.status)
+
+
+@hookimpl
 def submit_metadata(flow_name: str) -> Any:
     t = _tracer()
     return t.submit_metadata() if t is not None else None

@@ -196,16 +196,19 @@ class Tracer:
         if token is not None:
             context.detach(token)
         span = self.run_spans.pop(event.run_id, None)
-        for step_id in self.open_steps.pop(event.run_id, ()):  # cancelled steps: no hook ended them
+        # steps no hook ended: cut short by a cancellation (of the run, or of the step alone)
+        step_status = "waiting" if status == "waiting" else "cancelled"
+        for step_id in self.open_steps.pop(event.run_id, ()):
             self.calls_in_step.pop(step_id, None)
             step = self.steps.pop(step_id, None)
             if step is not None:
-                step.attributes["flow_engine.step.status"] = "cancelled"
+                step.attributes["flow_engine.step.status"] = step_status
                 step.end_ns = time.time_ns()
                 if step.span is not None:
                     step.span.set_attributes(step.attributes)
                 self._end(step)
-        self.runs.add(1, {"flow_engine.flow.name": event.flow_name, "flow_engine.run.status": status})
+        if status != "waiting":  # a waiting run has not ended: it is counted when it does
+            self.runs.add(1, {"flow_engine.flow.name": event.flow_name, "flow_engine.run.status": status})
         if span is None:
             return
         run = get_engine().store.get_run(event.run_id)
@@ -213,7 +216,7 @@ class Tracer:
         if run is not None:
             span.set_attribute("flow_engine.run.total_tokens", run.total_tokens)
             span.set_attribute("flow_engine.run.total_cost", run.total_cost)
-        if event.error is not None:
+        if status == "failed" and event.error is not None:  # cancelled or waiting: not an error
             _record_error(span, event.error)
         span.end()
 

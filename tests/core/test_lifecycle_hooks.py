@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from flow_engine import BaseFlow, BaseStep, hookimpl
 from flow_engine.runtime_info import FlowEvent, StepEvent
@@ -49,6 +50,10 @@ class Recorder:
         self.calls.append(("on_flow_error", type(event.error).__name__))
 
     @hookimpl
+    async def on_flow_stop(self, event: FlowEvent) -> None:
+        self.calls.append(("on_flow_stop", (event.status, type(event.error).__name__)))
+
+    @hookimpl
     def before_step(self, event: StepEvent) -> None:
         self.calls.append(("before_step", (event.step_key, event.step_order, event.step_id is not None)))
 
@@ -85,6 +90,43 @@ async def test_error_hooks_fire_after_failure_is_stored(recorder, engine):
         await flow.execute({"fail": True})
     assert recorder.calls[-2:] == [("on_step_error", "nope"), ("on_flow_error", "ValueError")]
     assert engine.store.get_run(flow.run_id).status == "failed"
+
+
+class Hangs(BaseFlow):
+    flow_name = "hangs"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        await Ok().execute({})
+        await asyncio.sleep(30)
+        return {}
+
+
+class GoOn(BaseModel):
+    go: bool
+
+
+class Waits(BaseFlow):
+    flow_name = "waits"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        await self.wait_for_input("go", GoOn, prompt="Go on?")
+        return {}
+
+
+async def test_a_run_that_stops_cancelled_or_waiting_fires_on_flow_stop_with_its_status(recorder, engine):
+    from flow_engine import RunWaiting
+
+    flow = Hangs()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(flow.execute({}), 0.3)
+    assert recorder.calls[-1] == ("on_flow_stop", ("cancelled", "CancelledError"))
+    assert engine.store.get_run(flow.run_id).status == "cancelled"
+
+    waiting = Waits()
+    with pytest.raises(RunWaiting):
+        await waiting.execute({})
+    assert recorder.calls[-1] == ("on_flow_stop", ("waiting", "RunWaiting"))
+    assert not any(name == "on_flow_error" for name, _ in recorder.calls)
 
 
 async def test_a_raising_hook_fails_the_flow(engine):

@@ -329,6 +329,55 @@ async def test_spans_made_by_the_flows_own_code_nest_under_its_run(online, spans
     assert one(spans, "step title").parent.span_id == run.context.span_id
 
 
+class Hangs(BaseFlow):
+    flow_name = "hangs"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"out": (await CallThenHang().execute({})).output_content}
+
+
+class GoOn(BaseModel):
+    go: bool
+
+
+class AsksFirst(BaseFlow):
+    flow_name = "asks_first"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        await Title().execute({"prompt": "Title it"})
+        answer = await self.wait_for_input("go", GoOn, prompt="Go on?")
+        return {"go": answer.go}
+
+
+async def test_a_cancelled_run_ends_its_span_and_its_step_as_cancelled_not_failed(online, spans):
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(Hangs().execute({}), 0.5)
+    run = one(spans, "invoke_workflow hangs")
+    assert run.attributes["flow_engine.run.status"] == "cancelled"
+    assert run.status.status_code is not StatusCode.ERROR and "error.type" not in run.attributes
+    step = one(spans, "step call_then_hang")
+    assert step.parent.span_id == run.context.span_id
+    assert step.attributes["flow_engine.step.status"] == "cancelled"
+    assert [c.name for c in children(spans, step)] == ["chat gpt-4o-mini"]
+
+
+async def test_a_waiting_run_ends_its_span_and_the_answered_run_links_to_it(online, spans):
+    from flow_engine import RunWaiting, respond_to_run
+
+    flow = AsksFirst()
+    with pytest.raises(RunWaiting):
+        await flow.execute({})
+    [waiting] = by_name(spans, "invoke_workflow asks_first")
+    assert waiting.attributes["flow_engine.run.status"] == "waiting"
+    assert waiting.status.status_code is not StatusCode.ERROR
+    spans.clear()
+    assert await respond_to_run(str(flow.run_id), "go", {"go": True}) == {"go": True}
+    [answered] = by_name(spans, "invoke_workflow asks_first")
+    assert answered.attributes["flow_engine.run.status"] == "completed"
+    [link] = answered.links
+    assert link.context.span_id == waiting.context.span_id
+
+
 async def test_a_resumed_run_links_to_its_first_attempt(online, spans):
     FAIL["on"] = True
     flow = Resumable()
