@@ -19,7 +19,6 @@ import json
 import os
 import time
 import uuid
-import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -131,10 +130,12 @@ class Tracer:
         self.cost = meter.create_counter("flow_engine.llm.cost", unit="USD", description="LLM cost.")
         self.run_spans: dict[uuid.UUID, Any] = {}
         self.run_tokens: dict[uuid.UUID, Any] = {}  # the context tokens making run spans current
+        # per run, read once: the context holding its span (its steps' parent), the content opt-in
+        self.run_contexts: dict[uuid.UUID, Any] = {}
+        self.run_content: dict[uuid.UUID, bool] = {}
         self.steps: dict[uuid.UUID, _Step] = {}
         self.ended: deque[_Step] = deque()  # ended steps whose spans are not made yet
-        # the event loops with a flush timer set (``_flush_later``)
-        self._timers: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        self._timer_loop: asyncio.AbstractEventLoop | None = None  # the loop with a flush timer set
         self.open_steps: dict[uuid.UUID, list[uuid.UUID]] = {}  # run id -> its open steps, innermost last
         self.calls_in_step: dict[uuid.UUID, int] = {}
         self.last_attempt_end: dict[uuid.UUID, float] = {}
@@ -170,9 +171,11 @@ class Tracer:
             f"invoke_workflow {event.flow_name}", context=parent, links=links, attributes=attributes
         )
         self.run_spans[event.run_id] = span
+        self.run_contexts[event.run_id] = run_context = trace.set_span_in_context(span)
+        self.run_content[event.run_id] = capture_content()
         # current while the flow runs: spans the flow's code or other instrumentation (an HTTP client's)
         # make nest under the run (the step and call spans are made after the fact: they cannot be)
-        self.run_tokens[event.run_id] = context.attach(trace.set_span_in_context(span))
+        self.run_tokens[event.run_id] = context.attach(run_context)
         if not first and run is not None:
             ctx = span.get_span_context()
             otel = {**meta.get("otel", {}), "first": _traceparent(ctx)}
@@ -195,6 +198,8 @@ class Tracer:
         token = self.run_tokens.pop(event.run_id, None)
         if token is not None:
             context.detach(token)
+        self.run_contexts.pop(event.run_id, None)
+        self.run_content.pop(event.run_id, None)
         span = self.run_spans.pop(event.run_id, None)
         # steps no hook ended: cut short by a cancellation (of the run, or of the step alone)
         step_status = "waiting" if status == "waiting" else "cancelled"
@@ -229,7 +234,6 @@ class Tracer:
     def step_started(self, event: Any) -> None:
         if event.step_id is None:
             return
-        run_span = self.run_spans.get(event.run_id) if event.run_id else None
         attributes = {
             "flow_engine.step.name": event.step_name,
             "flow_engine.step.type": event.step_type,
@@ -239,7 +243,9 @@ class Tracer:
         if event.step_order is not None:
             attributes["flow_engine.step.order"] = event.step_order
         # its span may be made later, in another context: the parent is fixed now
-        parent = trace.set_span_in_context(run_span) if run_span is not None else context.get_current()
+        parent = self.run_contexts.get(event.run_id) if event.run_id else None
+        if parent is None:
+            parent = context.get_current()
         self.steps[event.step_id] = _Step(f"step {event.step_name}", attributes, parent, time.time_ns())
         if event.run_id is not None:
             self.open_steps.setdefault(event.run_id, []).append(event.step_id)
@@ -304,19 +310,20 @@ class Tracer:
             self._end(step)
 
     def _flush_later(self) -> None:
-        """One timer per event loop at a time: it flushes once the oldest held step has waited
-        ``_HOLD_SECONDS`` (a timer per batch would cut later batches short)."""
+        """One timer at a time (one per loop, if steps end in several): it flushes once the oldest held
+        step has waited ``_HOLD_SECONDS`` (a timer per batch would cut later batches short)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.flush()
             return
-        if loop not in self._timers:
-            self._timers.add(loop)
+        if self._timer_loop is not loop:
+            self._timer_loop = loop
             loop.call_later(_HOLD_SECONDS, self._on_timer, loop)
 
     def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timers.discard(loop)
+        if self._timer_loop is loop:
+            self._timer_loop = None
         ended = self.ended
         if not ended:
             return
@@ -324,7 +331,7 @@ class Tracer:
         if waited >= _HOLD_SECONDS * 0.9:
             self.flush()
         else:  # a batch went out meanwhile: wait for the oldest step held now
-            self._timers.add(loop)
+            self._timer_loop = loop
             loop.call_later(_HOLD_SECONDS - waited, self._on_timer, loop)
 
     # -- LLM calls -----------------------------------------------------------------------------
@@ -356,7 +363,10 @@ class Tracer:
                 record.retry_wait_s = round(started - previous, 6)
         elif call.step_id is not None:
             record.call_index = self.calls_in_step[call.step_id] = self.calls_in_step.get(call.step_id, 0) + 1
-        if capture_content():
+        content = self.run_content.get(call.run_id) if call.run_id is not None else None
+        if content is None:
+            content = capture_content()
+        if content:
             request = (
                 call.messages if call.messages is not None else [{"role": "user", "content": call.prompt}]
             )
