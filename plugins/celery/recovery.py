@@ -39,7 +39,7 @@ from flow_engine.storage import RunStatus, utcnow
 if TYPE_CHECKING:  # pragma: no cover
     from flow_engine.engine import Engine
     from flow_engine.flows import BaseFlow
-    from flow_engine.storage import RunRecord
+    from flow_engine.storage import RunChanges, RunRecord
 
     from .settings import CelerySettings
 
@@ -87,7 +87,7 @@ async def claim_orphan(
         record["dead_for_s"] = _since(run.last_heartbeat, now)
     else:
         record["pending_for_s"] = _since(run.created_at, now)
-    changes: dict[str, Any] = {}
+    changes: RunChanges = {}
     if len(since_given_up) >= max_takeovers:
         record["gave_up"] = True
         changes = {

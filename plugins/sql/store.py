@@ -476,7 +476,7 @@ class SqlStore(RunStore):
         ).where(*_conditions(where))
         with self._session() as session:
             count, tokens, cost, unpriced, ms = session.execute(stmt).one()
-        return RunTotals(int(count), int(tokens), float(cost), int(unpriced), int(ms))
+        return RunTotals(int(count), int(tokens), float(cost), int(unpriced), int(ms or 0))
 
     def list_steps(self, run_id: uuid.UUID) -> list[StepRecord]:
         with self._session() as session:
