@@ -52,21 +52,21 @@ def _listen_to_steps_and_calls() -> None:
 def after_flow(event: Any) -> None:
     t = _tracer()
     if t is not None:
-        t.flow_ended(event, "completed")
+        t.flow_ended(event)
 
 
 @hookimpl
 def on_flow_error(event: Any) -> None:
     t = _tracer()
     if t is not None:
-        t.flow_ended(event, "failed")
+        t.flow_ended(event)
 
 
 @hookimpl
 def on_flow_stop(event: Any) -> None:
     t = _tracer()
     if t is not None:
-        t.flow_ended(event, event.status)
+        t.flow_ended(event)
 
 
 @hookimpl

@@ -79,6 +79,18 @@ def _providers() -> tuple[Any, Any]:
 
 
 @dataclass(slots=True)
+class _Run:
+    """A run being traced: its span, current while the flow runs (``token`` undoes that), what was read
+    once for it, and its open steps, innermost last."""
+
+    span: Any
+    context: Any  # the context holding its span: its steps' parent
+    token: Any
+    content: bool  # the content opt-in, read when it started
+    steps: list[uuid.UUID] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class _Step:
     """A step whose span is made when it ends, or sooner when needed (``Tracer._span_of``)."""
 
@@ -90,6 +102,7 @@ class _Step:
     calls: list[_Call] = field(default_factory=list)  # calls ended while the span was not made yet
     end_ns: int | None = None
     error: str | None = None  # the exception's class name: the span's error status
+    calls_made: int = 0  # the calls it has made (structured-output re-asks are the 2nd, 3rd...)
 
 
 @dataclass(slots=True)
@@ -126,18 +139,12 @@ class Tracer:
         self.duration = meter.create_histogram(
             "gen_ai.client.operation.duration", unit="s", description="Duration of each LLM call attempt."
         )
-        self.runs = meter.create_counter("flow_engine.runs", unit="{run}", description="Runs ended.")
+        self.ended_runs = meter.create_counter("flow_engine.runs", unit="{run}", description="Runs ended.")
         self.cost = meter.create_counter("flow_engine.llm.cost", unit="USD", description="LLM cost.")
-        self.run_spans: dict[uuid.UUID, Any] = {}
-        self.run_tokens: dict[uuid.UUID, Any] = {}  # the context tokens making run spans current
-        # per run, read once: the context holding its span (its steps' parent), the content opt-in
-        self.run_contexts: dict[uuid.UUID, Any] = {}
-        self.run_content: dict[uuid.UUID, bool] = {}
+        self.runs: dict[uuid.UUID, _Run] = {}
         self.steps: dict[uuid.UUID, _Step] = {}
         self.ended: deque[_Step] = deque()  # ended steps whose spans are not made yet
         self._timer_loop: asyncio.AbstractEventLoop | None = None  # the loop with a flush timer set
-        self.open_steps: dict[uuid.UUID, list[uuid.UUID]] = {}  # run id -> its open steps, innermost last
-        self.calls_in_step: dict[uuid.UUID, int] = {}
         self.last_attempt_end: dict[uuid.UUID, float] = {}
         # (kind, model) -> metric attributes of its calls, and of its input and output token counts
         self._by_model: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
@@ -170,57 +177,51 @@ class Tracer:
         span = self.tracer.start_span(
             f"invoke_workflow {event.flow_name}", context=parent, links=links, attributes=attributes
         )
-        self.run_spans[event.run_id] = span
-        self.run_contexts[event.run_id] = run_context = trace.set_span_in_context(span)
-        self.run_content[event.run_id] = capture_content()
+        run_context = trace.set_span_in_context(span)
         # current while the flow runs: spans the flow's code or other instrumentation (an HTTP client's)
         # make nest under the run (the step and call spans are made after the fact: they cannot be)
-        self.run_tokens[event.run_id] = context.attach(run_context)
+        token = context.attach(run_context)
+        self.runs[event.run_id] = _Run(span, run_context, token, capture_content())
         if not first and run is not None:
             ctx = span.get_span_context()
             otel = {**meta.get("otel", {}), "first": _traceparent(ctx)}
             await store.update_run(event.run_id, {"flow_metadata": {**meta, "otel": otel}})
 
     def _parent_of_run(self, parent_run_id: uuid.UUID | None, meta: dict[str, Any]) -> Any:
-        if parent_run_id is not None:
-            steps = self.open_steps.get(parent_run_id)
-            step = self.steps.get(steps[-1]) if steps else None
-            span = self._span_of(step) if step is not None else self.run_spans.get(parent_run_id)
-            if span is not None:
-                return trace.set_span_in_context(span)
+        parent = self.runs.get(parent_run_id) if parent_run_id is not None else None
+        if parent is not None:
+            step = self.steps.get(parent.steps[-1]) if parent.steps else None
+            return trace.set_span_in_context(self._span_of(step)) if step is not None else parent.context
         submitted = meta.get("otel", {}).get("submitted")
         if submitted:  # a background run: the submitter's span is its parent
             return trace.set_span_in_context(trace.NonRecordingSpan(_span_context(submitted)))
         return None  # the current context: the application's span, if any
 
-    def flow_ended(self, event: Any, status: str) -> None:
+    def flow_ended(self, event: Any) -> None:
+        """The run's end (``event.status``: completed, failed, cancelled or waiting)."""
         self.flush()
-        token = self.run_tokens.pop(event.run_id, None)
-        if token is not None:
-            context.detach(token)
-        self.run_contexts.pop(event.run_id, None)
-        self.run_content.pop(event.run_id, None)
-        span = self.run_spans.pop(event.run_id, None)
+        status = event.status
+        run = self.runs.pop(event.run_id, None)
+        if status != "waiting":  # a waiting run has not ended: it is counted when it does
+            self.ended_runs.add(
+                1, {"flow_engine.flow.name": event.flow_name, "flow_engine.run.status": status}
+            )
+        if run is None:
+            return
+        context.detach(run.token)
         # steps no hook ended: cut short by a cancellation (of the run, or of the step alone)
-        step_status = "waiting" if status == "waiting" else "cancelled"
-        for step_id in self.open_steps.pop(event.run_id, ()):
-            self.calls_in_step.pop(step_id, None)
+        for step_id in run.steps:
             step = self.steps.pop(step_id, None)
             if step is not None:
-                step.attributes["flow_engine.step.status"] = step_status
+                step.attributes["flow_engine.step.status"] = "waiting" if status == "waiting" else "cancelled"
                 step.end_ns = time.time_ns()
-                if step.span is not None:
-                    step.span.set_attributes(step.attributes)
                 self._end(step)
-        if status != "waiting":  # a waiting run has not ended: it is counted when it does
-            self.runs.add(1, {"flow_engine.flow.name": event.flow_name, "flow_engine.run.status": status})
-        if span is None:
-            return
-        run = get_engine().store.get_run(event.run_id)
+        span = run.span
         span.set_attribute("flow_engine.run.status", status)
-        if run is not None:
-            span.set_attribute("flow_engine.run.total_tokens", run.total_tokens)
-            span.set_attribute("flow_engine.run.total_cost", run.total_cost)
+        record = get_engine().store.get_run(event.run_id)
+        if record is not None:
+            span.set_attribute("flow_engine.run.total_tokens", record.total_tokens)
+            span.set_attribute("flow_engine.run.total_cost", record.total_cost)
         if status == "failed" and event.error is not None:  # cancelled or waiting: not an error
             _record_error(span, event.error)
         span.end()
@@ -243,12 +244,11 @@ class Tracer:
         if event.step_order is not None:
             attributes["flow_engine.step.order"] = event.step_order
         # its span may be made later, in another context: the parent is fixed now
-        parent = self.run_contexts.get(event.run_id) if event.run_id else None
-        if parent is None:
-            parent = context.get_current()
+        run = self.runs.get(event.run_id) if event.run_id is not None else None
+        parent = run.context if run is not None else context.get_current()
         self.steps[event.step_id] = _Step(f"step {event.step_name}", attributes, parent, time.time_ns())
-        if event.run_id is not None:
-            self.open_steps.setdefault(event.run_id, []).append(event.step_id)
+        if run is not None:
+            run.steps.append(event.step_id)
 
     def _span_of(self, step: _Step) -> Any:
         """The step's span, made now if it was not (started when the step started), with the spans of
@@ -264,12 +264,11 @@ class Tracer:
 
     def step_ended(self, event: Any) -> None:
         step = self.steps.pop(event.step_id, None) if event.step_id else None
-        self.calls_in_step.pop(event.step_id, None)
         if step is None:
             return
-        steps = self.open_steps.get(event.run_id) or []
-        if event.step_id in steps:
-            steps.remove(event.step_id)
+        run = self.runs.get(event.run_id) if event.run_id is not None else None
+        if run is not None and event.step_id in run.steps:
+            run.steps.remove(event.step_id)
         if event.error is not None:
             step.attributes["flow_engine.step.status"] = "failed"
             step.attributes["error.type"] = _error_type(event.error)
@@ -289,11 +288,11 @@ class Tracer:
             else:
                 self._flush_later()
             return
-        if step.span is not None:  # made early: the attributes found since go on it now
-            step.span.set_attributes(step.attributes)
         self._end(step)
 
     def _end(self, step: _Step) -> None:
+        if step.span is not None:  # made early: the attributes found since go on it now
+            step.span.set_attributes(step.attributes)
         span = self._span_of(step)
         if step.error is not None:
             span.set_status(Status(StatusCode.ERROR, step.error))
@@ -361,12 +360,12 @@ class Tracer:
             previous = self.last_attempt_end.pop(call.call_id, None)
             if previous is not None:  # the retry wait before this attempt
                 record.retry_wait_s = round(started - previous, 6)
-        elif call.step_id is not None:
-            record.call_index = self.calls_in_step[call.step_id] = self.calls_in_step.get(call.step_id, 0) + 1
-        content = self.run_content.get(call.run_id) if call.run_id is not None else None
-        if content is None:
-            content = capture_content()
-        if content:
+        elif call.step_id in self.steps:
+            step = self.steps[call.step_id]
+            step.calls_made += 1
+            record.call_index = step.calls_made
+        run = self.runs.get(call.run_id) if call.run_id is not None else None
+        if run.content if run is not None else capture_content():
             request = (
                 call.messages if call.messages is not None else [{"role": "user", "content": call.prompt}]
             )
@@ -383,7 +382,8 @@ class Tracer:
                 return
             self._emit(record, self._span_of(step))
         else:
-            self._emit(record, self.run_spans.get(call.run_id) if call.run_id is not None else None)
+            run = self.runs.get(call.run_id) if call.run_id is not None else None
+            self._emit(record, run.span if run is not None else None)
 
     def _emit(self, record: _Call, parent: Any) -> None:
         """The call's span (parented on ``parent``) and metric records."""
