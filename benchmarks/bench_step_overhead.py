@@ -212,21 +212,27 @@ def main(n: int = 100, repeats: int = 25) -> dict[str, float]:
         f"{overhead:.0%}",
         "target < 10%",
     )
+    labels = {"direct": "litellm.acompletion directly", "step": "UnstructuredStep in a flow"}
     ratios = {}
     for path, api_base in model_paths():
         cpu = asyncio.run(interleaved(("direct", "step"), 4000, api_base=api_base))
-        direct_cpu, step_cpu = cpu["direct"], cpu["step"]
-        ratios[path] = step_cpu / direct_cpu - 1
-        row(f"mean CPU per call or step, blocks interleaved, {path}:", "", "")
-        row("  litellm.acompletion directly", f"{direct_cpu * 1e6:.0f} µs", "1.00x")
-        row("  UnstructuredStep in a flow", f"{step_cpu * 1e6:.0f} µs", f"{step_cpu / direct_cpu:.2f}x")
-        row(
-            "  engine overhead per step (difference of the means)",
-            f"{(step_cpu - direct_cpu) * 1e6:.0f} µs",
-            f"{ratios[path]:.1%}",
-            "target < 10%",
-        )
+        ratios[path] = block_rows(path, cpu, labels, ("step", "direct"), "engine overhead per step", "< 10%")
     return {"direct": direct, "engine": engine, "overhead_ratio": overhead, **ratios}
+
+
+def block_rows(
+    path: str, cpu: dict[str, float], labels: dict[str, str], added: tuple[str, str], what: str, target: str
+) -> float:
+    """Print ``interleaved``'s means, and what ``added[0]`` costs over ``added[1]``; returns that as a
+    fraction of the direct litellm call."""
+    direct = cpu["direct"]
+    row(f"mean CPU per call or step, blocks interleaved, {path}:", "", "")
+    for kind, label in labels.items():
+        row(f"  {label}", f"{cpu[kind] * 1e6:.0f} µs", f"{cpu[kind] / direct:.2f}x")
+    extra = cpu[added[0]] - cpu[added[1]]
+    cost = f"{extra * 1e6:.0f} µs"
+    row(f"  {what} (difference of the means)", cost, f"{extra / direct:.1%}", f"target {target}")
+    return extra / direct
 
 
 def model_paths() -> Iterator[tuple[str, str | None]]:
@@ -365,21 +371,15 @@ def main_otel(n: int = 100, repeats: int = 25) -> dict[str, float]:
         f"{added:.1%}",
         "target < 5%",
     )
+    labels = {
+        "direct": "litellm.acompletion directly",
+        "off": "UnstructuredStep, tracing off",
+        "on": "UnstructuredStep, tracing on",
+    }
     ratios = {}
     for path, api_base in model_paths():
         cpu = asyncio.run(interleaved(("direct", "off", "on"), 6000, otel=True, api_base=api_base))
-        direct_cpu, off_cpu, on_cpu = cpu["direct"], cpu["off"], cpu["on"]
-        ratios[path] = (on_cpu - off_cpu) / direct_cpu
-        row(f"mean CPU per call or step, blocks interleaved, {path}:", "", "")
-        row("  litellm.acompletion directly", f"{direct_cpu * 1e6:.0f} µs", "1.00x")
-        row("  UnstructuredStep, tracing off", f"{off_cpu * 1e6:.0f} µs", f"{off_cpu / direct_cpu:.2f}x")
-        row("  UnstructuredStep, tracing on", f"{on_cpu * 1e6:.0f} µs", f"{on_cpu / direct_cpu:.2f}x")
-        row(
-            "  tracing per step (difference of the means)",
-            f"{(on_cpu - off_cpu) * 1e6:.0f} µs",
-            f"{ratios[path]:.1%}",
-            "target < 5%",
-        )
+        ratios[path] = block_rows(path, cpu, labels, ("on", "off"), "tracing per step", "< 5%")
     alone, alone_direct = asyncio.run(tracer_alone())
     row(
         "diagnostic: the tracer alone, tight loop (SDK included)",

@@ -48,42 +48,23 @@ def _again(test: Any) -> Any:
     return again
 
 
-test_a_call_inside_a_flow_is_linked_to_its_run_and_step = _again(
-    test_calls.test_a_call_inside_a_flow_is_linked_to_its_run_and_step
-)
-test_a_call_sends_the_request_and_records_tokens_and_cost = _again(
-    test_calls.test_a_call_sends_the_request_and_records_tokens_and_cost
-)
-test_a_cancelled_call_is_recorded_as_cancelled = _again(
-    test_calls.test_a_cancelled_call_is_recorded_as_cancelled
-)
-test_a_client_error_is_not_retried = _again(test_calls.test_a_client_error_is_not_retried)
-test_a_failed_step_and_run_say_why = _again(test_calls.test_a_failed_step_and_run_say_why)
-test_a_timeout_is_retried_after_the_configured_request_timeout = _again(
-    test_calls.test_a_timeout_is_retried_after_the_configured_request_timeout
-)
-test_a_transient_failure_is_retried_and_every_attempt_recorded = _again(
-    test_calls.test_a_transient_failure_is_retried_and_every_attempt_recorded
-)
-test_an_unpriced_model_costs_unknown_not_zero = _again(
-    test_calls.test_an_unpriced_model_costs_unknown_not_zero
-)
-test_concurrent_calls_in_one_flow_are_each_recorded_once = _again(
-    test_calls.test_concurrent_calls_in_one_flow_are_each_recorded_once
-)
-test_connection_refused_is_retried_then_fails_clearly = _again(
-    test_calls.test_connection_refused_is_retried_then_fails_clearly
-)
-test_image_generation_is_not_retried_by_the_sdk_either = _again(
-    test_calls.test_image_generation_is_not_retried_by_the_sdk_either
-)
-test_retries_are_capped_and_the_final_failure_is_clear = _again(
-    test_calls.test_retries_are_capped_and_the_final_failure_is_clear
-)
-test_retry_after_is_honoured = _again(test_calls.test_retry_after_is_honoured)
-test_the_api_key_is_sent_but_never_stored_or_logged = _again(
-    test_calls.test_the_api_key_is_sent_but_never_stored_or_logged
-)
+for _name in (
+    "test_a_call_inside_a_flow_is_linked_to_its_run_and_step",
+    "test_a_call_sends_the_request_and_records_tokens_and_cost",
+    "test_a_cancelled_call_is_recorded_as_cancelled",
+    "test_a_client_error_is_not_retried",
+    "test_a_failed_step_and_run_say_why",
+    "test_a_timeout_is_retried_after_the_configured_request_timeout",
+    "test_a_transient_failure_is_retried_and_every_attempt_recorded",
+    "test_an_unpriced_model_costs_unknown_not_zero",
+    "test_concurrent_calls_in_one_flow_are_each_recorded_once",
+    "test_connection_refused_is_retried_then_fails_clearly",
+    "test_image_generation_is_not_retried_by_the_sdk_either",
+    "test_retries_are_capped_and_the_final_failure_is_clear",
+    "test_retry_after_is_honoured",
+    "test_the_api_key_is_sent_but_never_stored_or_logged",
+):
+    globals()[_name] = _again(getattr(test_calls, _name))
 
 
 @pytest.fixture
