@@ -9,8 +9,9 @@ overhead under 10% of litellm's own cost per call.
 ``--otel``: the same steps with tracing off and on (the ``otel`` plugin, an SDK tracer provider with a
 batch processor and an exporter that drops the spans, an SDK meter provider): what tracing adds per step,
 against litellm's own cost per call. Target (issue 16): under 5%. Measured two ways: whole samples of
-100 steps in alternating order (wall time), and blocks of 16 steps interleaved at random in one flow
-(mean CPU time of the process), which this machine's drift disturbs far less.
+100 steps in alternating order (wall time), and blocks of 64 steps (one burst of the tracer's spans)
+interleaved at random in one flow (mean CPU time of the process), which this machine's drift disturbs
+far less.
 
 The interleaved measures run twice: with the offline model (litellm's cheapest path, in-process) and
 with litellm's OpenAI path over HTTP to the fake server (``tests/fake_openai_server.py``, in its own
@@ -119,10 +120,11 @@ async def interleaved(
     kind, ``n`` of them in blocks of ``block`` of one kind, the blocks' kinds drawn at random inside
     ONE flow: "direct" litellm calls made directly, "step" (or "off"/"on") ``UnstructuredStep``s. With
     ``otel`` an "off" block runs with tracing switched off (``_tracer_switch``). Blocks interleaved see
-    the same machine, so the drift that moves whole-run samples by ±15 % here cancels out; a block of
-    16 holds exactly two of the tracer's batches of eight steps, so each "on" block pays for its own
-    spans (single steps at random would leave a batch's cost, and the garbage it leaves, to whatever
-    sample comes next). ``api_base``: litellm's OpenAI path to that server, not the offline model."""
+    the same machine, so the drift that moves whole-run samples by ±15 % here cancels out; with
+    ``otel`` a block holds exactly one of the tracer's bursts (``_HELD_STEPS`` steps), so each "on"
+    block pays for its own spans (single steps at random would leave a burst's cost, and the garbage
+    it leaves, to whatever sample comes next). ``api_base``: litellm's OpenAI path to that server,
+    not the offline model."""
     import random
 
     from pydantic import BaseModel
@@ -358,6 +360,8 @@ async def tracer_alone(n: int = 3000, repeats: int = 5) -> tuple[float, float]:
 
 
 def main_otel(n: int = 100, repeats: int = 25) -> dict[str, float]:
+    from flow_engine.plugins.otel.tracer import _HELD_STEPS
+
     install_sdk_providers()
     fresh_engine()
     header("Tracing overhead per LLM step (otel plugin on/off, offline model, in-memory store)")
@@ -378,7 +382,9 @@ def main_otel(n: int = 100, repeats: int = 25) -> dict[str, float]:
     }
     ratios = {}
     for path, api_base in model_paths():
-        cpu = asyncio.run(interleaved(("direct", "off", "on"), 6000, otel=True, api_base=api_base))
+        cpu = asyncio.run(
+            interleaved(("direct", "off", "on"), 6000, otel=True, api_base=api_base, block=_HELD_STEPS)
+        )
         ratios[path] = block_rows(path, cpu, labels, ("on", "off"), "tracing per step", "< 5%")
     alone, alone_direct = asyncio.run(tracer_alone())
     row(

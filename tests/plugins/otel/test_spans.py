@@ -281,6 +281,35 @@ async def test_a_step_span_is_exported_soon_after_the_step_while_its_run_goes_on
     assert "invoke_workflow slow_after_one_step" not in seen[1]
 
 
+async def test_ended_steps_spans_are_made_when_a_burst_is_full(online, spans, monkeypatch):
+    """Many fast steps: their spans go out each time the burst is full, not only on the timer."""
+    from flow_engine.plugins.otel import tracer
+
+    monkeypatch.setattr(tracer, "_HELD_STEPS", 3)
+    monkeypatch.setattr(tracer, "_HOLD_SECONDS", 60)
+    seen: list[list[str]] = []
+
+    class Quick(BaseStep):
+        step_name = "quick"
+
+        async def run(self, inputs: Any) -> int:
+            return int(inputs["n"])
+
+    class FourQuickSteps(BaseFlow):
+        flow_name = "four_quick_steps"
+
+        async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            for n in range(4):
+                await Quick().execute({"n": n})
+                seen.append([s.attributes.get("flow_engine.step.order") for s in spans.get_finished_spans()])
+            return {}
+
+    await FourQuickSteps().execute({})
+    assert seen == [[], [], [1, 2, 3], [1, 2, 3]]  # the 4th step's span waits for the run's end
+    ended = [s.attributes.get("flow_engine.step.order") for s in spans.get_finished_spans()]
+    assert ended[:4] == [1, 2, 3, 4]
+
+
 class CallThenHang(BaseStep):
     step_name = "call_then_hang"
 
