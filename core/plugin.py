@@ -34,6 +34,7 @@ from .errors import (
     InputValidationError,
     LLMError,
     PluginConflictError,
+    StorageError,
     UsageError,
 )
 from .hookspecs import hookimpl, hookspec
@@ -47,7 +48,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from .llm import LLMCall, complete, generate_image
     from .llm_step import LLMStep
     from .steps import BaseStep, StepOutput, StepResult, StepType
-    from .storage import LLMRequestRecord, RunRecord, RunStatus, RunStore, StepRecord, StorageBackendInfo
+    from .storage import (
+        CacheEntry,
+        CacheModelStats,
+        LLMRequestRecord,
+        PruneResult,
+        RunChanges,
+        RunFilter,
+        RunRecord,
+        RunStatus,
+        RunStore,
+        RunTotals,
+        StepChanges,
+        StepRecord,
+        StorageBackendInfo,
+    )
 
 # name -> module it lives in; loaded on first access
 _LAZY = {
@@ -63,16 +78,25 @@ _LAZY = {
     "StepOutput": "flow_engine.steps",
     "StepResult": "flow_engine.steps",
     "StepType": "flow_engine.steps",
+    "CacheEntry": "flow_engine.storage",
+    "CacheModelStats": "flow_engine.storage",
     "LLMRequestRecord": "flow_engine.storage",
+    "PruneResult": "flow_engine.storage",
+    "RunChanges": "flow_engine.storage",
+    "RunFilter": "flow_engine.storage",
     "RunRecord": "flow_engine.storage",
     "RunStatus": "flow_engine.storage",
     "RunStore": "flow_engine.storage",
+    "RunTotals": "flow_engine.storage",
+    "StepChanges": "flow_engine.storage",
     "StepRecord": "flow_engine.storage",
     "StorageBackendInfo": "flow_engine.storage",
 }
 
 __all__ = [
     "BaseStep",
+    "CacheEntry",
+    "CacheModelStats",
     "ConfigurationError",
     "ExecutorInfo",
     "ExecutorUnavailable",
@@ -85,10 +109,15 @@ __all__ = [
     "LLMStep",
     "ModelProviderInfo",
     "PluginConflictError",
+    "PruneResult",
+    "RunChanges",
     "RunExecutor",
+    "RunFilter",
     "RunRecord",
     "RunStatus",
     "RunStore",
+    "RunTotals",
+    "StepChanges",
     "StepEvent",
     "StepOutput",
     "StepRecord",
@@ -96,6 +125,7 @@ __all__ = [
     "StepType",
     "StepTypeInfo",
     "StorageBackendInfo",
+    "StorageError",
     "UsageError",
     "complete",
     "execute_submitted",
