@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from . import wire
+from .redact import call_secrets, known_secrets, secrets_in_params
 
 KEPT_HIDDEN = ("custom_llm_provider", "response_cost", "model_id")  # of litellm's _hidden_params
 
@@ -28,9 +29,11 @@ async def _serve_connection(litellm: Any, reader: asyncio.StreamReader, writer: 
         limit = kwargs.get("timeout")
         limit = float(limit) if isinstance(limit, int | float) else None
         try:
-            # the HTTP client's timeout bounds each read, not the whole answer (as in calls.py)
-            async with asyncio.timeout(limit):
-                response = await fn(**kwargs)
+            # the HTTP client's timeout bounds each read, not the whole answer (as in calls.py); litellm's
+            # debug log, if turned on here, blanks this call's key and header values (as in calls.py)
+            with call_secrets(lambda: known_secrets(*secrets_in_params(kwargs))):
+                async with asyncio.timeout(limit):
+                    response = await fn(**kwargs)
             hidden = dict(getattr(response, "_hidden_params", None) or {})
             keep = {k: hidden[k] for k in KEPT_HIDDEN if k in hidden}
             answer: tuple[Any, ...] = (request_id, wire.OK, response.model_dump(), keep)
