@@ -96,6 +96,9 @@ class RunRecord(_Record):
     claimed_by: str | None = None
     # the ``flow batch`` the run belongs to (``flow runs --batch ID``)
     batch_id: str | None = None
+    # its item's line in the batch's inputs: one run per line of a batch, a store refuses a second
+    # (two ``flow batch --resume`` of one batch at once must not start an item twice)
+    batch_line: int | None = None
 
 
 class StepRecord(_Record):
@@ -272,11 +275,14 @@ class RunFilter:
     created_until: datetime | None = None
     stale_before: datetime | None = None
     batch_id: str | None = None
+    batch_line: int | None = None
 
     def matches(self, run: RunRecord) -> bool:
         if self.flow_name is not None and run.flow_name != self.flow_name:
             return False
         if self.batch_id is not None and run.batch_id != self.batch_id:
+            return False
+        if self.batch_line is not None and run.batch_line != self.batch_line:
             return False
         if self.user_id is not None and run.user_id != self.user_id:
             return False
@@ -411,6 +417,15 @@ class RunStore(ABC):
         a first start from a takeover by it). Any other run is left alone and False returned, so of
         two workers handed the same run only one executes it.
         """
+        raise NotImplementedError
+
+    async def claim_ended_run(self, run_id: uuid.UUID, owner: str) -> bool:
+        """Take a ``failed`` or ``cancelled`` run to resume it, atomically; True when this caller got it.
+
+        One conditional write, as ``claim_run``: such a run becomes ``running``, ``claimed_by=owner``,
+        with ``last_heartbeat`` = now; any other is left alone and False returned, so of two processes
+        resuming the same run at once (two ``flow batch --resume`` of one batch) only one runs it. A
+        backend without it raises NotImplementedError, and such runs are resumed unclaimed."""
         raise NotImplementedError
 
     def list_orphaned_runs(

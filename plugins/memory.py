@@ -40,6 +40,7 @@ class MemoryStore(RunStore):
     def __init__(self, url: str = "memory://"):
         self.url = url
         self._runs: dict[uuid.UUID, RunRecord] = {}
+        self._batch_lines: dict[tuple[str, int], uuid.UUID] = {}  # one run per line of a batch
         self._steps: dict[uuid.UUID, StepRecord] = {}
         self._requests: list[LLMRequestRecord] = []
         self._in_flight_at: dict[uuid.UUID, int] = {}  # where an in-flight request's row is in the list
@@ -95,8 +96,16 @@ class MemoryStore(RunStore):
         with self._lock:
             if run.id in self._runs:
                 raise StorageError(f"could not store run {run.id}: a run with this id exists (unique id)")
+            line = (run.batch_id, run.batch_line) if run.batch_id and run.batch_line is not None else None
+            if line is not None and line in self._batch_lines:
+                raise StorageError(
+                    f"could not store run {run.id}: batch {run.batch_id} has a run for line {run.batch_line} "
+                    f"(run {self._batch_lines[line]}; unique batch line)"
+                )
             if run.parent_run_id is not None:
                 self._run(run.parent_run_id, f"run {run.id}")
+            if line is not None:
+                self._batch_lines[line] = run.id
             self._runs[run.id] = run.model_copy()  # a submitted run's record also goes to its executor
 
     def _run(self, run_id: uuid.UUID, what: str | None = None) -> RunRecord:
@@ -213,6 +222,14 @@ class MemoryStore(RunStore):
             run.started_at = run.started_at or now
             return True
 
+    async def claim_ended_run(self, run_id: uuid.UUID, owner: str) -> bool:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+                return False
+            run.status, run.claimed_by, run.last_heartbeat = RunStatus.RUNNING.value, owner, utcnow()
+            return True
+
     def list_orphaned_runs(
         self,
         executor: str,
@@ -316,7 +333,9 @@ class MemoryStore(RunStore):
                     self._steps = {k: s for k, s in self._steps.items() if s.flow_run_id not in gone}
                     self._requests = [r for r in self._requests if r.flow_run_id not in gone]
                     for run_id in batch:
-                        del self._runs[run_id]
+                        gone_run = self._runs.pop(run_id)
+                        if gone_run.batch_id and gone_run.batch_line is not None:
+                            self._batch_lines.pop((gone_run.batch_id, gone_run.batch_line), None)
                         self._cancel_requested.discard(run_id)
                 if batch and on_batch is not None:
                     on_batch(batch)

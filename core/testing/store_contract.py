@@ -33,6 +33,7 @@ from flow_engine.storage import (
     INTERRUPTED_MESSAGE,
     CacheEntry,
     LLMRequestRecord,
+    RunFilter,
     RunRecord,
     RunStatus,
     RunStore,
@@ -121,6 +122,23 @@ class RunStoreContract:
             await store.create_run(run_record(id=run.id, flow_name="other"))
         stored = store.get_run(run.id)
         assert stored is not None and stored.flow_name == "contract"
+
+    @_async
+    async def test_a_batch_has_one_run_per_line(self, store: RunStore) -> None:
+        first = run_record(batch_id="b1", batch_line=3)
+        await store.create_run(first)
+        with pytest.raises(StorageError):
+            await store.create_run(run_record(batch_id="b1", batch_line=3))
+        for other in (
+            run_record(batch_id="b1", batch_line=4),
+            run_record(batch_id="b2", batch_line=3),
+            run_record(batch_id="b1"),
+            run_record(batch_id="b1"),  # a run of the batch with no line: never a duplicate
+        ):
+            await store.create_run(other)
+        assert len(store.find_runs(RunFilter(batch_id="b1"))) == 4
+        [found] = store.find_runs(RunFilter(batch_id="b1", batch_line=3))
+        assert found.id == first.id and found.batch_line == 3
 
     @_async
     async def test_records_must_name_existing_runs(self, store: RunStore) -> None:
@@ -476,6 +494,24 @@ class RunStoreContract:
         assert sum(won) == 1
         stored = store.get_run(run.id)
         assert stored is not None and stored.claimed_by == owners[won.index(True)]
+
+    @_async
+    async def test_a_failed_or_cancelled_run_is_taken_for_a_resume_once(self, store: RunStore) -> None:
+        failed = run_record(status=RunStatus.FAILED.value)
+        cancelled = run_record(status=RunStatus.CANCELLED.value)
+        others = [run_record(status=s.value) for s in (RunStatus.COMPLETED, RunStatus.PENDING)]
+        for run in (failed, cancelled, *others):
+            await store.create_run(run)
+        owners = [f"resume-{n}" for n in range(20)]
+        won = await asyncio.gather(*(store.claim_ended_run(failed.id, owner) for owner in owners))
+        assert sum(won) == 1
+        taken = store.get_run(failed.id)
+        assert taken is not None and (taken.status, taken.claimed_by) == ("running", owners[won.index(True)])
+        assert taken.last_heartbeat is not None
+        assert await store.claim_ended_run(cancelled.id, "r")
+        assert not await store.claim_ended_run(cancelled.id, "r2")  # running now
+        assert not [run for run in others if await store.claim_ended_run(run.id, "r")]
+        assert not await store.claim_ended_run(uuid.uuid4(), "r")
 
     # -- ids --------------------------------------------------------------------------------
     @_async

@@ -157,6 +157,31 @@ def claim_run(
     return bool(cursor.rowcount == 1)
 
 
+def claim_ended_run(cursor: Any, dml: Any, run_id: uuid.UUID, owner: str, now: datetime) -> bool:
+    """The atomic take of a failed or cancelled run to resume it: one conditional UPDATE, as
+    ``claim_run``."""
+    c = flow_runs.c
+
+    def build() -> Any:
+        return (
+            update(flow_runs)
+            .where(
+                c.id == bindparam("p_run_id"),
+                or_(c.status == RunStatus.FAILED.value, c.status == RunStatus.CANCELLED.value),
+            )
+            .values(
+                status=RunStatus.RUNNING.value,
+                claimed_by=bindparam("p_owner", type_=c.claimed_by.type),
+                last_heartbeat=bindparam("p_now", type_=c.last_heartbeat.type),
+            )
+        )
+
+    values = {"p_run_id": run_id, "p_owner": owner, "p_now": now}
+    sql, params = dml.statement("claim_ended_run", build, values)
+    cursor.execute(sql, params)
+    return bool(cursor.rowcount == 1)
+
+
 def stale_runs_query(one_run: bool = False) -> Any:
     """Running runs whose heartbeat is older than ``:stale_before`` (or missing); a range scan of
     ``ix_flow_runs_status_last_heartbeat`` (tests check the plan)."""

@@ -16,6 +16,7 @@ Additions to the seed, and why:
 - ``flow_step_runs.cost_estimate`` is nullable: NULL means "unknown price", never 0.
 - ``flow_runs.batch_id``, ``llm_requests.queue_ms`` / ``cached_from`` and ``llm_cache``: batches, the
   rate limiter's wait and the response cache (revision 0005).
+- ``flow_runs.batch_line`` (unique with ``batch_id``): one run per item of a batch (revision 0006).
 - ``llm_requests``: one row per attempt of an LLM call (no API keys or auth headers, ever). Its
   ``step_run_id`` is indexed but has no foreign key, because ``flow_step_runs.llm_request_id`` already
   points the other way and a cycle of foreign keys cannot be created on PostgreSQL in one step.
@@ -91,6 +92,7 @@ class FlowRunModel(Base):
         Index("ix_flow_runs_parent_run_id_created_at", "parent_run_id", "created_at", "id"),
         Index("ix_flow_runs_status_last_heartbeat", "status", "last_heartbeat"),
         Index("ix_flow_runs_batch_id_created_at", "batch_id", "created_at", "id"),
+        Index("ux_flow_runs_batch_line", "batch_id", "batch_line", unique=True),
     )
 
     # Core identification
@@ -138,6 +140,8 @@ class FlowRunModel(Base):
 
     # The `flow batch` the run belongs to (revision 0005)
     batch_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Its item's line: one run per line of a batch (revision 0006)
+    batch_line: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     # Relationships
     steps: Mapped[list[FlowStepRunModel]] = relationship(

@@ -17,7 +17,7 @@ from flow_engine.errors import ConfigurationError
 
 from .connect import display_url
 
-HEAD = "0005_many_items"
+HEAD = "0006_batch_line"
 
 
 def stored_revisions(engine: Engine) -> set[str]:

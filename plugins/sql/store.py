@@ -45,6 +45,7 @@ from flow_engine.storage import (
 from .connect import create_sql_engine, display_url, sqlite_path
 from .durable import (
     cancel_flag,
+    claim_ended_run,
     claim_run,
     delete_unfinished_steps,
     interrupt_in_flight,
@@ -190,6 +191,7 @@ def _conditions(where: RunFilter) -> list[Any]:
         (run.user_id, where.user_id),
         (run.parent_run_id, where.parent_run_id),
         (run.batch_id, where.batch_id),
+        (run.batch_line, where.batch_line),
     ):
         if value is not None:
             found.append(column == value)
@@ -341,6 +343,11 @@ class SqlStore(RunStore):
 
     async def claim_run(self, run_id: uuid.UUID, owner: str, stale_before: datetime) -> bool:
         action = ("call", claim_run, run_id, owner, stale_before, utcnow())
+        operation = Operation(("claim of run {} by {}", run_id, owner), [action])
+        return bool(await self._writer.submit(operation))
+
+    async def claim_ended_run(self, run_id: uuid.UUID, owner: str) -> bool:
+        action = ("call", claim_ended_run, run_id, owner, utcnow())
         operation = Operation(("claim of run {} by {}", run_id, owner), [action])
         return bool(await self._writer.submit(operation))
 
