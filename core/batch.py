@@ -6,6 +6,10 @@ Every run of a batch carries the batch id (``flow_runs.batch_id``, ``flow runs -
 resumes in place the runs that failed, crashed or were cancelled (their completed steps replay), and
 starts the items that never got a run. Runs are created as workers take items, so a batch of 10,000
 items holds ``concurrency`` runs in memory, not 10,000 (``benchmarks/bench_batch.py``).
+
+A batch has one run per item: the store refuses a second run for a line (``RunRecord.batch_line``),
+and a resumed run is claimed before it runs, so two resumes of one batch at once never run an item
+twice; the one that finds an item taken reports it as run elsewhere (``ItemResult.elsewhere``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import flow_runner
 from .engine import get_engine
-from .errors import RunWaiting
+from .errors import RunTaken, RunWaiting, StorageError
 from .jsonable import describe_error
 from .storage import RunFilter, RunRecord, RunStatus
 
@@ -49,6 +53,7 @@ class ItemResult:
     status: str
     outputs: dict[str, Any] | None = None
     error: str | None = None
+    elsewhere: bool = False  # another process (resuming the same batch) runs this item
 
 
 @dataclass
@@ -60,6 +65,7 @@ class BatchProgress:
     failed: int = 0
     running: int = 0
     skipped: int = 0  # completed in an earlier attempt of the batch: not run again
+    elsewhere: int = 0  # run by another process resuming the same batch at the same time
     tokens: int = 0
     cost: float = 0.0
     unpriced_calls: int = 0
@@ -67,7 +73,7 @@ class BatchProgress:
 
     @property
     def done(self) -> int:
-        return self.completed + self.failed
+        return self.completed + self.failed + self.elsewhere
 
     def rate(self) -> float:
         """Items ended per second in this attempt (skipped ones are not work)."""
@@ -129,15 +135,41 @@ async def run_batch(
             else:
                 metadata = {"batch": {"id": batch_id, "line": item.line, "source": source}}
                 outputs = await flow_runner.start(
-                    flow, item.inputs, model=model, cache=cache, batch_id=batch_id, metadata=metadata
+                    flow,
+                    item.inputs,
+                    model=model,
+                    cache=cache,
+                    batch_id=batch_id,
+                    batch_line=item.line,
+                    metadata=metadata,
                 )
             return ItemResult(
                 item.line, flow.run_id, RunStatus.COMPLETED.value, outputs if keep_outputs else None
             )
         except RunWaiting:
             return ItemResult(item.line, flow.run_id, RunStatus.WAITING.value)
+        except RunTaken as exc:  # the run of this item another process resumes (or still runs)
+            run_id = before.id if before is not None else flow.run_id
+            now = await asyncio.to_thread(store.get_run, run_id) if run_id is not None else None
+            status = now.status if now is not None else RunStatus.RUNNING.value
+            return ItemResult(item.line, run_id, status, error=str(exc), elsewhere=True)
+        except StorageError as exc:
+            taken = await taken_elsewhere(item, flow.run_id) if before is None else None
+            if taken is not None:
+                return taken
+            return ItemResult(item.line, flow.run_id, RunStatus.FAILED.value, error=describe_error(exc))
         except Exception as exc:
             return ItemResult(item.line, flow.run_id, RunStatus.FAILED.value, error=describe_error(exc))
+
+    async def taken_elsewhere(item: BatchItem, refused: uuid.UUID | None) -> ItemResult | None:
+        """The item's run, if another process started it (``refused``, ours, was a second one)."""
+        where = RunFilter(batch_id=batch_id, batch_line=item.line)
+        found = await asyncio.to_thread(store.find_runs, where, limit=1)
+        if not found or found[0].id == refused:
+            return None
+        other = found[0]
+        why = f"run {other.id} of another process resuming batch {batch_id} has this item"
+        return ItemResult(item.line, other.id, other.status, error=why, elsewhere=True)
 
     async def worker() -> None:
         for index, item in queue:  # shared by the workers: each takes the next item when it is free
@@ -157,7 +189,9 @@ async def run_batch(
             finally:
                 progress.running -= 1
             results[index] = result
-            if result.status == RunStatus.COMPLETED:
+            if result.elsewhere:
+                progress.elsewhere += 1
+            elif result.status == RunStatus.COMPLETED:
                 progress.completed += 1
             else:
                 progress.failed += 1

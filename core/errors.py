@@ -51,6 +51,10 @@ class NotFoundError(UsageError):
     """A flow, run or record that the caller named does not exist."""
 
 
+class RunTaken(UsageError):
+    """A run to resume is already executed, or being resumed, by another process (it claimed it)."""
+
+
 class StorageError(FlowEngineError):
     """The database refused or failed a read or write; the record named in the message was not stored."""
 

@@ -33,6 +33,7 @@ from .errors import (
     InputValidationError,
     ResumeMismatch,
     RunCancelled,
+    RunTaken,
     RunWaiting,
     UsageError,
 )
@@ -142,12 +143,14 @@ async def start(
     max_tokens: int | None = None,
     cache: bool | None = None,
     batch_id: str | None = None,
+    batch_line: int | None = None,
     run_key: str | None = None,
 ) -> dict[str, Any]:
     """Run ``flow`` now as a recorded run (a child run inside another flow); return its outputs.
 
     ``cache`` turns the response cache on or off for the run (kept with it for a resume);
-    ``batch_id`` files a root run under a ``flow batch``; ``run_key`` is a child run's key when the
+    ``batch_id`` files a root run under a ``flow batch`` (``batch_line``: its item's line, which the
+    store refuses twice: StorageError); ``run_key`` is a child run's key when the
     caller reserved it (``map``), else the next occurrence of the flow's name in the parent."""
     check_budget(max_cost, max_tokens)
     validated = flow.validate_inputs(inputs)
@@ -181,6 +184,7 @@ async def start(
             **_cache_option(cache),
         },
         batch_id=batch_id if parent is None else None,
+        batch_line=batch_line if parent is None else None,
     )
     flow.run_id = record.id
     await engine.store.create_run(record)
@@ -208,6 +212,7 @@ async def submit(
     max_tokens: int | None = None,
     cache: bool | None = None,
     batch_id: str | None = None,
+    batch_line: int | None = None,
 ) -> uuid.UUID:
     """Validate ``inputs``, store the run as ``pending`` and hand it to ``executor``; return its id.
 
@@ -238,6 +243,7 @@ async def submit(
             **_cache_option(cache),
         },
         batch_id=batch_id,
+        batch_line=batch_line,
     )
     flow.run_id = record.id
     await store.create_run(record)
@@ -313,6 +319,8 @@ async def resume(
     validated = flow.validate_inputs(run.inputs)
     if claim and parent is None and run.status in (RunStatus.RUNNING, RunStatus.CRASHED):
         await _claim_for_resume(store, run, bool(force))
+    elif claim and parent is None and run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+        await _claim_ended(store, run)
     steps, children, spent = await asyncio.to_thread(_history, store, run.id)
     metadata = dict(run.flow_metadata or {})
     if not as_fork:
@@ -358,10 +366,21 @@ async def _claim_for_resume(store: RunStore, run: RunRecord, force: bool) -> Non
     """Take the run atomically; ``force`` takes it even with a fresh heartbeat (its process is gone)."""
     threshold = utcnow() + timedelta(days=1) if force else stale_before()
     if not await store.claim_run(run.id, f"resume-{uuid.uuid4().hex[:8]}", threshold):
-        raise UsageError(
+        raise RunTaken(
             f"run {run.id} is being executed by another process (its heartbeat is fresh); "
             "cancel it first, or wait until it is reported crashed"
         )
+
+
+async def _claim_ended(store: RunStore, run: RunRecord) -> None:
+    """Take a failed or cancelled run atomically, so that two processes resuming it at once (two
+    ``flow batch --resume`` of one batch) do not both run it; unclaimed on a backend that cannot."""
+    try:
+        taken = await store.claim_ended_run(run.id, f"resume-{uuid.uuid4().hex[:8]}")
+    except NotImplementedError:
+        return
+    if not taken:
+        raise RunTaken(f"run {run.id} is being resumed by another process (it was {run.status} a moment ago)")
 
 
 def _history(store: RunStore, run_id: uuid.UUID) -> tuple[list[StepRecord], list[RunRecord], RunTotals]:

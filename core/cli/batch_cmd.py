@@ -254,6 +254,7 @@ def _submit_all(
                 model=model,
                 cache=cache,
                 batch_id=batch_id,
+                batch_line=item.line,
                 metadata=metadata,
             )
             ids.append(str(run_id))
@@ -283,6 +284,8 @@ def _write_output(path: Path, results: list[ItemResult]) -> None:
                 "outputs": r.outputs,
                 "error": r.error,
             }
+            if r.elsewhere:  # another process resuming the batch runs it: its outcome is that run's
+                row["elsewhere"] = True
             out.write(json.dumps(row, default=str) + "\n")
     os.replace(partial, path)
 
@@ -295,8 +298,9 @@ def _summary(
     as_json: bool,
     bad: int,
 ) -> None:
-    completed = sum(r.status == "completed" for r in results)
-    failed = len(results) - completed
+    elsewhere = sum(r.elsewhere for r in results)
+    completed = sum(r.status == "completed" and not r.elsewhere for r in results)
+    failed = len(results) - completed - elsewhere
     tokens = progress.tokens if progress else 0
     cost = progress.cost if progress else 0.0
     unpriced = progress.unpriced_calls if progress else 0
@@ -307,6 +311,7 @@ def _summary(
             "items": len(results),
             "completed": completed,
             "failed": failed,
+            "run_elsewhere": elsewhere,
             "already_completed": skipped,
             "skipped_lines": bad,
             "total_tokens": tokens,
@@ -317,8 +322,10 @@ def _summary(
         click.echo(json.dumps(payload))
     earlier = f", {skipped} completed earlier" if skipped else ""
     lines = f", {bad} bad line(s) skipped" if bad else ""
+    others = f", {elsewhere} run by another process resuming it" if elsewhere else ""
     click.echo(
-        f"Batch {batch_id}: {completed} completed, {failed} failed{earlier}{lines} in {seconds:.1f}s; "
+        f"Batch {batch_id}: {completed} completed, {failed} failed{others}{earlier}{lines} "
+        f"in {seconds:.1f}s; "
         f"{tokens:,} tokens, {fmt_cost(cost, unpriced)}",
         err=True,
     )

@@ -261,3 +261,29 @@ def test_background_hands_every_item_to_the_executor_under_one_batch(tmp_path, e
         assert Gauge.ran == []  # nothing ran here
     finally:
         engine.plugins.unregister("inline-executor")
+
+
+def test_items_run_by_another_resume_are_counted_apart_and_marked_in_the_output(tmp_path, capsys):
+    from flow_engine.batch import ItemResult
+    from flow_engine.cli.batch_cmd import _summary, _write_output
+
+    results = [
+        ItemResult(1, None, "completed", {"square": 0}),
+        ItemResult(
+            2,
+            None,
+            "running",
+            error="run X of another process resuming batch b has this item",
+            elsewhere=True,
+        ),
+        ItemResult(3, None, "failed", error="boom"),
+    ]
+    _summary("b", results, None, 1.0, True, 0)
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert (summary["completed"], summary["failed"], summary["run_elsewhere"]) == (1, 1, 1)
+    assert "1 completed, 1 failed, 1 run by another process resuming it" in captured.err
+    out = tmp_path / "out.jsonl"
+    _write_output(out, results)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r.get("elsewhere", False) for r in rows] == [False, True, False]
