@@ -3,6 +3,7 @@ and PostgreSQL, and the caller gets a clear error (issue 22)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import warnings
 from datetime import timedelta
@@ -271,6 +272,25 @@ async def test_resume_claims_the_run_and_refuses_a_live_one(backend):
     OutputsFlow.value = 1
     assert await OutputsFlow().resume(live.id) == {"out": 1}
     assert store.get_run(live.id).status == "completed"
+
+
+async def test_two_resumes_of_a_failed_run_at_once_run_it_once(backend):
+    from flow_engine.errors import RunTaken
+    from flow_engine.plugin import RunRecord
+
+    store = get_engine().store
+    failed = RunRecord(flow_name="outputs_flow", status="failed", started_at=utcnow(), error_message="boom")
+    await store.create_run(failed)
+    OutputsFlow.value = 2
+    outcomes = await asyncio.gather(
+        OutputsFlow().resume(failed.id), OutputsFlow().resume(failed.id), return_exceptions=True
+    )
+    [won] = [o for o in outcomes if not isinstance(o, BaseException)]
+    [lost] = [o for o in outcomes if isinstance(o, BaseException)]
+    assert won == {"out": 2}
+    assert isinstance(lost, RunTaken) and "being resumed by another process" in str(lost)
+    stored = store.get_run(failed.id)
+    assert stored.status == "completed" and len(stored.flow_metadata["resumed"]) == 1
 
 
 # -- a third-party LLM step sees the per-call model ----------------------------------------------
