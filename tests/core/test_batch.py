@@ -72,11 +72,11 @@ async def test_two_resumes_at_once_run_each_item_once(engine):
     runs = runs_of(batch_id)
     assert len(runs) == 8 and {r.status for r in runs} == {"completed"}
     assert sorted(r.batch_line for r in runs if r.batch_line is not None) == [1, 2, 3, 4, 5, 6, 7, 8]
-    for line in (2, 3, 5, 6, 7, 8):  # run by exactly one of the two, reported so by the other
-        mine = [r for r in (a[line - 1], b[line - 1]) if not r.elsewhere]
-        other = [r for r in (a[line - 1], b[line - 1]) if r.elsewhere]
-        assert len(mine) == 1 and mine[0].status == "completed", (line, a[line - 1], b[line - 1])
-        assert len(other) == 1 and other[0].run_id == mine[0].run_id and other[0].error
+    for line in (2, 3, 5, 6, 7, 8):  # both name the one run of the item; the one that did not run it
+        ours, theirs = a[line - 1], b[line - 1]  # says so (or, had it started late, found it completed)
+        assert ours.run_id == theirs.run_id and not (ours.elsewhere and theirs.elsewhere), (ours, theirs)
+        assert [r.error for r in (ours, theirs) if r.elsewhere] != [None]
+    assert sum(r.elsewhere for r in (*a, *b)) >= 1
     assert not [r for r in (*a, *b) if r.status == "failed"]
 
 

@@ -288,7 +288,8 @@ async def test_two_resumes_of_a_failed_run_at_once_run_it_once(backend):
     [won] = [o for o in outcomes if not isinstance(o, BaseException)]
     [lost] = [o for o in outcomes if isinstance(o, BaseException)]
     assert won == {"out": 2}
-    assert isinstance(lost, RunTaken) and "being resumed by another process" in str(lost)
+    # the loser read the run failed (its claim lost) or already running (the winner's): either way
+    assert isinstance(lost, RunTaken) and "by another process" in str(lost)
     stored = store.get_run(failed.id)
     assert stored.status == "completed" and len(stored.flow_metadata["resumed"]) == 1
 
