@@ -115,6 +115,28 @@ def request_cancel(cursor: Any, dml: Any, run_id: uuid.UUID, now: datetime) -> s
     return status
 
 
+def _claim(taken_when: Any, **also: Any) -> Any:
+    """The UPDATE of a claim: the run ``p_run_id``, if ``taken_when`` holds, becomes running, claimed by
+    ``p_owner``, with its heartbeat ``p_now`` (and the ``also`` values)."""
+    c = flow_runs.c
+    return (
+        update(flow_runs)
+        .where(c.id == bindparam("p_run_id"), taken_when)
+        .values(
+            status=RunStatus.RUNNING.value,
+            claimed_by=bindparam("p_owner", type_=c.claimed_by.type),
+            last_heartbeat=bindparam("p_now", type_=c.last_heartbeat.type),
+            **also,
+        )
+    )
+
+
+def _claimed(cursor: Any, dml: Any, key: str, build: Any, values: dict[str, Any]) -> bool:
+    sql, params = dml.statement(key, build, values)
+    cursor.execute(sql, params)
+    return bool(cursor.rowcount == 1)
+
+
 def claim_run(
     cursor: Any, dml: Any, run_id: uuid.UUID, owner: str, stale_before: datetime, now: datetime
 ) -> bool:
@@ -125,36 +147,21 @@ def claim_run(
     c = flow_runs.c
 
     def build() -> Any:
-        return (
-            update(flow_runs)
-            .where(
-                c.id == bindparam("p_run_id"),
-                or_(
-                    c.status == RunStatus.PENDING.value,
-                    c.status == RunStatus.CRASHED.value,
-                    c.status == RunStatus.WAITING.value,
-                    and_(
-                        c.status == RunStatus.RUNNING.value,
-                        or_(c.last_heartbeat.is_(None), c.last_heartbeat < bindparam("p_stale_before")),
-                    ),
-                ),
-            )
-            .values(
-                status=RunStatus.RUNNING.value,
-                claimed_by=bindparam("p_owner", type_=c.claimed_by.type),
-                last_heartbeat=bindparam("p_now", type_=c.last_heartbeat.type),
-                started_at=case(
-                    (c.started_at.is_(None), bindparam("p_started", type_=c.started_at.type)),
-                    else_=c.started_at,
-                ),
-            )
+        claimable = or_(
+            c.status == RunStatus.PENDING.value,
+            c.status == RunStatus.CRASHED.value,
+            c.status == RunStatus.WAITING.value,
+            and_(
+                c.status == RunStatus.RUNNING.value,
+                or_(c.last_heartbeat.is_(None), c.last_heartbeat < bindparam("p_stale_before")),
+            ),
         )
+        started = bindparam("p_started", type_=c.started_at.type)
+        return _claim(claimable, started_at=case((c.started_at.is_(None), started), else_=c.started_at))
 
     values = {"p_run_id": run_id, "p_owner": owner, "p_stale_before": stale_before, "p_now": now}
     values["p_started"] = now
-    sql, params = dml.statement("claim_run", build, values)
-    cursor.execute(sql, params)
-    return bool(cursor.rowcount == 1)
+    return _claimed(cursor, dml, "claim_run", build, values)
 
 
 def claim_ended_run(cursor: Any, dml: Any, run_id: uuid.UUID, owner: str, now: datetime) -> bool:
@@ -163,23 +170,10 @@ def claim_ended_run(cursor: Any, dml: Any, run_id: uuid.UUID, owner: str, now: d
     c = flow_runs.c
 
     def build() -> Any:
-        return (
-            update(flow_runs)
-            .where(
-                c.id == bindparam("p_run_id"),
-                or_(c.status == RunStatus.FAILED.value, c.status == RunStatus.CANCELLED.value),
-            )
-            .values(
-                status=RunStatus.RUNNING.value,
-                claimed_by=bindparam("p_owner", type_=c.claimed_by.type),
-                last_heartbeat=bindparam("p_now", type_=c.last_heartbeat.type),
-            )
-        )
+        return _claim(or_(c.status == RunStatus.FAILED.value, c.status == RunStatus.CANCELLED.value))
 
     values = {"p_run_id": run_id, "p_owner": owner, "p_now": now}
-    sql, params = dml.statement("claim_ended_run", build, values)
-    cursor.execute(sql, params)
-    return bool(cursor.rowcount == 1)
+    return _claimed(cursor, dml, "claim_ended_run", build, values)
 
 
 def stale_runs_query(one_run: bool = False) -> Any:
