@@ -349,9 +349,10 @@ class _Display:
     def _describe(self, p: BatchProgress) -> str:
         eta = p.eta()
         left = f"ETA {_duration(eta)}" if eta is not None else "ETA -"
+        elsewhere = f", {p.elsewhere} elsewhere" if p.elsewhere else ""
         return (
-            f"{p.completed} done, {p.failed} failed, {p.running} running · {p.rate():.1f}/s · {left} · "
-            f"{p.tokens:,} tokens · {fmt_cost(p.cost, p.unpriced_calls)}"
+            f"{p.completed} done, {p.failed} failed{elsewhere}, {p.running} running · {p.rate():.1f}/s · "
+            f"{left} · {p.tokens:,} tokens · {fmt_cost(p.cost, p.unpriced_calls)}"
         )
 
     def update(self, p: BatchProgress) -> None:

@@ -264,8 +264,8 @@ def test_background_hands_every_item_to_the_executor_under_one_batch(tmp_path, e
 
 
 def test_items_run_by_another_resume_are_counted_apart_and_marked_in_the_output(tmp_path, capsys):
-    from flow_engine.batch import ItemResult
-    from flow_engine.cli.batch_cmd import _summary, _write_output
+    from flow_engine.batch import BatchProgress, ItemResult
+    from flow_engine.cli.batch_cmd import _Display, _summary, _write_output
 
     results = [
         ItemResult(1, None, "completed", {"square": 0}),
@@ -287,3 +287,5 @@ def test_items_run_by_another_resume_are_counted_apart_and_marked_in_the_output(
     _write_output(out, results)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r.get("elsewhere", False) for r in rows] == [False, True, False]
+    progress = BatchProgress(total=3, completed=1, failed=1, elsewhere=1)
+    assert "1 done, 1 failed, 1 elsewhere, 0 running" in _Display("b")._describe(progress)
