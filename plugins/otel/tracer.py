@@ -206,7 +206,9 @@ class Tracer:
         run = self.runs.pop(event.run_id, None)
         if status != "waiting":  # a waiting run has not ended: it is counted when it does
             self.ended_runs.add(
-                1, {"flow_engine.flow.name": event.flow_name, "flow_engine.run.status": status}
+                1,
+                {"flow_engine.flow.name": event.flow_name, "flow_engine.run.status": status},
+                context=run.context if run is not None else None,
             )
         if run is None:
             return
@@ -413,11 +415,15 @@ class Tracer:
         if record.error is not None:
             span.set_status(Status(StatusCode.ERROR, record.error))
         span.end(end_time=record.end_ns)
-        self.duration.record(record.duration_s, duration_attributes)
+        # the records' exemplars name the call's span: the current one now is the run's (or, on the
+        # timer, the span of whichever run set it)
+        measured = trace.set_span_in_context(span)
+        self.duration.record(record.duration_s, duration_attributes, context=measured)
         for value, token_attributes in tokens:
-            self.token_usage.record(value, token_attributes)
+            self.token_usage.record(value, token_attributes, context=measured)
         if cost is not None:
-            self.cost.add(cost, {"gen_ai.request.model": metric_attributes["gen_ai.request.model"]})
+            model = {"gen_ai.request.model": metric_attributes["gen_ai.request.model"]}
+            self.cost.add(cost, model, context=measured)
 
     def _model_attributes(self, call: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         """The metric attributes of a model's calls and of its input and output tokens, made once per

@@ -46,3 +46,29 @@ async def test_metrics_of_a_run(fake_openai, tmp_path, spans, metric_reader):
     collected = points(metric_reader, None)
     [failed_runs] = _by(collected, "flow_engine.runs", **{"flow_engine.run.status": "failed"})
     assert failed_runs.value == 1
+
+
+async def test_exemplars_point_at_the_llm_call_that_was_measured(fake_openai, tmp_path, spans, metric_reader):
+    """A metric record's exemplar names the span of the call measured, not whichever span is current
+    when the burst of spans and records is made (the run's, or another run's on the timer)."""
+    use_fake_openai(fake_openai.base_url, tmp_path, otel=True)
+    fake_openai.script(Reply("A summary", usage=(30, 5)), Reply("A title", usage=(12, 3)))
+    await TwoCalls().execute({})
+    calls = {s.context.span_id: s for s in spans.get_finished_spans() if s.name == "chat gpt-4o-mini"}
+    assert len(calls) == 2
+    collected = points(metric_reader, None)
+
+    [inputs] = _by(collected, "gen_ai.client.token.usage", **{"gen_ai.token.type": "input"})
+    by_value = {e.value: e for e in inputs.exemplars}
+    assert set(by_value) == {30, 12}  # one exemplar per bucket: 30 and 12 fall in different ones
+    for value, exemplar in by_value.items():
+        call = calls[exemplar.span_id]
+        assert call.attributes["gen_ai.usage.input_tokens"] == value
+        assert exemplar.trace_id == call.context.trace_id
+    durations = [e for p in _by(collected, "gen_ai.client.operation.duration") for e in p.exemplars]
+    assert durations and all(e.span_id in calls for e in durations)
+    [cost] = _by(collected, "flow_engine.llm.cost", **{"gen_ai.request.model": "gpt-4o-mini"})
+    assert cost.exemplars and all(e.span_id in calls for e in cost.exemplars)
+    [run_span] = [s for s in spans.get_finished_spans() if s.name == "invoke_workflow two_calls"]
+    [runs] = _by(collected, "flow_engine.runs", **{"flow_engine.flow.name": "two_calls"})
+    assert [e.span_id for e in runs.exemplars] == [run_span.context.span_id]
