@@ -11,6 +11,7 @@ it are replayed from the store with no LLM call.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -94,3 +95,23 @@ def describe_wait(step: StepRecord) -> dict[str, Any]:
         "deadline": question.get("deadline"),
         "schema": question.get("schema"),
     }
+
+
+def is_text_field(field: Any) -> bool:
+    """Is this property of an answer's JSON schema text (a string, or a string or null)?"""
+    if not isinstance(field, dict):
+        return False
+    kinds = [field.get("type")] + [option.get("type") for option in field.get("anyOf") or []]
+    return "string" in kinds and not {"boolean", "integer", "number", "object", "array"} & set(kinds)
+
+
+def field_value(field: Any, text: str) -> Any:
+    """A field of an answer typed as text (``flow respond --input``, the viewer's form): kept as it is
+    where the schema says the field is text, else read as JSON (``true`` a boolean, ``3`` a number);
+    text that is not JSON stays text, for the schema check to name."""
+    if is_text_field(field):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -20,16 +20,17 @@ from .storage import RunRecord, RunStatus, RunStore, StepRecord, utcnow
 __all__ = ["answer_wait", "expire_waits", "respond_to_run", "validate_answer", "waiting_for"]
 
 
-def waiting_for(run: RunRecord) -> tuple[RunRecord, StepRecord] | None:
-    """The run (this one or a child run of it) and step it waits at, if it is waiting."""
-    store = get_engine().store
+def waiting_for(run: RunRecord, store: RunStore | None = None) -> tuple[RunRecord, StepRecord] | None:
+    """The run (this one or a child run of it) and step it waits at, if it is waiting (in ``store``,
+    by default the engine's)."""
+    store = store or get_engine().store
     if run.status != RunStatus.WAITING:
         return None
     found = waiting_step(store.list_steps(run.id))
     if found is not None:
         return run, found
     for child in store.list_runs(parent_run_id=run.id, status=RunStatus.WAITING.value, limit=1000):
-        inner = waiting_for(child)
+        inner = waiting_for(child, store)
         if inner is not None:
             return inner
     return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import click
@@ -95,6 +94,8 @@ def respond(
 def _answer(pairs: tuple[str, ...], inputs_file: str | None, schema: dict[str, Any]) -> dict[str, Any]:
     """The answer's fields: the JSON file's, then each ``--input``, parsed as JSON where the schema
     says the field is not text (``--input approved=true`` is a boolean)."""
+    from flow_engine.human_input import field_value
+
     stdin = Stdin()
     data: dict[str, Any] = read_inputs_file(inputs_file, stdin) if inputs_file else {}
     properties = schema.get("properties") or {}
@@ -107,21 +108,7 @@ def _answer(pairs: tuple[str, ...], inputs_file: str | None, schema: dict[str, A
             value = value[1:]
         elif value.startswith("@"):
             value = read_text(value[1:], f"--input {key}", stdin)
-        data[key] = value if _is_text(properties.get(key)) else _json_or_text(value)
+        data[key] = field_value(properties.get(key), value)
     if not data:
         raise UsageError("give the answer: --input KEY=VALUE ... or --inputs-file FILE")
     return data
-
-
-def _is_text(field: Any) -> bool:
-    if not isinstance(field, dict):
-        return False
-    kinds = [field.get("type")] + [option.get("type") for option in field.get("anyOf") or []]
-    return "string" in kinds and not {"boolean", "integer", "number", "object", "array"} & set(kinds)
-
-
-def _json_or_text(value: str) -> Any:
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value

@@ -1,9 +1,10 @@
-"""Cancel and resume from the page, through the same core functions and rules as ``flow cancel`` and
-``flow resume``.
+"""Cancel, resume and answer from the page, through the same core functions and rules as ``flow
+cancel``, ``flow resume`` and ``flow respond``.
 
-A resumed run executes inside the ``flow ui`` process, like ``flow resume`` in a terminal, as a task
-on the server's event loop; the run page follows it live. Stopping the server stops it at once (it
-is then found crashed by its heartbeat and can be resumed again).
+A resumed or answered run executes inside the ``flow ui`` process, like ``flow resume`` in a terminal,
+as a task on the server's event loop; the run page follows it live. Stopping the server stops it at
+once (it is then found crashed by its heartbeat and can be resumed again). An answered run that was
+submitted to a worker pool (``flow run --background``) goes back to its workers instead.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,11 +66,25 @@ class Actions:
             flow_class_for(run)  # its code must be importable here: say so now, not in the background
         except FlowEngineError as exc:
             return Outcome(False, str(exc))
-        task = asyncio.get_running_loop().create_task(self._resume(resume, run.id))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        await self._started(task, run.id, load_run)
+        await self._started(self._go(resume(run.id), run.id), run.id, load_run)
         return Outcome(True, f"Resuming: run {run.id.hex[:8]} goes on from its first unfinished step.")
+
+    async def respond(self, run_id: uuid.UUID, name: str, answer: dict[str, Any]) -> Outcome:
+        """Record the answer (checked against the wait's schema: nothing is written if it is invalid),
+        then continue the run in the background, or hand it back to its executor."""
+        from flow_engine import flow_runner
+        from flow_engine.engine import get_engine
+        from flow_engine.respond import answer_wait, hand_back
+
+        try:
+            flow, root = await answer_wait(run_id, name, answer)
+            if await hand_back(root, type(flow)):
+                return Outcome(True, "handed-back")
+        except FlowEngineError as exc:
+            return Outcome(False, str(exc))
+        task = self._go(flow_runner.resume(flow, root), root.id)
+        await self._started(task, root.id, get_engine().store.load_run)
+        return Outcome(True, "answered")
 
     @staticmethod
     async def _started(task: asyncio.Task[Any], run_id: uuid.UUID, load_run: Any) -> None:
@@ -81,12 +97,19 @@ class Actions:
                 return
             await asyncio.sleep(0.05)
 
+    def _go(self, work: Coroutine[Any, Any, Any], run_id: uuid.UUID) -> asyncio.Task[Any]:
+        """Run a resume on the server's loop, kept referenced until it ends."""
+        task = asyncio.get_running_loop().create_task(self._execute(work, run_id))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
     @staticmethod
-    async def _resume(resume: Any, run_id: uuid.UUID) -> None:
+    async def _execute(work: Coroutine[Any, Any, Any], run_id: uuid.UUID) -> None:
         try:
-            await resume(run_id)
-        except Exception:  # the run records its own failure; the server goes on
-            log.info("resumed run %s did not complete", run_id, exc_info=True)
+            await work
+        except Exception:  # the run records its own end (failed, waiting again); the server goes on
+            log.info("run %s did not complete", run_id, exc_info=True)
 
     async def close(self) -> None:
         for task in list(self.tasks):

@@ -7,6 +7,7 @@ never block the event loop that streams live updates.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,7 +35,10 @@ NOTICES = {  # notices a redirect may name (never text taken from the address)
     "cancel-requested": "Cancel requested: the run stops at its next step boundary.",
     "cancelled": "Run cancelled.",
     "resuming": "Resuming: the run goes on from its first unfinished step.",
+    "answered": "Answered: the run goes on from its wait.",
+    "handed-back": "Answered: the run went back to its executor's workers, which continue it.",
 }
+MAX_FORM_BYTES = {"cancel": 10_000, "resume": 10_000, "respond": 1_000_000}
 
 
 class Viewer:
@@ -253,12 +257,17 @@ async def run_events(request: Request) -> Response:
 # -- actions ------------------------------------------------------------------------------------
 async def action(request: Request) -> Response:
     viewer = _viewer(request)
-    if request.path_params["action"] not in ("cancel", "resume"):
+    name = request.path_params["action"]
+    if name not in MAX_FORM_BYTES:
         return viewer.render("error.html", 404, message="No such action.", code=404)
     if viewer.read_only:
         return viewer.render("error.html", 403, message="This viewer is read-only (--read-only).", code=403)
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES[name]:
+        message = f"The form is too large (over {MAX_FORM_BYTES[name]:,} bytes)."
+        return viewer.render("error.html", 413, message=message, code=413)
     # the forms are urlencoded: parsed here rather than with python-multipart, one dependency less
-    form = dict(parse_qsl((await request.body())[:10_000].decode("utf-8", "replace")))
+    form = dict(parse_qsl(body.decode("utf-8", "replace")))
     if not same(form.get("csrf"), viewer.csrf):
         return viewer.render(
             "error.html", 403, message="Missing or wrong CSRF token; reload the page.", code=403
@@ -267,20 +276,44 @@ async def action(request: Request) -> Response:
         run_id = uuid.UUID(request.path_params["run_id"])
     except ValueError:
         return viewer.error(request, UsageError("not a run id"))
-    name = request.path_params["action"]
+    values: dict[str, str] = {}
     if name == "cancel":
         outcome = await viewer.actions.cancel(run_id)
         notice = "cancel-requested" if outcome.message.startswith("Cancel requested") else "cancelled"
-    else:
+    elif name == "resume":
         outcome = await viewer.actions.resume(run_id)
         notice = "resuming"
+    else:
+        outcome, values = await _respond(viewer, run_id, form)
+        notice = outcome.message
     if outcome.ok:
         return RedirectResponse(f"/runs/{run_id}?notice={notice}", status_code=303)
     run = viewer.store.get_run(run_id)
     if run is None:
         return viewer.error(request, NotFoundError(outcome.message))
     view = pages.run_view(viewer.store, run, viewer.stale_before())
-    return viewer.render("run.html", 409, view=view, notice=None, problem=outcome.message, nav="runs")
+    return viewer.render(
+        "run.html", 409, view=view, notice=None, problem=outcome.message, nav="runs", answer_values=values
+    )
+
+
+async def _respond(viewer: Viewer, run_id: uuid.UUID, form: dict[str, str]) -> tuple[Any, dict[str, str]]:
+    """Answer the wait the form names, with the form's fields read by the wait's schema; on refusal,
+    the fields as typed, to show them again."""
+    from .actions import Outcome
+
+    typed = {key.removeprefix("f."): value for key, value in form.items() if key.startswith("f.")}
+
+    def read() -> tuple[Any, Any]:
+        run = viewer.store.get_run(run_id)
+        return run, pages.wait_view(viewer.store, run) if run is not None else None
+
+    run, wait = await asyncio.to_thread(read)
+    if wait is None:
+        status = run.status if run is not None else "not found"
+        return Outcome(False, f"The run is not waiting for input (it is {status}); nothing to answer."), typed
+    answer = pages.answer_from_form(wait.schema, form)
+    return await viewer.actions.respond(run_id, form.get("wait") or wait.name, answer), typed
 
 
 # -- JSON API -----------------------------------------------------------------------------------

@@ -226,6 +226,7 @@ class RunView:
     can_cancel: bool
     can_resume: bool
     resume_note: str | None
+    wait: WaitView | None = None  # what the run (or a child run of it) waits for a person to answer
 
     @property
     def live(self) -> bool:
@@ -329,7 +330,113 @@ def run_view(store: RunStore, run: RunRecord, stale_before: datetime) -> RunView
         can_cancel=status in (RunStatus.RUNNING.value, RunStatus.PENDING.value, RunStatus.CRASHED.value),
         can_resume=resumable and run.parent_run_id is None,
         resume_note=note if resumable else None,
+        wait=wait_view(store, run) if status == RunStatus.WAITING.value else None,
     )
+
+
+# -- a run waiting for a person -----------------------------------------------------------------
+@dataclass
+class AnswerField:
+    """One field of the answer's form, from the wait's JSON schema: ``widget`` is ``text``, ``number``,
+    ``checkbox``, ``select`` (an enum) or ``json`` (anything else, typed as JSON)."""
+
+    name: str
+    title: str
+    widget: str
+    required: bool
+    description: str | None = None
+    options: list[str] = field(default_factory=list)
+    step: str = "any"  # a number field's step: 1 for an integer
+    default: Any = None  # the text shown at first (checkbox: True/False)
+
+
+@dataclass
+class WaitView:
+    run: RunRecord  # the run that waits: this one, or a child run of it
+    step: StepRecord
+    name: str
+    prompt: str | None
+    since: datetime
+    deadline: datetime | None
+    fields: list[AnswerField]
+    schema: dict[str, Any]
+
+
+def wait_view(store: RunStore, run: RunRecord) -> WaitView | None:
+    from flow_engine.respond import waiting_for
+
+    found = waiting_for(run, store)
+    if found is None:
+        return None
+    waiter, step = found
+    question = step.inputs or {}
+    schema = question.get("schema") or {}
+    deadline = question.get("deadline")
+    return WaitView(
+        run=waiter,
+        step=step,
+        name=step.step_key,
+        prompt=question.get("prompt"),
+        since=step.created_at,
+        deadline=datetime.fromisoformat(deadline) if deadline else None,
+        fields=answer_fields(schema),
+        schema=schema,
+    )
+
+
+def answer_fields(schema: dict[str, Any]) -> list[AnswerField]:
+    """The form's fields, one per property of the answer's schema (a pydantic model's JSON schema)."""
+    import json
+
+    required = set(schema.get("required") or [])
+    fields = []
+    for name, prop in (schema.get("properties") or {}).items():
+        kind = _resolve(schema, prop)
+        title = str(prop.get("title") or kind.get("title") or name)
+        answer = AnswerField(name, title, "json", name in required, prop.get("description"))
+        if isinstance(kind.get("enum"), list) and all(isinstance(v, str) for v in kind["enum"]):
+            answer.widget, answer.options = "select", list(kind["enum"])
+        elif kind.get("type") == "string":
+            answer.widget = "text"
+        elif kind.get("type") in ("integer", "number"):
+            answer.widget, answer.step = "number", "1" if kind["type"] == "integer" else "any"
+        elif kind.get("type") == "boolean":
+            answer.widget = "checkbox"
+        default = prop.get("default")
+        if answer.widget == "checkbox":
+            answer.default = default is True
+        elif default is not None:
+            answer.default = default if isinstance(default, str) else json.dumps(default)
+        fields.append(answer)
+    return fields
+
+
+def _resolve(schema: dict[str, Any], prop: dict[str, Any]) -> dict[str, Any]:
+    """A property's own schema: its ``$ref`` followed (an enum's), the ``null`` of an optional dropped."""
+    options = [o for o in prop.get("anyOf") or [] if o.get("type") != "null"]
+    if len(options) == 1:
+        prop = options[0]
+    ref = prop.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return dict((schema.get("$defs") or {}).get(ref.removeprefix("#/$defs/")) or {})
+    return prop
+
+
+def answer_from_form(schema: dict[str, Any], form: dict[str, str]) -> dict[str, Any]:
+    """The answer a form gave (fields named ``f.NAME``): a box checked or not, text as it is where the
+    schema says text, else read as JSON (as ``flow respond --input`` does); a field left empty is left
+    out (its default applies, or the check names it as required)."""
+    from flow_engine.human_input import field_value
+
+    answer: dict[str, Any] = {}
+    properties = schema.get("properties") or {}
+    for found in answer_fields(schema):
+        text = form.get(f"f.{found.name}", "")
+        if found.widget == "checkbox":
+            answer[found.name] = bool(text)
+        elif text != "":
+            answer[found.name] = field_value(_resolve(schema, properties[found.name]), text)
+    return answer
 
 
 def live_signature(run: RunRecord, steps: list[StepRecord], status: str) -> tuple[Any, ...]:

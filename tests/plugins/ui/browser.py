@@ -91,6 +91,20 @@ def start_gated_flow(database_url: str, gate_dir: Path, prompt: str, cwd: Path) 
     return subprocess.Popen(args, env=_env(), cwd=cwd, stderr=subprocess.PIPE, text=True)
 
 
+def start_review(database_url: str, marker_dir: Path, cwd: Path) -> None:
+    """A ``ReviewFlow`` run, in its own process, left waiting for its review."""
+    marker_dir.mkdir(parents=True, exist_ok=True)
+    code = (
+        "import asyncio, sys; from flow_engine import configure; from flow_engine.errors import RunWaiting;"
+        "from tests.plugins.ui.flows import ReviewFlow; configure(database_url=sys.argv[1])\n"
+        "try: asyncio.run(ReviewFlow().execute({'marker_dir': sys.argv[2]}))\n"
+        "except RunWaiting: pass\n"
+        "else: sys.exit('ReviewFlow did not wait')"
+    )
+    args = [sys.executable, "-c", code, database_url, str(marker_dir)]
+    subprocess.run(args, env=_env(), cwd=cwd, check=True, timeout=120)
+
+
 def wait_for_run(database_url: str, flow_name: str, known: set[Any], timeout: float = 60) -> Any:
     """The id of a run of ``flow_name`` that is not in ``known``, once the store has it."""
     from flow_engine.plugins.sql.store import SqlStore

@@ -3,7 +3,8 @@
 ``GatedFlow`` waits before each step for a file ``go-N`` in ``gate_dir``: a test decides when the run
 moves on, and watches the page follow it. Its middle step calls the model (the offline model unless
 the engine says otherwise), with the prompt given as input. ``FlakyFlow`` fails its second step until
-the file ``fixed`` exists in ``marker_dir``; resuming it then completes it.
+the file ``fixed`` exists in ``marker_dir``; resuming it then completes it. ``ReviewFlow`` waits for a
+person's ``Review``.
 
 Run as a module, it executes one ``GatedFlow`` (the live tests start it in another process)::
 
@@ -16,9 +17,9 @@ import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from flow_engine import BaseFlow, BaseStep, UnstructuredStep
 
@@ -100,6 +101,30 @@ class FlakyFlow(BaseFlow):
         count = await CountStep().execute({"marker_dir": inputs["marker_dir"]})
         fragile = await FragileStep().execute({"marker_dir": inputs["marker_dir"]})
         return {"count": count.output_content, "fragile": fragile.output_content}
+
+
+class Review(BaseModel):
+    """The answer a person gives ``ReviewFlow``: one field of each kind the viewer's form draws."""
+
+    approved: bool
+    level: Literal["low", "high"]
+    comment: str = ""
+    score: int | None = Field(default=None, description="1 to 5")
+    tags: list[str] = []
+
+
+class ReviewFlow(BaseFlow):
+    """Counts (a step done before the wait), waits for a ``Review``, then returns it."""
+
+    flow_name = "ui_review"
+
+    class Inputs(BaseModel):
+        marker_dir: str
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        count = await CountStep().execute({"marker_dir": inputs["marker_dir"]})
+        review = await self.wait_for_input("review", Review, prompt="Approve the <b>draft</b>?")
+        return {"count": count.output_content, "review": review.model_dump()}
 
 
 def main(argv: list[str]) -> None:

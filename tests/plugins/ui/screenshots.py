@@ -1,7 +1,8 @@
 """Take the screenshots of docs/ui.md, with the browser tests' setup (``browser.py``).
 
 A SQLite store gets ``history.py``'s runs plus a real ``GatedFlow`` run that stays running (its last
-gate is never opened), ``flow ui`` serves it, and Chromium photographs the pages into docs/images/::
+gate is never opened) and a ``ReviewFlow`` run waiting for its review, ``flow ui`` serves it, and
+Chromium photographs the pages into docs/images/::
 
     .venv/bin/python -m tests.plugins.ui.screenshots
 
@@ -15,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .browser import ROOT, launch, missing_browser, start_gated_flow, ui_server, wait_for_run
+from .browser import ROOT, launch, missing_browser, start_gated_flow, start_review, ui_server, wait_for_run
 from .history import write_history
 
 IMAGES = ROOT / "docs" / "images"
@@ -41,6 +42,8 @@ def main() -> None:
         flow = start_gated_flow(url, gates, "Write a haiku about queues", cwd=folder)
         try:
             run_id = wait_for_run(url, "ui_gated", set())
+            start_review(url, folder / "markers", cwd=folder)
+            review_id = wait_for_run(url, "ui_review", set())
             (gates / "go-1").touch()
             (gates / "go-2").touch()
             with ui_server(url, cwd=folder) as base, sync_playwright() as playwright:
@@ -60,6 +63,7 @@ def main() -> None:
                         "section.call",
                     ),
                     ("ui-flows.png", "/flows", "section.flow"),
+                    ("ui-wait.png", f"/runs/{review_id}", "#answer-form"),
                 ]
                 for name, address, ready in shots:
                     page.goto(address)

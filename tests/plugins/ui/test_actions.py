@@ -1,4 +1,5 @@
-"""Cancel and resume from the page (POST, CSRF-protected), with the rules of the CLI; ``--read-only``."""
+"""Cancel, resume and answer a waiting run from the page (POST, CSRF-protected), with the rules of the
+CLI; ``--read-only``."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from typing import Any
 import pytest
 
 from flow_engine.engine import get_engine
+from flow_engine.errors import RunWaiting
 from flow_engine.storage import RunFilter, utcnow
 
 from .conftest import make_client
-from .flows import FlakyFlow
+from .flows import FlakyFlow, ReviewFlow
 from .history import History
 
 
@@ -103,3 +105,82 @@ def test_resume_a_failed_run_from_the_page(history: History, tmp_path: Path) -> 
     resumed = store.get_run(run.id)
     assert resumed.status == "completed" and resumed.outputs == {"count": 1, "fragile": "fixed"}
     assert (markers / "count-runs").read_text() == "1"  # the completed step was not run again
+
+
+def _waiting_review(tmp_path: Path) -> Any:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with pytest.raises(RunWaiting):
+        asyncio.run(ReviewFlow().execute({"marker_dir": str(markers)}))
+    [run] = get_engine().store.find_runs(RunFilter(flow_name="ui_review"))
+    assert run.status == "waiting"
+    return run
+
+
+def _form(client: Any, run_id: object, **fields: str) -> dict[str, str]:
+    return {"csrf": csrf_of(client, run_id), "wait": "review", **{f"f.{k}": v for k, v in fields.items()}}
+
+
+def test_a_waiting_run_shows_its_question_and_a_form_drawn_from_the_answers_schema(
+    history: History, tmp_path: Path
+) -> None:
+    run = _waiting_review(tmp_path)
+    with make_client() as client:
+        page = client.get(f"/runs/{run.id}").text
+    assert 'waiting for input: <span class="mono">review</span>' in page
+    assert "Approve the &lt;b&gt;draft&lt;/b&gt;?" in page  # escaped like everything from the store
+    assert re.search(r'<input type="checkbox" name="f\.approved" value="1" id="f-approved"\s*>', page)
+    level = re.search(r'<select name="f\.level".*?</select>', page, re.S)
+    assert level and re.findall(r'<option value="([^"]*)"', level.group(0)) == ["", "low", "high"]
+    assert "choose…" in level.group(0)  # required: a person picks one, none is picked for them
+    assert '<input type="number" step="1" name="f.score"' in page and "1 to 5" in page
+    assert '<textarea name="f.comment"' in page
+    assert re.search(r'f-tags">Tags <span class="muted">\(JSON\)</span>', page)
+    assert 'name="f.tags" id="f-tags" rows="3">[]</textarea>' in page  # its default, as JSON
+    assert f"flow respond {run.id} review --input KEY=VALUE" in page
+    with make_client(read_only=True) as client:
+        page = client.get(f"/runs/{run.id}").text
+    assert "Approve the &lt;b&gt;draft&lt;/b&gt;?" in page and 'id="answer-form"' not in page
+    assert f"flow respond {run.id} review" in page
+
+
+def test_an_invalid_answer_is_refused_with_every_bad_field_named_and_nothing_written(
+    history: History, tmp_path: Path
+) -> None:
+    run = _waiting_review(tmp_path)
+    store = get_engine().store
+    with make_client() as client:
+        forged = client.post(f"/runs/{run.id}/respond", data={"wait": "review", "f.approved": "1"})
+        assert forged.status_code == 403 and "CSRF" in forged.text
+        response = client.post(
+            f"/runs/{run.id}/respond", data=_form(client, run.id, comment="Looks <fine>", score="many")
+        )
+    assert response.status_code == 409
+    assert "invalid inputs for the answer to &#39;review&#39;" in response.text
+    assert "&#39;level&#39; is a required property" in response.text
+    assert "score: &#39;many&#39; is not valid" in response.text
+    assert 'id="f-comment" rows="2">Looks &lt;fine&gt;</textarea>' in response.text  # kept as typed
+    assert 'name="f.score" id="f-score" value="many"' in response.text
+    assert store.get_run(run.id).status == "waiting"
+    [wait] = [s for s in store.list_steps(run.id) if s.step_type == "human_input"]
+    assert wait.status == "waiting" and wait.outputs is None
+
+
+def test_an_answer_from_the_page_continues_the_run_in_the_viewer(history: History, tmp_path: Path) -> None:
+    run = _waiting_review(tmp_path)
+    store = get_engine().store
+    with make_client() as client:
+        form = _form(client, run.id, approved="1", level="high", score="4", tags='["short", "clear"]')
+        response = client.post(f"/runs/{run.id}/respond", data=form, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"].endswith("notice=answered")
+        deadline = time.monotonic() + 20
+        while store.get_run(run.id).status != "completed" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        done = store.get_run(run.id)
+        assert done.status == "completed", done.error_message
+        review = {"approved": True, "level": "high", "comment": "", "score": 4, "tags": ["short", "clear"]}
+        assert done.outputs == {"count": 1, "review": review}
+        assert (tmp_path / "markers" / "count-runs").read_text() == "1"  # replayed, not run again
+        again = client.post(f"/runs/{run.id}/respond", data=form)
+        assert again.status_code == 409 and "not waiting for input (it is completed)" in again.text
+        assert 'id="answer-form"' not in client.get(f"/runs/{run.id}").text

@@ -1,7 +1,7 @@
 """The viewer in a real browser (Playwright driving Debian's Chromium), against ``flow ui`` in its own
 process and flows running in others: filter runs, open a run and an LLM call, watch a running flow's
-steps appear live, cancel a run from the page, and check that ``<script>`` from the store is shown as
-text, never run.
+steps appear live, cancel a run from the page, answer a run waiting for a person, and check that
+``<script>`` from the store is shown as text, never run.
 
 One browser for the module; the server and the flows write to one SQLite file.
 """
@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 
-from .browser import launch, missing_browser, start_gated_flow, stored_run, ui_server, wait_for_run
+from .browser import (
+    launch,
+    missing_browser,
+    start_gated_flow,
+    start_review,
+    stored_run,
+    ui_server,
+    wait_for_run,
+)
 from .history import XSS_PROMPT, History, write_history
 
 _why_not = missing_browser()
@@ -184,3 +192,27 @@ def test_cancel_from_the_page(page: Any, site: dict[str, Any]) -> None:
             flow.wait(10)
         except subprocess.TimeoutExpired:  # pragma: no cover
             pass
+
+
+def test_answer_a_waiting_run_from_the_page(page: Any, site: dict[str, Any]) -> None:
+    start_review(site["url"], site["folder"] / "review-markers", cwd=site["folder"])
+    run_id = wait_for_run(site["url"], "ui_review", set())
+    page.goto(f"/runs/{run_id}")
+    assert page.inner_text("#wait-prompt") == "Approve the <b>draft</b>?"
+    page.fill("#f-score", "9")
+    page.fill("#f-tags", "not json")
+    page.click("#answer")  # level left empty, tags not a list: refused, what was typed kept
+    assert "'level' is a required property" in page.inner_text("#problem")
+    assert "tags: 'not json' is not of type 'array'" in page.inner_text("#problem")
+    assert page.input_value("#f-score") == "9" and stored_run(site["url"], run_id).status == "waiting"
+    page.check("#f-approved")
+    page.select_option("#f-level", "high")
+    page.fill("#f-comment", "Ship it")
+    page.fill("#f-tags", '["ok"]')
+    page.click("#answer")
+    page.wait_for_url("**notice=answered")
+    page.wait_for_selector(".run-head .badge[data-status='completed']")
+    assert page.locator("#wait").count() == 0
+    review = {"approved": True, "level": "high", "comment": "Ship it", "score": 9, "tags": ["ok"]}
+    assert stored_run(site["url"], run_id).outputs == {"count": 1, "review": review}
+    assert '"comment": "Ship it"' in page.inner_text("#outputs")
