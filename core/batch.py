@@ -10,6 +10,9 @@ items holds ``concurrency`` runs in memory, not 10,000 (``benchmarks/bench_batch
 A batch has one run per item: the store refuses a second run for a line (``RunRecord.batch_line``),
 and a resumed run is claimed before it runs, so two resumes of one batch at once never run an item
 twice; the one that finds an item taken reports it as run elsewhere (``ItemResult.elsewhere``).
+
+``submit_batch`` hands a batch to an executor's workers instead; on a batch that has runs, it hands
+back the failed, cancelled and crashed ones (``flow_runner.resubmit``) for the workers to resume.
 """
 
 from __future__ import annotations
@@ -30,7 +33,15 @@ from .storage import RunFilter, RunRecord, RunStatus
 if TYPE_CHECKING:  # pragma: no cover
     from .flows import BaseFlow
 
-__all__ = ["BatchItem", "BatchProgress", "ItemResult", "new_batch_id", "run_batch", "runs_of_batch"]
+__all__ = [
+    "BatchItem",
+    "BatchProgress",
+    "ItemResult",
+    "new_batch_id",
+    "run_batch",
+    "runs_of_batch",
+    "submit_batch",
+]
 
 
 def new_batch_id() -> str:
@@ -154,22 +165,12 @@ async def run_batch(
             status = now.status if now is not None else RunStatus.RUNNING.value
             return ItemResult(item.line, run_id, status, error=str(exc), elsewhere=True)
         except StorageError as exc:
-            taken = await taken_elsewhere(item, flow.run_id) if before is None else None
+            taken = await _taken_elsewhere(batch_id, item, flow.run_id) if before is None else None
             if taken is not None:
                 return taken
             return ItemResult(item.line, flow.run_id, RunStatus.FAILED.value, error=describe_error(exc))
         except Exception as exc:
             return ItemResult(item.line, flow.run_id, RunStatus.FAILED.value, error=describe_error(exc))
-
-    async def taken_elsewhere(item: BatchItem, refused: uuid.UUID | None) -> ItemResult | None:
-        """The item's run, if another process started it (``refused``, ours, was a second one)."""
-        where = RunFilter(batch_id=batch_id, batch_line=item.line)
-        found = await asyncio.to_thread(store.find_runs, where, limit=1)
-        if not found or found[0].id == refused:
-            return None
-        other = found[0]
-        why = f"run {other.id} of another process resuming batch {batch_id} has this item"
-        return ItemResult(item.line, other.id, other.status, error=why, elsewhere=True)
 
     async def worker() -> None:
         for index, item in queue:  # shared by the workers: each takes the next item when it is free
@@ -221,3 +222,74 @@ async def run_batch(
         adding_up.cancel()
     await spent()
     return [r for r in results if r is not None]
+
+
+async def _taken_elsewhere(batch_id: str, item: BatchItem, refused: uuid.UUID | None) -> ItemResult | None:
+    """The item's run, if another process started it (``refused``, ours, was a second one)."""
+    where = RunFilter(batch_id=batch_id, batch_line=item.line)
+    found = await asyncio.to_thread(get_engine().store.find_runs, where, limit=1)
+    if not found or found[0].id == refused:
+        return None
+    other = found[0]
+    why = f"run {other.id} of another process resuming batch {batch_id} has this item"
+    return ItemResult(item.line, other.id, other.status, error=why, elsewhere=True)
+
+
+SUBMITTED = "submitted"  # a new run, handed to the executor
+HANDED_BACK = "handed back"  # a failed, cancelled or crashed run, handed back to be resumed by a worker
+LEFT = "left"  # a run already completed, or still pending, running or waiting: left as it is
+
+
+async def submit_batch(
+    flow_cls: type[BaseFlow],
+    items: Sequence[BatchItem],
+    *,
+    batch_id: str,
+    executor: str | None = None,
+    model: str | None = None,
+    cache: bool | None = None,
+    source: str | None = None,
+) -> list[tuple[str, ItemResult]]:
+    """Hand a batch to ``executor``'s workers and return, item by item, what was done: a new run
+    ``submitted`` for each line without one; on a batch that has runs (resumed in the background),
+    each failed, cancelled or crashed run ``handed back`` to be resumed in place, and each run that
+    completed or is still pending, running or waiting ``left`` alone. A run another process took first
+    is ``left`` too, its result marked ``elsewhere``."""
+    earlier = await asyncio.to_thread(runs_of_batch, batch_id)
+    done: list[tuple[str, ItemResult]] = []
+    for item in items:
+        before = earlier.get(item.line)
+        if before is None:
+            flow = flow_cls()
+            metadata = {"batch": {"id": batch_id, "line": item.line, "source": source}}
+            try:
+                run_id = await flow_runner.submit(
+                    flow,
+                    item.inputs,
+                    executor=executor,
+                    model=model,
+                    cache=cache,
+                    batch_id=batch_id,
+                    batch_line=item.line,
+                    metadata=metadata,
+                )
+            except StorageError:
+                taken = await _taken_elsewhere(batch_id, item, flow.run_id)
+                if taken is None:
+                    raise
+                done.append((LEFT, taken))
+                continue
+            done.append((SUBMITTED, ItemResult(item.line, run_id, RunStatus.PENDING.value)))
+            continue
+        crashed = flow_runner.is_stale(before)  # said running, its process died
+        ended = before.status in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CRASHED)
+        if not (ended or crashed):  # completed, or pending, running or waiting: not ours to touch
+            done.append((LEFT, ItemResult(item.line, before.id, before.status)))
+        elif await flow_runner.resubmit(before, flow_cls, executor=executor):
+            done.append((HANDED_BACK, ItemResult(item.line, before.id, RunStatus.PENDING.value)))
+        else:
+            now = await asyncio.to_thread(get_engine().store.get_run, before.id)
+            status = now.status if now is not None else before.status
+            why = f"run {before.id} was taken by another process a moment ago"
+            done.append((LEFT, ItemResult(item.line, before.id, status, error=why, elsewhere=True)))
+    return done

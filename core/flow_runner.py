@@ -259,6 +259,44 @@ async def submit(
     return record.id
 
 
+async def resubmit(run: RunRecord, flow_class: type[BaseFlow], *, executor: str | None = None) -> bool:
+    """Hand a failed, cancelled or crashed root run back to ``executor``'s workers, which resume it in
+    place (its completed steps replay); False when another process took it first (it is claimed
+    atomically, as ``resume(claim=True)`` claims it). Enqueueing that fails marks the run failed."""
+    if run.parent_run_id is not None:
+        raise UsageError(f"run {run.id} is a child run; hand back its root run {run.parent_run_id}")
+    engine = get_engine()
+    runner = get_executor(executor, engine)
+    store = engine.store
+    try:
+        if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+            await _claim_ended(store, run)
+        else:
+            await _claim_for_resume(store, run, force=False)
+    except RunTaken:
+        return False
+    metadata = dict(run.flow_metadata or {})
+    metadata["background"] = {**(metadata.get("background") or {}), "executor": runner.name}
+    changes: RunChanges = {
+        "status": RunStatus.PENDING.value,
+        "claimed_by": None,
+        "execution_mode": EXECUTION_MODE,
+        "flow_metadata": metadata,
+    }
+    await store.update_run(run.id, changes)
+    handed = run.model_copy(update=dict(changes))
+    try:
+        await runner.enqueue(handed, flow_class)
+    except BaseException as exc:
+        reason = str(exc) if isinstance(exc, ExecutorUnavailable) else describe_error(exc)
+        message = f"could not hand run {run.id} back to executor '{runner.name}': {reason}"
+        await _fail_pending(store, run.id, message)
+        if isinstance(exc, FlowEngineError | asyncio.CancelledError | KeyboardInterrupt):
+            raise
+        raise ExecutorUnavailable(message) from exc
+    return True
+
+
 async def _fail_pending(store: RunStore, run_id: uuid.UUID, message: str) -> None:
     """Mark a run failed if nobody took it: claiming it first makes this safe against a worker that
     got the message after all (then the claim fails and the worker's execution stands)."""

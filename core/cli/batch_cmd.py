@@ -3,8 +3,9 @@
 Every line is read and checked before the first run starts: a line that is not a JSON object of valid
 inputs is reported with its number and skipped (or, with ``--strict``, stops the batch before anything
 is written). ``--resume ID`` runs the batch again: completed items are skipped, failed, crashed and
-cancelled ones resumed in place, the rest started. ``--output`` gets one JSON line per item, in input
-order, written to a temporary file and renamed at the end (never half-written).
+cancelled ones resumed in place, the rest started (with ``--background``: handed to the workers).
+``--output`` gets one JSON line per item, in input order, written to a temporary file and renamed at
+the end (never half-written).
 """
 
 from __future__ import annotations
@@ -131,8 +132,6 @@ def _plan(
 
         executor = background_executor(executor)
     if resume_id:
-        if background:
-            raise UsageError("--resume goes on with a batch in this process; not with --background")
         flow_cls, source = _resumed(resume_id, target, inputs_file)
         batch_id = resume_id
     else:
@@ -241,32 +240,49 @@ def _submit_all(
     as_json: bool,
     bad: int,
 ) -> None:
-    from flow_engine import flow_runner
+    """Hand the items to the executor (``--background``); on a resumed batch, hand back its failed,
+    cancelled and crashed runs and leave the others."""
+    from flow_engine.batch import HANDED_BACK, SUBMITTED, submit_batch
 
-    async def submit() -> list[str]:
-        ids = []
-        for item in items:
-            metadata = {"batch": {"id": batch_id, "line": item.line, "source": source}}
-            run_id = await flow_runner.submit(
-                flow_cls(),
-                item.inputs,
-                executor=executor,
-                model=model,
-                cache=cache,
-                batch_id=batch_id,
-                batch_line=item.line,
-                metadata=metadata,
-            )
-            ids.append(str(run_id))
-        return ids
-
-    ids = asyncio.run(submit())
-    if as_json:
-        click.echo(
-            json.dumps({"batch_id": batch_id, "submitted": len(ids), "skipped_lines": bad, "run_ids": ids})
+    done = asyncio.run(
+        submit_batch(
+            flow_cls,
+            items,
+            batch_id=batch_id,
+            executor=executor,
+            model=model,
+            cache=cache,
+            source=source,
         )
+    )
+    new = [r for action, r in done if action == SUBMITTED]
+    handed = [r for action, r in done if action == HANDED_BACK]
+    left = [r for action, r in done if action not in (SUBMITTED, HANDED_BACK)]
+    elsewhere = [r for r in left if r.elsewhere]
+    completed = [r for r in left if not r.elsewhere and r.status == "completed"]
+    if as_json:
+        summary = {
+            "batch_id": batch_id,
+            "submitted": len(new),
+            "handed_back": len(handed),
+            "completed_earlier": len(completed),
+            "in_progress": len(left) - len(completed) - len(elsewhere),
+            "taken_elsewhere": len(elsewhere),
+            "skipped_lines": bad,
+            "run_ids": [str(r.run_id) for r in new + handed],
+        }
+        click.echo(json.dumps(summary))
+    parts = [f"{len(new)} run(s) submitted"]
+    if handed:
+        parts.append(f"{len(handed)} failed, cancelled or crashed run(s) handed back to be resumed")
+    if completed:
+        parts.append(f"{len(completed)} completed earlier")
+    if len(left) > len(completed) + len(elsewhere):
+        parts.append(f"{len(left) - len(completed) - len(elsewhere)} still pending, running or waiting")
+    if elsewhere:
+        parts.append(f"{len(elsewhere)} taken by another process")
     click.echo(
-        f"Batch {batch_id}: {len(ids)} run(s) submitted. Follow it with: flow runs --batch {batch_id}",
+        f"Batch {batch_id}: {', '.join(parts)}. Follow it with: flow runs --batch {batch_id}",
         err=True,
     )
     if bad:

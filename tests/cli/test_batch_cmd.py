@@ -263,6 +263,52 @@ def test_background_hands_every_item_to_the_executor_under_one_batch(tmp_path, e
         engine.plugins.unregister("inline-executor")
 
 
+def test_resume_in_the_background_hands_back_failed_runs_and_submits_new_lines(tmp_path, engine):
+    from flow_engine import flow_runner
+    from flow_engine.executors import execute_submitted, get_executor
+    from tests.core.test_executors import InlinePlugin
+
+    Gauge.fail = {1, 3}
+    items = write_items(tmp_path / "items.jsonl", [json.dumps({"n": n}) for n in range(6)])
+    first = batch(TARGET, "-f", str(items))
+    assert first.exit_code == 1
+    batch_id = batch_id_of(first.stderr)
+    store = get_engine().store
+    failed = {r.inputs["n"]: r for r in store.find_runs(RunFilter(batch_id=batch_id, status="failed"))}
+    assert set(failed) == {1, 3}
+    write_items(items, [json.dumps({"n": n}) for n in range(8)])  # two lines added since
+    Gauge.fail, Gauge.ran = set(), []
+    engine.plugins.register(InlinePlugin(), name="inline-executor")
+    try:
+        result = batch("--resume", batch_id, "--background", "--executor", "inline", "--json")
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        counts = ("submitted", "handed_back", "completed_earlier", "in_progress", "taken_elsewhere")
+        assert tuple(summary[k] for k in counts) == (2, 2, 4, 0, 0)
+        assert "2 failed, cancelled or crashed run(s) handed back to be resumed" in result.stderr
+        handed = get_executor("inline").handed
+        assert sorted(run.inputs["n"] for run, _ in handed) == [1, 3, 6, 7]
+        assert {failed[1].id, failed[3].id} <= {run.id for run, _ in handed}  # the same runs, in place
+        for n in (1, 3):
+            again = store.get_run(failed[n].id)
+            assert again.status == "pending" and again.execution_mode == "background"
+            assert again.flow_metadata["background"]["executor"] == "inline"
+        assert Gauge.ran == []  # nothing ran here
+        # a second hand-back of a run already handed back is refused: it is claimed once
+        assert asyncio.run(flow_runner.resubmit(failed[1], SquareFlow, executor="inline")) is False
+        for run, _ in handed:  # what a worker does with each
+            assert asyncio.run(execute_submitted(run.id, "worker-1")) == "completed"
+        assert sorted(Gauge.ran) == [1, 3, 6, 7]  # the completed items did not run again
+        runs = store.find_runs(RunFilter(batch_id=batch_id), limit=100)
+        assert sorted(r.batch_line for r in runs) == list(range(1, 9))  # one run per line
+        assert {r.status for r in runs} == {"completed"}
+        assert store.get_run(failed[3].id).outputs == {"square": 9, "text": "3 squared is 9"}
+        done = batch("--resume", batch_id, "--background", "--executor", "inline", "--json")
+        assert json.loads(done.stdout)["completed_earlier"] == 8 and len(handed) == 4
+    finally:
+        engine.plugins.unregister("inline-executor")
+
+
 def test_items_run_by_another_resume_are_counted_apart_and_marked_in_the_output(tmp_path, capsys):
     from flow_engine.batch import BatchProgress, ItemResult
     from flow_engine.cli.batch_cmd import _Display, _summary, _write_output
