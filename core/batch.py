@@ -159,11 +159,12 @@ async def run_batch(
             )
         except RunWaiting:
             return ItemResult(item.line, flow.run_id, RunStatus.WAITING.value)
-        except RunTaken as exc:  # the run of this item another process resumes (or still runs)
+        except RunTaken:  # the run of this item another process resumes (or still runs)
             run_id = before.id if before is not None else flow.run_id
             now = await asyncio.to_thread(store.get_run, run_id) if run_id is not None else None
             status = now.status if now is not None else RunStatus.RUNNING.value
-            return ItemResult(item.line, run_id, status, error=str(exc), elsewhere=True)
+            why = f"run {run_id} is being run by another process (resuming batch {batch_id}, or still)"
+            return ItemResult(item.line, run_id, status, error=why, elsewhere=True)
         except StorageError as exc:
             taken = await _taken_elsewhere(batch_id, item, flow.run_id) if before is None else None
             if taken is not None:
