@@ -48,16 +48,35 @@ def storable(value: Any, where: str = "value") -> Any:
     return _storable(value, where, 0)
 
 
-def _storable(value: Any, where: str, depth: int) -> Any:
+# A value's place: the name given, or (its container's place, its key or index), spelt out only for
+# an error (``outputs.items[2]``): most values are stored, and naming every part would cost more.
+Place = str | tuple[Any, str | int]
+
+
+def _spelt(where: Place) -> str:
+    if isinstance(where, str):
+        return where
+    parent, key = where
+    return f"{_spelt(parent)}[{key}]" if isinstance(key, int) else f"{_spelt(parent)}.{key}"
+
+
+def _storable(value: Any, where: Place, depth: int) -> Any:
     if depth > MAX_DEPTH:
-        raise NotStorable(where, f"nested more than {MAX_DEPTH} levels deep")
+        raise NotStorable(_spelt(where), f"nested more than {MAX_DEPTH} levels deep")
+    exact = type(value)
+    if exact is str:  # the common cases first: text, and dicts of it
+        _check_text(value, where)
+        return value
+    if exact is dict:
+        return _storable_dict(value, where, depth)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise NotStorable(where, f"{value} is not a finite number (JSON has no NaN or Infinity)")
+            why = f"{value} is not a finite number (JSON has no NaN or Infinity)"
+            raise NotStorable(_spelt(where), why)
         return float(value)
     if isinstance(value, str):
         _check_text(value, where)
@@ -65,17 +84,9 @@ def _storable(value: Any, where: str, depth: int) -> Any:
     if isinstance(value, enum.Enum):
         return _storable(value.value, where, depth)
     if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if isinstance(key, enum.Enum):
-                key = key.value
-            if not isinstance(key, str):
-                raise NotStorable(where, f"key {key!r} is a {type(key).__name__}; JSON keys are text")
-            _check_text(key, f"{where} key {key!r}")
-            out[key] = _storable(item, f"{where}.{key}", depth + 1)
-        return out
+        return _storable_dict(value, where, depth)
     if isinstance(value, list | tuple):
-        return [_storable(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
+        return [_storable(item, (where, i), depth + 1) for i, item in enumerate(value)]
     if isinstance(value, BaseModel):
         return _storable(value.model_dump(mode="python"), where, depth)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -90,16 +101,34 @@ def _storable(value: Any, where: str, depth: int) -> Any:
         why = f"a {kind} has no order JSON can keep; return a sorted list"
     else:
         why = f"a {kind} object cannot be stored; return JSON values, a pydantic model or a dataclass"
-    raise NotStorable(where, why)
+    raise NotStorable(_spelt(where), why)
 
 
-def _check_text(text: str, where: str) -> None:
+def _storable_dict(value: dict[Any, Any], where: Place, depth: int) -> dict[str, Any]:
+    out = {}
+    for key, item in value.items():
+        if isinstance(key, enum.Enum):
+            key = key.value
+        if not isinstance(key, str):
+            why = f"key {key!r} is a {type(key).__name__}; JSON keys are text"
+            raise NotStorable(_spelt(where), why)
+        _check_text(key, where, key)
+        out[key] = _storable(item, (where, key), depth + 1)
+    return out
+
+
+def _check_text(text: str, where: Place, key: str | None = None) -> None:
+    """Refuse text a database cannot hold (``key``: the text is that key of ``where``)."""
     if "\x00" in text:
-        raise NotStorable(where, 'text holds a NUL character ("\\x00"), which databases refuse')
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise NotStorable(where, "text holds a lone surrogate (not valid Unicode)") from None
+        why = 'text holds a NUL character ("\\x00"), which databases refuse'
+    else:
+        try:
+            text.encode("utf-8")
+            return
+        except UnicodeEncodeError:
+            why = "text holds a lone surrogate (not valid Unicode)"
+    place = _spelt(where) if key is None else f"{_spelt(where)} key {key!r}"
+    raise NotStorable(place, why) from None
 
 
 def storable_inputs(value: Any, owner: str, error: type[Exception]) -> None:

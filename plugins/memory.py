@@ -103,16 +103,18 @@ class MemoryStore(RunStore):
                     f"(run {self._batch_lines[line]}; unique batch line)"
                 )
             if run.parent_run_id is not None:
-                self._run(run.parent_run_id, f"run {run.id}")
+                self._run(run.parent_run_id, "run", run.id)
             if line is not None:
                 self._batch_lines[line] = run.id
             self._runs[run.id] = run.model_copy()  # a submitted run's record also goes to its executor
 
-    def _run(self, run_id: uuid.UUID, what: str | None = None) -> RunRecord:
-        """The stored run; the SQL backend's foreign keys refuse a record of an unknown run too."""
+    def _run(self, run_id: uuid.UUID, *what: object) -> RunRecord:
+        """The stored run; the SQL backend's foreign keys refuse a record of an unknown run too
+        (``what``: the record refused, named only then)."""
         run = self._runs.get(run_id)
         if run is None:
-            raise StorageError(f"could not store {what or f'run {run_id}'}: no run with id {run_id}")
+            named = " ".join(map(str, what)) or f"run {run_id}"
+            raise StorageError(f"could not store {named}: no run with id {run_id}")
         return run
 
     @staticmethod
@@ -122,24 +124,26 @@ class MemoryStore(RunStore):
         if unknown:
             raise KeyError(f"{record_type.__name__} has no field(s) {', '.join(sorted(unknown))}")
 
-    @staticmethod
-    def _apply(record: Any, changes: Mapping[str, Any]) -> None:
-        for key, value in changes.items():
-            setattr(record, key, value)
+    def _update_run(self, run_id: uuid.UUID, changes: Mapping[str, Any]) -> None:
+        """The stored run replaced by a changed copy (readers get copies anyway): one copy is cheaper
+        than setting each field on a pydantic model (``bench_step_overhead.py``)."""
+        run = self._run(run_id)
+        if changes:
+            self._runs[run_id] = run.model_copy(update=changes)
 
     async def update_run(self, run_id: uuid.UUID, changes: RunChanges) -> None:
         with self._lock:
             self._check(RunRecord, changes)
-            self._apply(self._run(run_id), changes)
+            self._update_run(run_id, changes)
 
     async def start_step(self, step: StepRecord, run_changes: RunChanges) -> None:
         with self._lock:
             self._check(RunRecord, run_changes)
-            run = self._run(step.flow_run_id, f"step '{step.step_key}'")
+            run = self._run(step.flow_run_id, "step", step.step_key)
             if step.id in self._steps:
                 raise StorageError(f"could not store step '{step.step_key}': a step with id {step.id} exists")
             self._steps[step.id] = step
-            self._apply(run, run_changes)
+            self._update_run(run.id, run_changes)
 
     async def finish_step(
         self, step_id: uuid.UUID, step_changes: StepChanges, run_id: uuid.UUID, run_changes: RunChanges
@@ -150,9 +154,10 @@ class MemoryStore(RunStore):
             step = self._steps.get(step_id)
             if step is None:
                 raise StorageError(f"could not store step of run {run_id}: no step with id {step_id}")
-            run = self._run(run_id)
-            self._apply(step, step_changes)
-            self._apply(run, run_changes)
+            self._run(run_id)
+            if step_changes:
+                self._steps[step_id] = step.model_copy(update=step_changes)
+            self._update_run(run_id, run_changes)
             return self._cancelled(run_id)
 
     def _cancelled(self, run_id: uuid.UUID | None) -> bool:
@@ -183,7 +188,7 @@ class MemoryStore(RunStore):
             }
             self._cancel_requested.discard(run_id)
             self._interrupt_in_flight(run_id)
-            self._apply(run, run_changes)
+            self._update_run(run.id, run_changes)
 
     async def request_cancel(self, run_id: uuid.UUID) -> str:
         with self._lock:
@@ -263,7 +268,7 @@ class MemoryStore(RunStore):
     async def record_llm_request(self, request: LLMRequestRecord) -> None:
         with self._lock:
             if request.flow_run_id is not None:
-                self._run(request.flow_run_id, f"LLM request {request.id}")
+                self._run(request.flow_run_id, "LLM request", request.id)
             if request.status == IN_FLIGHT:
                 self._in_flight_at[request.id] = len(self._requests)
             self._requests.append(request)
