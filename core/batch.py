@@ -144,16 +144,8 @@ async def run_batch(
             if before is not None:
                 outputs = await flow_runner.resume(flow, before, model=model, claim=True)
             else:
-                metadata = {"batch": {"id": batch_id, "line": item.line, "source": source}}
-                outputs = await flow_runner.start(
-                    flow,
-                    item.inputs,
-                    model=model,
-                    cache=cache,
-                    batch_id=batch_id,
-                    batch_line=item.line,
-                    metadata=metadata,
-                )
+                filed = _filed(batch_id, item, source)
+                outputs = await flow_runner.start(flow, item.inputs, model=model, cache=cache, **filed)
             return ItemResult(
                 item.line, flow.run_id, RunStatus.COMPLETED.value, outputs if keep_outputs else None
             )
@@ -225,6 +217,13 @@ async def run_batch(
     return [r for r in results if r is not None]
 
 
+def _filed(batch_id: str, item: BatchItem, source: str | None) -> dict[str, Any]:
+    """What files an item's run under its batch: the id and line (one run per line, the store sees to
+    it), and in ``flow_metadata["batch"]`` the line and the inputs file too."""
+    metadata = {"batch": {"id": batch_id, "line": item.line, "source": source}}
+    return {"batch_id": batch_id, "batch_line": item.line, "metadata": metadata}
+
+
 async def _taken_elsewhere(batch_id: str, item: BatchItem, refused: uuid.UUID | None) -> ItemResult | None:
     """The item's run, if another process started it (``refused``, ours, was a second one)."""
     where = RunFilter(batch_id=batch_id, batch_line=item.line)
@@ -262,17 +261,10 @@ async def submit_batch(
         before = earlier.get(item.line)
         if before is None:
             flow = flow_cls()
-            metadata = {"batch": {"id": batch_id, "line": item.line, "source": source}}
+            filed = _filed(batch_id, item, source)
             try:
                 run_id = await flow_runner.submit(
-                    flow,
-                    item.inputs,
-                    executor=executor,
-                    model=model,
-                    cache=cache,
-                    batch_id=batch_id,
-                    batch_line=item.line,
-                    metadata=metadata,
+                    flow, item.inputs, executor=executor, model=model, cache=cache, **filed
                 )
             except StorageError:
                 taken = await _taken_elsewhere(batch_id, item, flow.run_id)

@@ -247,16 +247,24 @@ async def submit(
     )
     flow.run_id = record.id
     await store.create_run(record)
+    await _hand_over(runner, store, record, type(flow), f"submit run {record.id} to")
+    return record.id
+
+
+async def _hand_over(
+    runner: Any, store: RunStore, run: RunRecord, flow_class: type[BaseFlow], doing: str
+) -> None:
+    """Give the stored pending run to the executor; if that fails, the run is marked failed with the
+    reason (``doing``: what the message says could not be done)."""
     try:
-        await runner.enqueue(record, type(flow))
+        await runner.enqueue(run, flow_class)
     except BaseException as exc:
         reason = str(exc) if isinstance(exc, ExecutorUnavailable) else describe_error(exc)
-        message = f"could not submit run {record.id} to executor '{runner.name}': {reason}"
-        await _fail_pending(store, record.id, message)
+        message = f"could not {doing} executor '{runner.name}': {reason}"
+        await _fail_pending(store, run.id, message)
         if isinstance(exc, FlowEngineError | asyncio.CancelledError | KeyboardInterrupt):
             raise
         raise ExecutorUnavailable(message) from exc
-    return record.id
 
 
 async def resubmit(run: RunRecord, flow_class: type[BaseFlow], *, executor: str | None = None) -> bool:
@@ -285,15 +293,7 @@ async def resubmit(run: RunRecord, flow_class: type[BaseFlow], *, executor: str 
     }
     await store.update_run(run.id, changes)
     handed = run.model_copy(update=dict(changes))
-    try:
-        await runner.enqueue(handed, flow_class)
-    except BaseException as exc:
-        reason = str(exc) if isinstance(exc, ExecutorUnavailable) else describe_error(exc)
-        message = f"could not hand run {run.id} back to executor '{runner.name}': {reason}"
-        await _fail_pending(store, run.id, message)
-        if isinstance(exc, FlowEngineError | asyncio.CancelledError | KeyboardInterrupt):
-            raise
-        raise ExecutorUnavailable(message) from exc
+    await _hand_over(runner, store, handed, flow_class, f"hand run {run.id} back to")
     return True
 
 

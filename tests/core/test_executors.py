@@ -164,6 +164,22 @@ async def test_an_executor_that_cannot_take_the_run_leaves_it_failed_with_the_re
     assert run.status == "failed" and "executor 'broken': the broker is on holiday" in run.error_message
 
 
+async def test_a_run_that_cannot_be_handed_back_is_left_failed_with_the_reason(inline):
+    from flow_engine import flow_runner
+
+    flow = Twice()
+    await flow.submit({"n": 1}, executor="inline")
+    store = inline.store
+    await store.claim_run(flow.run_id, "worker-1", flow_runner.stale_before())
+    await store.update_run(flow.run_id, {"status": "failed", "error_message": "first try failed"})
+    failed = store.get_run(flow.run_id)
+    with pytest.raises(ExecutorUnavailable, match="on holiday"):
+        await flow_runner.resubmit(failed, Twice, executor="broken")
+    run = store.get_run(flow.run_id)
+    reason = f"could not hand run {run.id} back to executor 'broken': the broker is on holiday"
+    assert run.status == "failed" and reason in run.error_message
+
+
 async def test_the_local_executor_runs_submitted_flows_concurrently_in_this_process(engine):
     ids = [await Twice().submit({"n": n}) for n in range(5)]  # local is the default
     runs = await asyncio.gather(*(wait_for_run(run_id, poll_interval=0.02) for run_id in ids))
