@@ -151,6 +151,8 @@ class Tracer:
         # (kind, model) -> metric attributes of its calls, and of its input and output token counts
         self._by_model: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
         self._servers: dict[str, dict[str, Any]] = {}
+        # during a burst: the cost of its calls by model (one counter record each, not one per call)
+        self._burst_costs: dict[str, tuple[float, Any]] | None = None
 
     # -- runs ----------------------------------------------------------------------------------
     async def flow_started(self, event: Any) -> None:
@@ -303,14 +305,24 @@ class Tracer:
         span.end(end_time=step.end_ns)
 
     def flush(self) -> None:
-        """Make the spans (and metric records) of the ended steps held back."""
+        """Make the spans (and metric records) of the ended steps held back. The cost counter gets one
+        record per model for the whole burst (a counter's sum is what it reports)."""
         ended = self.ended
-        while ended:
-            try:
-                step = ended.popleft()
-            except IndexError:  # another thread took the last one
-                break
-            self._end(step)
+        if not ended:
+            return
+        costs: dict[str, tuple[float, Any]] = {}
+        self._burst_costs = costs
+        try:
+            while ended:
+                try:
+                    step = ended.popleft()
+                except IndexError:  # another thread took the last one
+                    break
+                self._end(step)
+        finally:
+            self._burst_costs = None
+            for model, (total, measured) in costs.items():  # exemplar: the burst's last call of it
+                self.cost.add(total, {"gen_ai.request.model": model}, context=measured)
 
     def _flush_later(self) -> None:
         """One timer at a time (one per loop, if steps end in several): it flushes once the oldest held
@@ -422,8 +434,12 @@ class Tracer:
         for value, token_attributes in tokens:
             self.token_usage.record(value, token_attributes, context=measured)
         if cost is not None:
-            model = {"gen_ai.request.model": metric_attributes["gen_ai.request.model"]}
-            self.cost.add(cost, model, context=measured)
+            model = metric_attributes["gen_ai.request.model"]
+            costs = self._burst_costs
+            if costs is not None:
+                costs[model] = (costs[model][0] + cost if model in costs else cost, measured)
+            else:
+                self.cost.add(cost, {"gen_ai.request.model": model}, context=measured)
 
     def _model_attributes(self, call: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         """The metric attributes of a model's calls and of its input and output tokens, made once per

@@ -69,6 +69,8 @@ async def test_exemplars_point_at_the_llm_call_that_was_measured(fake_openai, tm
     assert durations and all(e.span_id in calls for e in durations)
     [cost] = _by(collected, "flow_engine.llm.cost", **{"gen_ai.request.model": "gpt-4o-mini"})
     assert cost.exemplars and all(e.span_id in calls for e in cost.exemplars)
+    # one record for the burst of both steps, their sum
+    assert cost.value == pytest.approx(sum(c.attributes["flow_engine.llm.cost"] for c in calls.values()))
     [run_span] = [s for s in spans.get_finished_spans() if s.name == "invoke_workflow two_calls"]
     [runs] = _by(collected, "flow_engine.runs", **{"flow_engine.flow.name": "two_calls"})
     assert [e.span_id for e in runs.exemplars] == [run_span.context.span_id]
