@@ -165,7 +165,9 @@ no network; a notice on stderr says so). Any litellm model string works (``opena
   ``_execute_flow_logic``: one keyed step (or child run) per item, at most ``concurrency`` at once,
   results in input order; a resumed run replays the completed items. ``on_error="collect"`` leaves each
   failure's exception in its place. ``flow batch FLOW --inputs-file items.jsonl`` runs a flow per line
-  (``flow_engine.batch.run_batch``), grouped by a batch id (``flow runs --batch ID``, ``--resume ID``).
+  (``flow_engine.batch.run_batch``), grouped by a batch id (``flow runs --batch ID``, ``--resume ID``;
+  ``--background`` hands the items, or a resumed batch's failed runs, to the workers:
+  ``flow_engine.batch.submit_batch``).
 - ``FLOW_ENGINE_RATE_LIMITS="openai/*=500rpm,200000tpm"``: every LLM call waits for its model's limit
   (shared through ``FLOW_ENGINE_RATE_LIMITS_REDIS``); the wait is recorded as ``queue_ms``.
 - The response cache: ``cache = True`` on a step, ``execute(..., cache=True)`` / ``flow run --cache``,
@@ -188,7 +190,8 @@ no network; a notice on stderr says so). Any litellm model string works (``opena
   ``waiting`` and ``execute()`` raises ``RunWaiting`` (``run_id``, ``name``, ``prompt``, ``schema``);
   ``flow run`` exits 3. ``await respond_to_run(run_id, "approve", {...})`` (``flow respond RUN approve
   --input approved=true``) validates the answer against the stored schema and continues the run in
-  place, its completed steps replayed with no LLM call; a deadline that passed fails the run.
+  place, its completed steps replayed with no LLM call; a deadline that passed fails the run. A
+  waiting run's page in ``flow ui`` has a form for the answer, checked the same way.
 - ``await cancel_run(run_id)`` (``flow cancel``): the run stops at its next step boundary, ``cancelled``.
 - A running run refreshes ``last_heartbeat``; one whose heartbeat is older than
   ``FLOW_ENGINE_STALE_AFTER`` seconds is shown as ``crashed``; ``await recover_runs()`` (``flow recover``)
