@@ -127,6 +127,18 @@ class ReviewFlow(BaseFlow):
         return {"count": count.output_content, "review": review.model_dump()}
 
 
+class ReviewParent(BaseFlow):
+    """A ``ReviewFlow`` as a child run: the parent waits through it."""
+
+    flow_name = "ui_review_parent"
+
+    class Inputs(BaseModel):
+        marker_dir: str
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"child": await ReviewFlow().execute({"marker_dir": inputs["marker_dir"]})}
+
+
 def main(argv: list[str]) -> None:
     import threading
 

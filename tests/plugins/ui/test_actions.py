@@ -16,7 +16,7 @@ from flow_engine.errors import RunWaiting
 from flow_engine.storage import RunFilter, utcnow
 
 from .conftest import make_client
-from .flows import FlakyFlow, ReviewFlow
+from .flows import FlakyFlow, ReviewFlow, ReviewParent
 from .history import History
 
 
@@ -184,3 +184,32 @@ def test_an_answer_from_the_page_continues_the_run_in_the_viewer(history: Histor
         again = client.post(f"/runs/{run.id}/respond", data=form)
         assert again.status_code == 409 and "not waiting for input (it is completed)" in again.text
         assert 'id="answer-form"' not in client.get(f"/runs/{run.id}").text
+
+
+def test_a_run_waiting_through_its_child_run_is_answered_from_its_own_page(
+    history: History, tmp_path: Path
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with pytest.raises(RunWaiting):
+        asyncio.run(ReviewParent().execute({"marker_dir": str(markers)}))
+    store = get_engine().store
+    [root] = store.find_runs(RunFilter(flow_name="ui_review_parent"))
+    [child] = store.find_runs(RunFilter(flow_name="ui_review"))
+    assert (root.status, child.status) == ("waiting", "waiting")
+    with make_client() as client:
+        page = client.get(f"/runs/{root.id}").text
+        assert "waiting for input: <span class=\"mono\">review</span>" in page
+        assert f'asked by child run <a class="mono" href="/runs/{child.id}">' in page
+        assert f"flow respond {child.id} review" in page
+        form = _form(client, root.id, approved="1", level="low")
+        response = client.post(f"/runs/{root.id}/respond", data=form, follow_redirects=False)
+        assert response.status_code == 303, response.text
+        deadline = time.monotonic() + 20
+        while store.get_run(root.id).status != "completed" and time.monotonic() < deadline:
+            time.sleep(0.05)
+    done = store.get_run(root.id)
+    assert done.status == "completed", done.error_message
+    review = {"approved": True, "level": "low", "comment": "", "score": None, "tags": []}
+    assert done.outputs == {"child": {"count": 1, "review": review}}
+    assert store.get_run(child.id).status == "completed"
