@@ -199,7 +199,7 @@ def test_a_run_waiting_through_its_child_run_is_answered_from_its_own_page(
     assert (root.status, child.status) == ("waiting", "waiting")
     with make_client() as client:
         page = client.get(f"/runs/{root.id}").text
-        assert "waiting for input: <span class=\"mono\">review</span>" in page
+        assert 'waiting for input: <span class="mono">review</span>' in page
         assert f'asked by child run <a class="mono" href="/runs/{child.id}">' in page
         assert f"flow respond {child.id} review" in page
         form = _form(client, root.id, approved="1", level="low")
