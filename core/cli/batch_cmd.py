@@ -260,13 +260,14 @@ def _submit_all(
     left = [r for action, r in done if action not in (SUBMITTED, HANDED_BACK)]
     elsewhere = [r for r in left if r.elsewhere]
     completed = [r for r in left if not r.elsewhere and r.status == "completed"]
+    in_progress = len(left) - len(completed) - len(elsewhere)  # pending, running or waiting
     if as_json:
         summary = {
             "batch_id": batch_id,
             "submitted": len(new),
             "handed_back": len(handed),
             "completed_earlier": len(completed),
-            "in_progress": len(left) - len(completed) - len(elsewhere),
+            "in_progress": in_progress,
             "taken_elsewhere": len(elsewhere),
             "skipped_lines": bad,
             "run_ids": [str(r.run_id) for r in new + handed],
@@ -277,8 +278,8 @@ def _submit_all(
         parts.append(f"{len(handed)} failed, cancelled or crashed run(s) handed back to be resumed")
     if completed:
         parts.append(f"{len(completed)} completed earlier")
-    if len(left) > len(completed) + len(elsewhere):
-        parts.append(f"{len(left) - len(completed) - len(elsewhere)} still pending, running or waiting")
+    if in_progress:
+        parts.append(f"{in_progress} still pending, running or waiting")
     if elsewhere:
         parts.append(f"{len(elsewhere)} taken by another process")
     click.echo(

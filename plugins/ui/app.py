@@ -312,7 +312,7 @@ async def _respond(viewer: Viewer, run_id: uuid.UUID, form: dict[str, str]) -> t
     if wait is None:
         status = run.status if run is not None else "not found"
         return Outcome(False, f"The run is not waiting for input (it is {status}); nothing to answer."), typed
-    answer = pages.answer_from_form(wait.schema, form)
+    answer = pages.answer_from_form(wait.fields, form)
     return await viewer.actions.respond(run_id, form.get("wait") or wait.name, answer), typed
 
 

@@ -330,7 +330,7 @@ def run_view(store: RunStore, run: RunRecord, stale_before: datetime) -> RunView
         can_cancel=status in (RunStatus.RUNNING.value, RunStatus.PENDING.value, RunStatus.CRASHED.value),
         can_resume=resumable and run.parent_run_id is None,
         resume_note=note if resumable else None,
-        wait=wait_view(store, run) if status == RunStatus.WAITING.value else None,
+        wait=wait_view(store, run, steps) if status == RunStatus.WAITING.value else None,
     )
 
 
@@ -348,6 +348,7 @@ class AnswerField:
     options: list[str] = field(default_factory=list)
     step: str = "any"  # a number field's step: 1 for an integer
     default: Any = None  # the text shown at first (checkbox: True/False)
+    kind: dict[str, Any] = field(default_factory=dict)  # its own schema ($ref followed, null dropped)
 
 
 @dataclass
@@ -359,18 +360,19 @@ class WaitView:
     since: datetime
     deadline: datetime | None
     fields: list[AnswerField]
-    schema: dict[str, Any]
 
 
-def wait_view(store: RunStore, run: RunRecord) -> WaitView | None:
+def wait_view(store: RunStore, run: RunRecord, steps: list[StepRecord] | None = None) -> WaitView | None:
+    """What ``run`` waits for (``steps``: its steps, if already read), itself or through a child run."""
+    from flow_engine.human_input import waiting_step
     from flow_engine.respond import waiting_for
 
-    found = waiting_for(run, store)
+    own = waiting_step(steps) if steps is not None else None
+    found = (run, own) if own is not None else waiting_for(run, store)
     if found is None:
         return None
     waiter, step = found
     question = step.inputs or {}
-    schema = question.get("schema") or {}
     deadline = question.get("deadline")
     return WaitView(
         run=waiter,
@@ -379,8 +381,7 @@ def wait_view(store: RunStore, run: RunRecord) -> WaitView | None:
         prompt=question.get("prompt"),
         since=step.created_at,
         deadline=datetime.fromisoformat(deadline) if deadline else None,
-        fields=answer_fields(schema),
-        schema=schema,
+        fields=answer_fields(question.get("schema") or {}),
     )
 
 
@@ -393,7 +394,7 @@ def answer_fields(schema: dict[str, Any]) -> list[AnswerField]:
     for name, prop in (schema.get("properties") or {}).items():
         kind = _resolve(schema, prop)
         title = str(prop.get("title") or kind.get("title") or name)
-        answer = AnswerField(name, title, "json", name in required, prop.get("description"))
+        answer = AnswerField(name, title, "json", name in required, prop.get("description"), kind=kind)
         if isinstance(kind.get("enum"), list) and all(isinstance(v, str) for v in kind["enum"]):
             answer.widget, answer.options = "select", list(kind["enum"])
         elif kind.get("type") == "string":
@@ -422,20 +423,19 @@ def _resolve(schema: dict[str, Any], prop: dict[str, Any]) -> dict[str, Any]:
     return prop
 
 
-def answer_from_form(schema: dict[str, Any], form: dict[str, str]) -> dict[str, Any]:
+def answer_from_form(fields: list[AnswerField], form: dict[str, str]) -> dict[str, Any]:
     """The answer a form gave (fields named ``f.NAME``): a box checked or not, text as it is where the
     schema says text, else read as JSON (as ``flow respond --input`` does); a field left empty is left
     out (its default applies, or the check names it as required)."""
     from flow_engine.human_input import field_value
 
     answer: dict[str, Any] = {}
-    properties = schema.get("properties") or {}
-    for found in answer_fields(schema):
+    for found in fields:
         text = form.get(f"f.{found.name}", "")
         if found.widget == "checkbox":
             answer[found.name] = bool(text)
         elif text != "":
-            answer[found.name] = field_value(_resolve(schema, properties[found.name]), text)
+            answer[found.name] = field_value(found.kind, text)
     return answer
 
 
