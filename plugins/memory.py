@@ -6,7 +6,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flow_engine.errors import NotFoundError, StorageError
 from flow_engine.hookspecs import hookimpl
@@ -34,6 +34,7 @@ from flow_engine.storage import (
 
 _FIELDS = {cls: frozenset(cls.model_fields) - {"id"} for cls in (RunRecord, StepRecord, LLMRequestRecord)}
 _HEX = frozenset("0123456789abcdef")
+_Record = TypeVar("_Record", RunRecord, StepRecord)
 
 
 class MemoryStore(RunStore):
@@ -42,6 +43,9 @@ class MemoryStore(RunStore):
         self._runs: dict[uuid.UUID, RunRecord] = {}
         self._batch_lines: dict[tuple[str, int], uuid.UUID] = {}  # one run per line of a batch
         self._steps: dict[uuid.UUID, StepRecord] = {}
+        # write-behind: changes not yet applied to a stored run or step (``_settle``)
+        self._run_changes: dict[uuid.UUID, dict[str, Any]] = {}
+        self._step_changes: dict[uuid.UUID, dict[str, Any]] = {}
         self._requests: list[LLMRequestRecord] = []
         self._in_flight_at: dict[uuid.UUID, int] = {}  # where an in-flight request's row is in the list
         self._cancel_requested: set[uuid.UUID] = set()
@@ -125,11 +129,16 @@ class MemoryStore(RunStore):
             raise KeyError(f"{record_type.__name__} has no field(s) {', '.join(sorted(unknown))}")
 
     def _update_run(self, run_id: uuid.UUID, changes: Mapping[str, Any]) -> None:
-        """The stored run replaced by a changed copy (readers get copies anyway): one copy is cheaper
-        than setting each field on a pydantic model (``bench_step_overhead.py``)."""
-        run = self._run(run_id)
-        if changes:
-            self._runs[run_id] = run.model_copy(update=changes)
+        self._run(run_id)
+        _write_behind(self._run_changes, run_id, changes)
+
+    def _settle(self) -> None:
+        """Apply the changes written behind, before anything reads a stored record (under the lock).
+        A step and its run change on every step; merging those changes into a dict and building each
+        changed record once, when it is read, costs ~30 µs less per step than a changed copy of each
+        record on every write (``bench_step_overhead.py``)."""
+        _apply(self._run_changes, self._runs)
+        _apply(self._step_changes, self._steps)
 
     async def update_run(self, run_id: uuid.UUID, changes: RunChanges) -> None:
         with self._lock:
@@ -155,8 +164,7 @@ class MemoryStore(RunStore):
             if step is None:
                 raise StorageError(f"could not store step of run {run_id}: no step with id {step_id}")
             self._run(run_id)
-            if step_changes:
-                self._steps[step_id] = step.model_copy(update=step_changes)
+            _write_behind(self._step_changes, step_id, step_changes)
             self._update_run(run_id, run_changes)
             return self._cancelled(run_id)
 
@@ -174,11 +182,12 @@ class MemoryStore(RunStore):
 
     async def heartbeat(self, run_id: uuid.UUID, at: datetime) -> bool:
         with self._lock:
-            self._run(run_id).last_heartbeat = at
+            self._update_run(run_id, {"last_heartbeat": at})
             return self._cancelled(run_id)
 
     async def prepare_resume(self, run_id: uuid.UUID, run_changes: RunChanges) -> None:
         with self._lock:
+            self._settle()
             self._check(RunRecord, run_changes)
             run = self._run(run_id)
             self._steps = {
@@ -192,6 +201,7 @@ class MemoryStore(RunStore):
 
     async def request_cancel(self, run_id: uuid.UUID) -> str:
         with self._lock:
+            self._settle()
             run = self._runs.get(run_id)
             if run is None:
                 raise NotFoundError(f"no run with id {run_id}")
@@ -208,6 +218,7 @@ class MemoryStore(RunStore):
     async def mark_crashed(self, stale_before: datetime, run_id: uuid.UUID | None = None) -> list[uuid.UUID]:
         marked = []
         with self._lock:
+            self._settle()
             for run in self._runs.values():
                 stale = run.last_heartbeat is None or run.last_heartbeat < stale_before
                 if run.status == RunStatus.RUNNING and stale and run_id in (None, run.id):
@@ -219,6 +230,7 @@ class MemoryStore(RunStore):
 
     async def claim_run(self, run_id: uuid.UUID, owner: str, stale_before: datetime) -> bool:
         with self._lock:
+            self._settle()
             run = self._runs.get(run_id)
             if run is None or not claimable(run, stale_before):
                 return False
@@ -229,6 +241,7 @@ class MemoryStore(RunStore):
 
     async def claim_ended_run(self, run_id: uuid.UUID, owner: str) -> bool:
         with self._lock:
+            self._settle()
             run = self._runs.get(run_id)
             if run is None or run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
                 return False
@@ -252,6 +265,7 @@ class MemoryStore(RunStore):
             )
 
         with self._lock:
+            self._settle()
             runs = list(self._runs.values())
 
         def beat(run: RunRecord) -> datetime:
@@ -305,6 +319,7 @@ class MemoryStore(RunStore):
         wanted = set(prunable_statuses(statuses))
         result = PruneResult(space_note="memory:// keeps nothing on disk")
         with self._lock:
+            self._settle()
             roots = sorted(
                 (
                     r
@@ -347,7 +362,9 @@ class MemoryStore(RunStore):
         return result
 
     def get_run(self, run_id: uuid.UUID) -> RunRecord | None:
-        run = self._runs.get(run_id)
+        with self._lock:
+            self._settle()
+            run = self._runs.get(run_id)
         return run.model_copy() if run else None
 
     def list_runs(
@@ -360,9 +377,12 @@ class MemoryStore(RunStore):
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRecord]:
+        with self._lock:
+            self._settle()
+            stored = list(self._runs.values())
         runs = [
             r
-            for r in self._runs.values()
+            for r in stored
             if (flow_name is None or r.flow_name == flow_name)
             and (status is None or r.status == status)
             and (user_id is None or r.user_id == user_id)
@@ -372,7 +392,9 @@ class MemoryStore(RunStore):
         return [r.model_copy() for r in runs[offset : offset + limit]]
 
     def list_steps(self, run_id: uuid.UUID) -> list[StepRecord]:
-        steps = [s for s in self._steps.values() if s.flow_run_id == run_id]
+        with self._lock:
+            self._settle()
+            steps = [s for s in self._steps.values() if s.flow_run_id == run_id]
         return [s.model_copy() for s in sorted(steps, key=lambda s: s.step_order)]
 
     def list_llm_requests(
@@ -392,6 +414,24 @@ class MemoryStore(RunStore):
         if not wanted or not set(wanted) <= _HEX:
             return []
         return sorted(rid for rid in self._runs if rid.hex.startswith(wanted))[:limit]
+
+
+def _write_behind(
+    pending: dict[uuid.UUID, dict[str, Any]], key: uuid.UUID, changes: Mapping[str, Any]
+) -> None:
+    if changes:
+        found = pending.get(key)
+        if found is None:
+            pending[key] = dict(changes)
+        else:
+            found.update(changes)
+
+
+def _apply(pending: dict[uuid.UUID, dict[str, Any]], records: dict[uuid.UUID, _Record]) -> None:
+    if pending:
+        for key, changes in pending.items():
+            records[key] = records[key].model_copy(update=changes)
+        pending.clear()
 
 
 @hookimpl

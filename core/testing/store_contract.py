@@ -461,6 +461,35 @@ class RunStoreContract:
         assert stored is not None and stored.error_message
 
     @_async
+    async def test_every_read_sees_the_last_write(self, store: RunStore) -> None:
+        """Each read or claim straight after a write (a backend may put its writes off, as
+        ``memory://`` does, but never past the next read)."""
+        now = utcnow()
+        run = await running_run(store, last_heartbeat=now - timedelta(hours=1))
+        first, second = step_record(run, "a", 1), step_record(run, "b", 2)
+        await store.start_step(first, {"current_step": "a"})
+        await store.heartbeat(run.id, now)
+        assert await store.mark_crashed(now - timedelta(minutes=1)) == []  # the heartbeat is fresh
+        done = {"status": RunStatus.COMPLETED.value, "outputs": {"output_content": 1}}
+        await store.finish_step(first.id, done, run.id, {"step_progress": 1, "total_tokens": 7})
+        assert [(r.step_progress, r.total_tokens) for r in store.list_runs()] == [(1, 7)]
+        await store.start_step(second, {"current_step": "b"})
+        await store.finish_step(second.id, {"status": RunStatus.FAILED.value}, run.id, {})
+        assert [s.status for s in store.list_steps(run.id)] == ["completed", "failed"]
+        await store.update_run(run.id, {"status": RunStatus.FAILED.value})
+        assert await store.claim_ended_run(run.id, "resumer")  # sees the run failed
+        await store.update_run(run.id, {"error_message": "boom"})
+        stored = store.get_run(run.id)
+        assert stored is not None and stored.error_message == "boom"
+        await store.finish_step(second.id, done, run.id, {})
+        await store.prepare_resume(run.id, {"current_step": None})
+        assert [s.step_key for s in store.list_steps(run.id)] == ["a", "b"]  # sees "b" completed
+        await store.update_run(run.id, {"status": RunStatus.PENDING.value})
+        assert await store.claim_run(run.id, "worker", now - timedelta(minutes=1))  # sees it pending
+        await store.update_run(run.id, {"status": RunStatus.PENDING.value})
+        assert await store.request_cancel(run.id) == RunStatus.CANCELLED  # sees it pending
+
+    @_async
     async def test_claim_run_takes_a_claimable_run_once(self, store: RunStore) -> None:
         now = utcnow()
         pending = run_record()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from flow_engine.plugin import RunRecord, RunStatus, StepRecord
@@ -35,6 +37,21 @@ async def test_a_step_learns_of_a_cancel_of_its_run_or_of_a_parent_run():
     assert await store.heartbeat(child.id, utcnow()) is True
     assert await store.finish_step(other_step.id, done, other.id, {}) is False  # an unrelated run
     assert await store.heartbeat(other.id, utcnow()) is False
+
+
+async def test_the_changes_it_puts_off_are_seen_by_the_recovery_scan_and_prune():
+    """``memory://`` applies a step's and its run's changes when next read: the two reads outside the
+    contract's required methods see them too."""
+    store = MemoryStore()
+    run, _ = await started_run(store)
+    background = {"background": {"executor": "celery"}}
+    await store.update_run(
+        run.id, {"status": "pending", "execution_mode": "background", "flow_metadata": background}
+    )
+    later = utcnow() + timedelta(minutes=1)
+    assert [r.id for r in store.list_orphaned_runs("celery", later, pending_before=later)] == [run.id]
+    await store.update_run(run.id, {"status": RunStatus.COMPLETED.value})
+    assert store.prune_runs(later, dry_run=True).runs == 1
 
 
 class TestMemoryStoreContract(RunStoreContract):
