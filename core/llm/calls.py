@@ -211,7 +211,7 @@ async def _from_cache(
     if hit is None:
         return None
     model = _bare_provider_name(engine, model)
-    request_id = new_id()
+    request_id = call_id  # the call's only row
     record = response_cache.hit_record(
         hit,
         request_id=request_id,
@@ -261,7 +261,9 @@ async def _attempt(engine: Engine, info: LLMCallInfo, recorder: AttemptRecorder)
     """One attempt through the ``wrap_llm_call`` hook, recorded whatever its outcome."""
     send = wrapped(engine, info, _litellm_send)
     target = _target(engine, info)  # after the wrappers: they may have routed the call elsewhere
-    request_id, created_at = new_id(), utcnow()
+    # the first attempt's row is the call's id (one id fewer to draw per call); a retry gets its own
+    request_id = info.call_id if info.attempt == 1 else new_id()
+    created_at = utcnow()
     await recorder.in_flight(info, target, request_id, created_at)
     started = time.perf_counter()
     try:

@@ -136,7 +136,8 @@ async def test_a_transient_failure_is_retried_and_every_attempt_recorded(fake_op
     assert call.attempts == 2
     assert len(fake_openai.chat_requests) == 2  # ours: the openai SDK made no retries of its own
     first, second = records()
-    assert first.call_id == second.call_id == call_id_of(call)
+    assert first.call_id == second.call_id == call_id_of(call) == first.id  # the first attempt's id
+    assert second.id != first.id
     assert (first.attempt, first.status) == (1, "failed")
     assert first.error_message
     assert first.total_tokens == 0 and first.cost is None
