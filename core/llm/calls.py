@@ -13,9 +13,11 @@ The retry loop is a plain loop rather than tenacity's ``AsyncRetrying``: set up 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -358,11 +360,7 @@ def _litellm_send(call: LLMCallInfo) -> Send:
 
         await _wait_for_rate_limit(engine, call)
         if target.in_process:  # no server: FLOW_ENGINE_API_BASE/_API_KEY are not for it
-            try:
-                async with asyncio.timeout(settings.request_timeout):
-                    return await fn(**kwargs)
-            except TimeoutError as exc:
-                raise TimeoutError(f"no answer within {settings.request_timeout:g} s") from exc
+            return await _within(settings.request_timeout, fn(**kwargs))
         kwargs.setdefault("timeout", settings.request_timeout)
         if call.api_base:
             kwargs["api_base"] = call.api_base
@@ -378,13 +376,21 @@ def _litellm_send(call: LLMCallInfo) -> Send:
                 log.debug("%s; calling litellm here", exc)
         # the HTTP client's timeout bounds each read, not the whole answer: a server dripping bytes
         # would keep an attempt alive forever
-        try:
-            async with asyncio.timeout(settings.request_timeout):
-                return await fn(**kwargs)
-        except TimeoutError as exc:
-            raise TimeoutError(f"no answer within {settings.request_timeout:g} s") from exc
+        return await _within(settings.request_timeout, fn(**kwargs))
 
     return send
+
+
+async def _within(seconds: float, answer: Awaitable[Any]) -> Any:
+    """``answer`` awaited for at most ``seconds``. The timer is made in an empty context: a timer keeps
+    the context it was made in until the event loop drops it, long after it is cancelled (asyncio
+    purges cancelled timers in batches), and the step's context holds the step's whole answer."""
+    try:
+        async with asyncio.timeout(None) as deadline:
+            contextvars.Context().run(deadline.reschedule, asyncio.get_running_loop().time() + seconds)
+            return await answer
+    except TimeoutError as exc:
+        raise TimeoutError(f"no answer within {seconds:g} s") from exc
 
 
 class AttemptRecorder:

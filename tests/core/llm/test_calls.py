@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
 import logging
 import time
 import traceback
+import weakref
 from typing import Any
 
 import pytest
@@ -498,6 +501,38 @@ async def test_a_slow_in_process_provider_times_out_and_is_retried(engine, tmp_p
     assert len(calls) == 2
     assert [r.status for r in records()] == ["failed", "failed"]
     assert 0.15 < calls[1] - calls[0] < 2  # cut at the request timeout, not at the provider's 10 s
+
+
+async def test_an_attempts_deadline_does_not_keep_the_callers_context_alive():
+    """asyncio keeps a cancelled timer, and the context it was made in, until it purges such timers in
+    batches (or the 600 s default passes); a step's context holds the step's scope and every answer
+    it got, so the attempt's deadline is set from an empty context."""
+    from flow_engine.llm.calls import _within
+
+    held_by_the_step = contextvars.ContextVar[Any]("held_by_the_step")
+
+    class Answer:
+        pass
+
+    kept: list[weakref.ref[Answer]] = []
+
+    async def step() -> None:
+        answer = Answer()
+        kept.append(weakref.ref(answer))
+        held_by_the_step.set(answer)
+
+        async def call() -> str:
+            return "done"
+
+        assert await _within(600, call()) == "done"
+
+    # a timer due earlier (a run's heartbeat) keeps the cancelled one from the top of the loop's heap
+    heartbeat = asyncio.get_running_loop().call_later(30, lambda: None)
+    await asyncio.create_task(step())  # the task's context goes with the task
+    await asyncio.sleep(0)  # the finished task's last callback lets go of it
+    gc.collect()
+    heartbeat.cancel()
+    assert kept[0]() is None
 
 
 def configure_for(tmp_path: Any, **settings: Any) -> Any:
