@@ -247,11 +247,11 @@ async def submit(
     )
     flow.run_id = record.id
     await store.create_run(record)
-    await _hand_over(runner, store, record, type(flow), f"submit run {record.id} to")
+    await hand_over(runner, store, record, type(flow), f"submit run {record.id} to")
     return record.id
 
 
-async def _hand_over(
+async def hand_over(
     runner: Any, store: RunStore, run: RunRecord, flow_class: type[BaseFlow], doing: str
 ) -> None:
     """Give the stored pending run to the executor; if that fails, the run is marked failed with the
@@ -293,7 +293,7 @@ async def resubmit(run: RunRecord, flow_class: type[BaseFlow], *, executor: str 
     }
     await store.update_run(run.id, changes)
     handed = run.model_copy(update=dict(changes))
-    await _hand_over(runner, store, handed, flow_class, f"hand run {run.id} back to")
+    await hand_over(runner, store, handed, flow_class, f"hand run {run.id} back to")
     return True
 
 

@@ -112,7 +112,9 @@ def background_executor(run: RunRecord) -> str | None:
 
 async def hand_back(root: RunRecord, flow_class: type[BaseFlow]) -> bool:
     """An answered background run goes back to its executor, pending, to be resumed by a worker (it
-    replays what is done, the answer included). False for a run that was not submitted."""
+    replays what is done, the answer included). False for a run that was not submitted. An executor
+    that cannot take it (its broker is down, say) raises ``ExecutorUnavailable`` and leaves the run
+    failed with the reason: ``flow resume`` (or ``--background``) goes on from the answer."""
     name = background_executor(root)
     if name is None:
         return False
@@ -123,7 +125,10 @@ async def hand_back(root: RunRecord, flow_class: type[BaseFlow]) -> bool:
         return False
     runner = get_executor(name, engine)
     await engine.store.update_run(root.id, {"status": RunStatus.PENDING.value, "claimed_by": None})
-    await runner.enqueue(root, flow_class)
+    # one the executor cannot take is left failed with the reason (resumable), as a submitted one is
+    await flow_runner.hand_over(
+        runner, engine.store, root, flow_class, f"hand answered run {root.id} back to"
+    )
     return True
 
 

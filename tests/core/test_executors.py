@@ -180,6 +180,21 @@ async def test_a_run_that_cannot_be_handed_back_is_left_failed_with_the_reason(i
     assert run.status == "failed" and reason in run.error_message
 
 
+async def test_an_answered_run_that_cannot_be_handed_back_is_left_failed_with_the_reason(inline):
+    from flow_engine.respond import hand_back
+
+    flow = Twice()
+    await flow.submit({"n": 1}, executor="inline")
+    store = inline.store
+    answered = {"background": {"executor": "broken"}}  # its workers' broker went away meanwhile
+    await store.update_run(flow.run_id, {"status": "waiting", "flow_metadata": answered})
+    with pytest.raises(ExecutorUnavailable, match="on holiday"):
+        await hand_back(store.get_run(flow.run_id), Twice)
+    run = store.get_run(flow.run_id)
+    reason = f"could not hand answered run {run.id} back to executor 'broken': the broker is on holiday"
+    assert run.status == "failed" and reason in run.error_message  # not pending with nobody to run it
+
+
 async def test_the_local_executor_runs_submitted_flows_concurrently_in_this_process(engine):
     ids = [await Twice().submit({"n": n}) for n in range(5)]  # local is the default
     runs = await asyncio.gather(*(wait_for_run(run_id, poll_interval=0.02) for run_id in ids))
