@@ -152,7 +152,7 @@ class MemoryStore(RunStore):
             if step.id in self._steps:
                 raise StorageError(f"could not store step '{step.step_key}': a step with id {step.id} exists")
             self._steps[step.id] = step
-            self._update_run(run.id, run_changes)
+            _write_behind(self._run_changes, run.id, run_changes)
 
     async def finish_step(
         self, step_id: uuid.UUID, step_changes: StepChanges, run_id: uuid.UUID, run_changes: RunChanges
@@ -165,7 +165,7 @@ class MemoryStore(RunStore):
                 raise StorageError(f"could not store step of run {run_id}: no step with id {step_id}")
             self._run(run_id)
             _write_behind(self._step_changes, step_id, step_changes)
-            self._update_run(run_id, run_changes)
+            _write_behind(self._run_changes, run_id, run_changes)
             return self._cancelled(run_id)
 
     def _cancelled(self, run_id: uuid.UUID | None) -> bool:

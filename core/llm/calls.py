@@ -126,9 +126,10 @@ async def _call(
     scope = current_step.get()
     recorder = AttemptRecorder(engine, kind, messages if prompt is None else _as_messages(prompt), params)
     call_id = new_id()
+    model = _bare_provider_name(engine, model)
     cache = response_cache.policy(engine, scope, kind)
     if cache is not None:
-        key = response_cache.cache_key(kind, _bare_provider_name(engine, model), messages, prompt, params)
+        key = response_cache.cache_key(kind, model, messages, prompt, params)
         cached = await _from_cache(engine, key, kind, model, call_id, scope, recorder)
         if cached is not None:
             return cached
@@ -142,7 +143,7 @@ async def _call(
             attempt += 1
             info = LLMCallInfo(
                 kind=kind,
-                model=_bare_provider_name(engine, model),
+                model=model,
                 messages=messages,
                 prompt=prompt,
                 params=params,
@@ -212,7 +213,6 @@ async def _from_cache(
     hit = await response_cache.lookup(engine, key, kind)
     if hit is None:
         return None
-    model = _bare_provider_name(engine, model)
     request_id = call_id  # the call's only row
     record = response_cache.hit_record(
         hit,

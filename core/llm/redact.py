@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -125,16 +124,22 @@ SecretsOf = Callable[[], list[str]]
 _call_secrets: ContextVar[SecretsOf | None] = ContextVar("flow_engine_call_secrets", default=None)
 
 
-@contextmanager
-def call_secrets(secrets: SecretsOf) -> Iterator[None]:
+class call_secrets:  # lower case: used as a function, ``with call_secrets(...):``
     """Within the block (one LLM call), :class:`SecretFilter` blanks the values ``secrets()`` gives in
     log records. A function, called only when a record is filtered: reading the environment for key
-    values on every call would cost more than the rest of the engine's per-call work."""
-    token = _call_secrets.set(secrets)
-    try:
-        yield
-    finally:
-        _call_secrets.reset(token)
+    values on every call would cost more than the rest of the engine's per-call work. (A class, not a
+    generator-based context manager: entered once per LLM call.)"""
+
+    __slots__ = ("secrets", "token")
+
+    def __init__(self, secrets: SecretsOf) -> None:
+        self.secrets = secrets
+
+    def __enter__(self) -> None:
+        self.token = _call_secrets.set(self.secrets)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _call_secrets.reset(self.token)
 
 
 class SecretFilter(logging.Filter):
