@@ -191,7 +191,8 @@ no network; a notice on stderr says so). Any litellm model string works (``opena
   ``flow run`` exits 3. ``await respond_to_run(run_id, "approve", {...})`` (``flow respond RUN approve
   --input approved=true``) validates the answer against the stored schema and continues the run in
   place, its completed steps replayed with no LLM call; a deadline that passed fails the run. A
-  waiting run's page in ``flow ui`` has a form for the answer, checked the same way.
+  waiting run's page in ``flow ui`` has a form for the answer, checked the same way, and programs can
+  ``POST /api/runs/{id}/answer`` there (``{"name": ..., "answer": {...}}``, JSON).
 - ``await cancel_run(run_id)`` (``flow cancel``): the run stops at its next step boundary, ``cancelled``.
 - A running run refreshes ``last_heartbeat``; one whose heartbeat is older than
   ``FLOW_ENGINE_STALE_AFTER`` seconds is shown as ``crashed``; ``await recover_runs()`` (``flow recover``)

@@ -70,21 +70,26 @@ class Actions:
         return Outcome(True, f"Resuming: run {run.id.hex[:8]} goes on from its first unfinished step.")
 
     async def respond(self, run_id: uuid.UUID, name: str, answer: dict[str, Any]) -> Outcome:
+        """:meth:`answer`, its refusal as an outcome for the page."""
+        try:
+            return Outcome(True, await self.answer(run_id, name, answer))
+        except FlowEngineError as exc:
+            return Outcome(False, str(exc))
+
+    async def answer(self, run_id: uuid.UUID, name: str, answer: dict[str, Any]) -> str:
         """Record the answer (checked against the wait's schema: nothing is written if it is invalid),
-        then continue the run in the background, or hand it back to its executor."""
+        then continue the run in the background ("answered"), or hand it back to its executor
+        ("handed-back"). A refusal is raised (``flow respond``'s errors)."""
         from flow_engine import flow_runner
         from flow_engine.engine import get_engine
         from flow_engine.respond import answer_wait, hand_back
 
-        try:
-            flow, root = await answer_wait(run_id, name, answer)
-            if await hand_back(root, type(flow)):
-                return Outcome(True, "handed-back")
-        except FlowEngineError as exc:
-            return Outcome(False, str(exc))
+        flow, root = await answer_wait(run_id, name, answer)
+        if await hand_back(root, type(flow)):
+            return "handed-back"
         task = self._go(flow_runner.resume(flow, root), root.id)
         await self._started(task, root.id, get_engine().store.load_run)
-        return Outcome(True, "answered")
+        return "answered"
 
     @staticmethod
     async def _started(task: asyncio.Task[Any], run_id: uuid.UUID, load_run: Any) -> None:

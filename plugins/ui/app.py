@@ -8,6 +8,7 @@ never block the event loop that streams live updates.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from flow_engine import __version__
-from flow_engine.errors import FlowEngineError, NotFoundError, UsageError
+from flow_engine.errors import FlowEngineError, InputValidationError, NotFoundError, UsageError
 from flow_engine.storage import RunStatus, RunStore, utcnow
 
 from . import format as fmt
@@ -347,6 +348,61 @@ def api_run(request: Request) -> Response:
     return JSONResponse(pages.tree_json(viewer.store, run, viewer.stale_before()))
 
 
+async def api_answer(request: Request) -> Response:
+    """``POST /api/runs/{id}/answer`` with ``{"name": ..., "answer": {...}}``: what the run page's form
+    and ``flow respond`` do, for programs. Only ``application/json`` is taken: a browser sends that to
+    another site only after asking it (CORS), which this server never allows, so a web page elsewhere
+    cannot answer for the person whose browser it runs in."""
+    viewer = _viewer(request)
+    if viewer.read_only:
+        return JSONResponse({"error": "this viewer is read-only (--read-only)"}, status_code=403)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        return JSONResponse({"error": "send the answer as application/json"}, status_code=415)
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES["respond"]:
+        return JSONResponse({"error": f"over {MAX_FORM_BYTES['respond']:,} bytes"}, status_code=413)
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        return JSONResponse({"error": f"the body is not JSON: {exc}"}, status_code=400)
+    name = data.get("name") if isinstance(data, dict) else None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("answer"), dict)
+        or not isinstance(name, str | None)
+    ):
+        shape = 'the body is {"name": WAIT, "answer": {FIELD: VALUE, ...}} ("name" may be left out)'
+        return JSONResponse({"error": shape}, status_code=400)
+    try:
+        run = await asyncio.to_thread(_run, viewer, request.path_params["run_id"])
+        if name is None:  # the wait the run is at, itself or through a child run
+            wait = await asyncio.to_thread(pages.wait_view, viewer.store, run)
+            if wait is None:
+                raise UsageError(
+                    f"run {run.id} is not waiting for input (it is {run.status}); nothing to answer"
+                )
+            name = wait.name
+        status = await viewer.actions.answer(run.id, name, data["answer"])
+    except FlowEngineError as exc:
+        return _answer_refused(exc)
+    return JSONResponse({"run_id": str(run.id), "name": name, "status": status})
+
+
+def _answer_refused(exc: FlowEngineError) -> Response:
+    from flow_engine.executors import ExecutorUnavailable
+
+    found: dict[str, Any] = {"error": str(exc)}
+    if isinstance(exc, InputValidationError):  # the run still waits; nothing was written
+        found["problems"] = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors]
+        return JSONResponse(found, status_code=400)
+    if isinstance(exc, NotFoundError):
+        return JSONResponse(found, status_code=404)
+    if isinstance(exc, ExecutorUnavailable):  # answered; the run is failed, resumable
+        return JSONResponse(found, status_code=503)
+    return JSONResponse(found, status_code=409)  # not waiting (for that), answered, deadline passed
+
+
 def api_flows(request: Request) -> Response:
     flows, failed = _flows()
     return JSONResponse({"flows": flows, "failed": failed})
@@ -393,6 +449,7 @@ def create_app(
         Route("/api/runs", api_runs),
         Route("/api/runs/totals", api_totals),
         Route("/api/runs/{run_id}", api_run),
+        Route("/api/runs/{run_id}/answer", api_answer, methods=["POST"]),
         Route("/api/flows", api_flows),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
