@@ -114,7 +114,7 @@ async def hand_back(root: RunRecord, flow_class: type[BaseFlow]) -> bool:
     """An answered background run goes back to its executor, pending, to be resumed by a worker (it
     replays what is done, the answer included). False for a run that was not submitted. An executor
     that cannot take it (its broker is down, say) raises ``ExecutorUnavailable`` and leaves the run
-    failed with the reason: ``flow resume`` (or ``--background``) goes on from the answer."""
+    failed with the reason: ``flow resume`` goes on from the answer."""
     name = background_executor(root)
     if name is None:
         return False
