@@ -37,6 +37,7 @@ from flow_engine.storage import (
     RunRecord,
     RunStatus,
     RunStore,
+    StepChanges,
     StepRecord,
     utcnow,
 )
@@ -470,7 +471,7 @@ class RunStoreContract:
         await store.start_step(first, {"current_step": "a"})
         await store.heartbeat(run.id, now)
         assert await store.mark_crashed(now - timedelta(minutes=1)) == []  # the heartbeat is fresh
-        done = {"status": RunStatus.COMPLETED.value, "outputs": {"output_content": 1}}
+        done: StepChanges = {"status": RunStatus.COMPLETED.value, "outputs": {"output_content": 1}}
         await store.finish_step(first.id, done, run.id, {"step_progress": 1, "total_tokens": 7})
         assert [(r.step_progress, r.total_tokens) for r in store.list_runs()] == [(1, 7)]
         await store.start_step(second, {"current_step": "b"})
