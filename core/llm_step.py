@@ -54,7 +54,7 @@ class LLMStep(BaseStep):
         """``llm_params`` with the output limit: the step's ``max_output_tokens``, else the setting (for a
         model behind a server; an in-process model such as the offline one gets only an explicit one)."""
         params = dict(self.llm_params)
-        if any(k in params for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")):
+        if "max_tokens" in params or "max_completion_tokens" in params or "max_output_tokens" in params:
             return params
         limit = self.max_output_tokens
         if limit is None:

@@ -294,9 +294,11 @@ def _target(engine: Engine, info: LLMCallInfo) -> _Target:
     providers = engine.plugins.model_providers()
     litellm = ensure_providers(providers)
     model = info.model
-    provider_info = providers.get(provider_of(model)) if "/" in model else None
-    if provider_info is not None:
-        return _Target(provider_of(model), provider_info, litellm)
+    if "/" in model:
+        provider = provider_of(model)
+        provider_info = providers.get(provider)
+        if provider_info is not None:
+            return _Target(provider, provider_info, litellm)
     return _Target(provider_guess(litellm, model, info.api_base), None, litellm)
 
 
