@@ -2,7 +2,7 @@
 
 The random bits come from ``os.urandom`` 128 ids at a time, not one system call per id (``uuid4()``
 makes one, and its constructor checks the version it is given again): a step draws two ids between
-litellm calls, where each ``uuid4()`` cost ~7 µs here against ~4.5 µs this way
+litellm calls, where each ``uuid4()`` cost ~7.5 µs here against ~4.5 µs this way
 (docs/performance.md, run 14). A forked child (a Celery worker) starts with none of its parent's
 bits, so the two never hand out the same id.
 """
@@ -32,4 +32,5 @@ def new_id() -> uuid.UUID:
     return uuid.UUID(int=bits)
 
 
-os.register_at_fork(after_in_child=_drawn.clear)
+if hasattr(os, "register_at_fork"):  # no fork, no reset needed (Windows)
+    os.register_at_fork(after_in_child=_drawn.clear)
