@@ -55,6 +55,11 @@ def _deadline(step: StepRecord) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
+def not_waiting(run: RunRecord) -> UsageError:
+    """The refusal of an answer to a run that waits for nothing."""
+    return UsageError(f"run {run.id} is not waiting for input (it is {run.status}); nothing to answer")
+
+
 async def answer_wait(run_id: uuid.UUID | str, name: str, data: Any) -> tuple[BaseFlow, RunRecord]:
     """Check and record the answer; return the flow and the root run to continue. Nothing is written
     if a check fails; of two answers given at once exactly one is recorded (an atomic claim)."""
@@ -65,7 +70,7 @@ async def answer_wait(run_id: uuid.UUID | str, name: str, data: Any) -> tuple[Ba
         root = await asyncio.to_thread(store.load_run, root.parent_run_id)
     found = await asyncio.to_thread(waiting_for, root)
     if found is None:
-        raise UsageError(f"run {root.id} is not waiting for input (it is {root.status}); nothing to answer")
+        raise not_waiting(root)
     waiter, step = found
     if step.step_key != name:
         raise UsageError(f"run {root.id} is waiting for input '{step.step_key}', not '{name}'")

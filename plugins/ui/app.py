@@ -353,6 +353,8 @@ async def api_answer(request: Request) -> Response:
     and ``flow respond`` do, for programs. Only ``application/json`` is taken: a browser sends that to
     another site only after asking it (CORS), which this server never allows, so a web page elsewhere
     cannot answer for the person whose browser it runs in."""
+    from flow_engine.respond import not_waiting
+
     viewer = _viewer(request)
     if viewer.read_only:
         return JSONResponse({"error": "this viewer is read-only (--read-only)"}, status_code=403)
@@ -379,9 +381,7 @@ async def api_answer(request: Request) -> Response:
         if name is None:  # the wait the run is at, itself or through a child run
             wait = await asyncio.to_thread(pages.wait_view, viewer.store, run)
             if wait is None:
-                raise UsageError(
-                    f"run {run.id} is not waiting for input (it is {run.status}); nothing to answer"
-                )
+                raise not_waiting(run)
             name = wait.name
         status = await viewer.actions.answer(run.id, name, data["answer"])
     except FlowEngineError as exc:
