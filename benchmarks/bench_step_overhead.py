@@ -18,7 +18,10 @@ with litellm's OpenAI path over HTTP to the fake server (``tests/fake_openai_ser
 process), which is what a call to a provider costs litellm.
 
 Both end with a diagnostic that does not move between runs: the Python bytecodes executed per step
-(the engine's, or tracing's) against those of a direct litellm call (``bytecodes``).
+(the engine's, or tracing's) against those of a direct litellm call (``bytecodes``). ``--otel`` adds
+two tight-loop diagnostics: the tracer alone (``tracer_alone``) and, under it, the SDK alone making
+the same spans and metric records with no flow-engine code (``sdk_alone``): the floor any tracer
+using the application's SDK providers stands on.
 """
 
 from __future__ import annotations
@@ -407,6 +410,72 @@ async def tracer_alone(n: int = 3000, repeats: int = 5) -> tuple[float, float]:
     return statistics.median(added), statistics.median(direct)
 
 
+def sdk_alone(n: int = 3000, repeats: int = 5) -> tuple[float, float]:
+    """Diagnostic: what the OpenTelemetry SDK alone costs for what the issue asks of a step with one
+    LLM call (its span and the call's CLIENT span, with the attributes the tracer gives an offline
+    call, and the call's three histogram records), no flow-engine code, in a tight loop, against
+    litellm's cost per call measured in the same loop: the floor under the tracer's own number."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.trace import SpanKind
+
+    tracer = trace.get_tracer_provider().get_tracer("sdk-alone")
+    meter = metrics.get_meter_provider().get_meter("sdk-alone")
+    token_usage = meter.create_histogram("gen_ai.client.token.usage", unit="{token}")
+    duration = meter.create_histogram("gen_ai.client.operation.duration", unit="s")
+    run_context = trace.set_span_in_context(tracer.start_span("invoke_workflow many"))
+    model = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "default",
+        "gen_ai.provider.name": "offline",
+    }
+    tokens_in, tokens_out = {**model, "gen_ai.token.type": "input"}, {**model, "gen_ai.token.type": "output"}
+
+    def step(order: int) -> None:
+        now = time.time_ns()
+        step_span = tracer.start_span(
+            "step say",
+            context=run_context,
+            start_time=now,
+            attributes={
+                "flow_engine.step.name": "say", "flow_engine.step.type": "unstructured_llm",
+                "flow_engine.step.key": f"say#{order}", "flow_engine.step.order": order,
+                "flow_engine.step.status": "completed", "flow_engine.step.tokens": 114,
+                "flow_engine.step.cost": 0.0,
+            },
+        )  # fmt: skip
+        call_span = tracer.start_span(
+            "chat default",
+            kind=SpanKind.CLIENT,
+            context=trace.set_span_in_context(step_span),
+            start_time=now,
+            attributes={
+                **model, "flow_engine.llm.attempt": 1, "flow_engine.llm.call_id": str(order),
+                "flow_engine.llm.call_index": 1, "gen_ai.response.model": "offline/default",
+                "gen_ai.response.id": f"chatcmpl-{order}", "gen_ai.response.finish_reasons": ["stop"],
+                "gen_ai.usage.input_tokens": 56, "gen_ai.usage.output_tokens": 58,
+            },
+        )  # fmt: skip
+        call_span.end(end_time=now)
+        measured = trace.set_span_in_context(call_span)
+        duration.record(0.002, model, context=measured)
+        token_usage.record(56, tokens_in, context=measured)
+        token_usage.record(58, tokens_out, context=measured)
+        step_span.end(end_time=now)
+
+    fresh_engine()
+    asyncio.run(litellm_direct(50))
+    for order in range(300):
+        step(order)
+    added, direct = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for order in range(n):
+            step(order)
+        added.append((time.perf_counter() - started) / n)
+        direct.append(asyncio.run(litellm_direct(200)))
+    return statistics.median(added), statistics.median(direct)
+
+
 def main_otel(n: int = 100, repeats: int = 25) -> dict[str, float]:
     from flow_engine.plugins.otel.tracer import _HELD_STEPS
 
@@ -443,6 +512,13 @@ def main_otel(n: int = 100, repeats: int = 25) -> dict[str, float]:
         f"{alone / alone_direct:.1%}",
         f"of litellm's {alone_direct * 1e6:.0f} µs",
     )
+    floor, floor_direct = sdk_alone()
+    row(
+        "diagnostic: the SDK alone, same loop (no flow-engine code)",
+        f"{floor * 1e6:.0f} µs",
+        f"{floor / floor_direct:.1%}",
+        f"of litellm's {floor_direct * 1e6:.0f} µs",
+    )
     return {
         "direct": direct,
         "off": off,
@@ -450,6 +526,7 @@ def main_otel(n: int = 100, repeats: int = 25) -> dict[str, float]:
         "added_ratio": added,
         **ratios,
         "alone_ratio": alone / alone_direct,
+        "sdk_alone_ratio": floor / floor_direct,
         "bytecodes_ratio": (counted["on"] - counted["off"]) / counted["direct"],
     }
 
