@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from .context import RunContext, RunTotals, current_run
+from .context import RunContext, RunTotals, current_run, current_step
 from .engine import get_engine
 from .errors import (
     FlowEngineError,
@@ -498,11 +498,16 @@ async def _run_recorded(
     flow: BaseFlow, ctx: RunContext, validated: dict[str, Any], *, previous_ms: int = 0
 ) -> dict[str, Any]:
     plugins = ctx.engine.plugins
+    parent = ctx.parent
+    step = current_step.get() if parent is not None else None  # still the parent's, if a step started it
     event = FlowEvent(
         run_id=ctx.run_id,
         flow_name=flow.flow_name,
         inputs=validated,
-        parent_run_id=ctx.parent.run_id if ctx.parent else None,
+        parent_run_id=parent.run_id if parent else None,
+        parent_step_id=step.step_id if step is not None and parent and step.run_id == parent.run_id else None,
+        max_cost=ctx.max_cost,
+        max_tokens=ctx.max_tokens,
     )
     started = time.perf_counter()
     token = current_run.set(ctx)

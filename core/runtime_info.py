@@ -13,6 +13,11 @@ class FlowEvent:
     flow_name: str
     inputs: dict[str, Any]
     parent_run_id: uuid.UUID | None = None
+    # the parent run's step that started this child run (None: started by the flow's own code)
+    parent_step_id: uuid.UUID | None = None
+    # the run's budget as it applies (its own, else what is left of its parent's); None: no limit
+    max_cost: float | None = None
+    max_tokens: int | None = None
     outputs: dict[str, Any] | None = None
     error: BaseException | None = None
     status: str | None = None  # how the run ended, once it has: completed, failed, cancelled, waiting

@@ -155,3 +155,55 @@ async def test_step_hooks_registered_or_unregistered_after_steps_ran_take_effect
     engine.plugins.unregister("late-recorder")
     await Ok().execute({})
     assert len(rec.calls) == 2
+
+
+class Child(BaseFlow):
+    flow_name = "hooked_child"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+
+class StartsChild(BaseStep):
+    step_name = "starts_child"
+
+    async def run(self, inputs: Any) -> str:
+        await Child().execute({})
+        return "started"
+
+
+class ParentWithBudget(BaseFlow):
+    flow_name = "hooked_parent"
+    max_cost = 2.0
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        await StartsChild().execute({})
+        await Child().execute({})  # started by the flow's own code: no parent step
+        return {}
+
+
+async def test_before_flow_names_the_step_that_started_a_child_run_and_the_budget_that_applies(engine):
+    events: list[FlowEvent] = []
+    steps: dict[str, Any] = {}
+
+    class Listener:
+        @hookimpl
+        def before_flow(self, event: FlowEvent) -> None:
+            events.append(event)
+
+        @hookimpl
+        def before_step(self, event: StepEvent) -> None:
+            steps[event.step_name] = event.step_id
+
+    engine.plugins.register(Listener(), name="listener")
+    try:
+        await ParentWithBudget().execute({}, max_tokens=500)
+    finally:
+        engine.plugins.unregister("listener")
+    parent, from_step, from_flow = events
+    assert (parent.parent_run_id, parent.parent_step_id) == (None, None)
+    assert (parent.max_cost, parent.max_tokens) == (2.0, 500)  # the class's cost, the given tokens
+    assert from_step.parent_run_id == parent.run_id
+    assert from_step.parent_step_id == steps["starts_child"] is not None
+    assert (from_step.max_cost, from_step.max_tokens) == (2.0, 500)  # what the parent had left: all
+    assert from_flow.parent_run_id == parent.run_id and from_flow.parent_step_id is None
