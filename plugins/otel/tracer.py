@@ -43,6 +43,28 @@ _PARAMS = {
     "seed": "gen_ai.request.seed",
     "n": "gen_ai.request.choice.count",
 }
+# litellm's provider prefixes whose provider has a well-known gen_ai.provider.name; others keep
+# litellm's name (the conventions' rule for a provider they do not list)
+_PROVIDER_NAMES = {
+    "bedrock": "aws.bedrock",
+    "bedrock_converse": "aws.bedrock",
+    "vertex_ai": "gcp.vertex_ai",
+    "vertex_ai_beta": "gcp.vertex_ai",
+    "gemini": "gcp.gemini",
+    "azure": "azure.ai.openai",
+    "azure_text": "azure.ai.openai",
+    "azure_ai": "azure.ai.inference",
+    "cohere_chat": "cohere",
+    "watsonx": "ibm.watsonx.ai",
+    "watsonx_text": "ibm.watsonx.ai",
+    "xai": "x_ai",
+    "mistral": "mistral_ai",
+    "codestral": "mistral_ai",
+    "text-completion-openai": "openai",
+}
+# the bucket boundaries the GenAI conventions give the two client histograms
+_TOKEN_BUCKETS = [4.0**i for i in range(14)]  # 1, 4, 16, ... 67108864
+_DURATION_BUCKETS = [0.01 * 2**i for i in range(14)]  # 0.01, 0.02, 0.04, ... 81.92 s
 _SCOPE = "flow_engine"
 _HELD_STEPS = 64  # ended steps' spans are made 64 at a time (or after _HOLD_SECONDS, or at the run's end)
 _HOLD_SECONDS = 0.5
@@ -56,9 +78,17 @@ def capture_content() -> bool:
 
 
 def _providers() -> tuple[Any, Any]:
-    """The application's providers when it set them; else our own OTLP ones (never made global)."""
+    """The application's providers when it set them; else our own OTLP ones (never made global). An
+    application that set only one of them chose what it exports: the other stays the API's no-op
+    (it takes effect if the application sets it later), and nothing is sent to an endpoint it never
+    configured."""
     tracer_provider = trace.get_tracer_provider()
-    if isinstance(tracer_provider, trace.ProxyTracerProvider):
+    meter_provider = metrics.get_meter_provider()
+    own_tracing = isinstance(tracer_provider, trace.ProxyTracerProvider)
+    own_metrics = type(meter_provider).__name__ == "_ProxyMeterProvider"
+    if not (own_tracing and own_metrics):  # the application's choice
+        return tracer_provider, meter_provider
+    if own_tracing:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -68,10 +98,7 @@ def _providers() -> tuple[Any, Any]:
         sdk_provider = TracerProvider(resource=resource)
         sdk_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         tracer_provider = sdk_provider
-    meter_provider = metrics.get_meter_provider()
-    if type(meter_provider).__name__ == "_ProxyMeterProvider" and os.environ.get(
-        "OTEL_METRICS_EXPORTER", "otlp"
-    ) not in ("none", ""):
+    if os.environ.get("OTEL_METRICS_EXPORTER", "otlp") not in ("none", ""):
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
@@ -105,6 +132,8 @@ class _Step:
     end_ns: int | None = None
     error: str | None = None  # the exception's class name: the span's error status
     calls_made: int = 0  # the calls it has made (structured-output re-asks are the 2nd, 3rd...)
+    # its calls whose last attempt failed: when that attempt ended, and the call's index
+    failed_attempts: dict[uuid.UUID, tuple[float, int | None]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -130,16 +159,98 @@ def split_model(model: str) -> tuple[str | None, str]:
     return (provider, name) if sep else (None, model)
 
 
+def provider_name(litellm_provider: str | None) -> str | None:
+    """litellm's provider name as ``gen_ai.provider.name``: the conventions' well-known value for the
+    providers they list (``bedrock`` -> ``aws.bedrock``), else litellm's own."""
+    if not litellm_provider:
+        return None
+    return _PROVIDER_NAMES.get(litellm_provider, litellm_provider)
+
+
+def _litellm_provider(model: str, api_base: str | None) -> str | None:
+    """The provider litellm picks for a model named without one (``gpt-4o-mini``: openai)."""
+    import litellm  # imported already: the call was made through it
+
+    try:
+        return str(litellm.get_llm_provider(model, api_base=api_base)[1])
+    except Exception:
+        return None
+
+
+def _environment_base(provider: str) -> str | None:
+    """litellm's per-provider base URL variable (``OPENAI_API_BASE``, ``OPENAI_BASE_URL``...)."""
+    name = provider.upper()
+    return os.environ.get(f"{name}_API_BASE") or os.environ.get(f"{name}_BASE_URL")
+
+
+def input_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages as the GenAI conventions record them: a role and its parts."""
+    return [_message(m) for m in messages]
+
+
+def output_messages(choices: list[Any]) -> list[dict[str, Any]]:
+    """The answer's choices as the GenAI conventions record output messages."""
+    found = []
+    for choice in choices:
+        message = getattr(choice, "message", None)
+        if isinstance(message, dict):
+            data = message
+        else:
+            data = message.model_dump() if message is not None and hasattr(message, "model_dump") else {}
+        found.append({**_message(data), "finish_reason": getattr(choice, "finish_reason", None) or "stop"})
+    return found
+
+
+def _message(message: dict[str, Any]) -> dict[str, Any]:
+    role = message.get("role") or "assistant"
+    content = message.get("content")
+    parts: list[dict[str, Any]] = []
+    if isinstance(content, str):
+        parts.append({"type": "text", "content": content})
+    elif isinstance(content, list):
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
+                parts.append({"type": "text", "content": part.get("text")})
+            elif kind == "image_url":
+                url = part.get("image_url")
+                url = url.get("url") if isinstance(url, dict) else url
+                parts.append({"type": "uri", "modality": "image", "uri": url})
+            else:
+                parts.append({"type": str(kind or "unknown"), "content": part})
+    if role == "tool":
+        parts = [{"type": "tool_call_response", "id": message.get("tool_call_id"), "response": content}]
+    for tool_call in message.get("tool_calls") or []:
+        if hasattr(tool_call, "model_dump"):
+            tool_call = tool_call.model_dump()
+        function = tool_call.get("function") or {}
+        parts.append(
+            {
+                "type": "tool_call",
+                "id": tool_call.get("id"),
+                "name": function.get("name"),
+                "arguments": function.get("arguments"),
+            }
+        )
+    return {"role": role, "parts": parts}
+
+
 class Tracer:
     def __init__(self) -> None:
         tracer_provider, meter_provider = _providers()
         self.tracer = tracer_provider.get_tracer(_SCOPE)
         meter = meter_provider.get_meter(_SCOPE)
         self.token_usage = meter.create_histogram(
-            "gen_ai.client.token.usage", unit="{token}", description="Tokens used per LLM call."
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Tokens used per LLM call.",
+            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
         )
         self.duration = meter.create_histogram(
-            "gen_ai.client.operation.duration", unit="s", description="Duration of each LLM call attempt."
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="Duration of each LLM call attempt.",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
         )
         self.ended_runs = meter.create_counter("flow_engine.runs", unit="{run}", description="Runs ended.")
         self.cost = meter.create_counter("flow_engine.llm.cost", unit="USD", description="LLM cost.")
@@ -147,9 +258,13 @@ class Tracer:
         self.steps: dict[uuid.UUID, _Step] = {}
         self.ended: deque[_Step] = deque()  # ended steps whose spans are not made yet
         self._timer_loop: asyncio.AbstractEventLoop | None = None  # the loop with a flush timer set
-        self.last_attempt_end: dict[uuid.UUID, float] = {}
-        # (kind, model) -> metric attributes of its calls, and of its input and output token counts
-        self._by_model: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+        # calls outside any step whose last attempt failed: when it ended and the call's index (a
+        # step's own are on the step: they go with it); bounded, as a failed call may not be retried
+        self.failed_attempts: dict[uuid.UUID, tuple[float, int | None]] = {}
+        # (kind, model, api_base) -> metric attributes of its calls, and of its input and output token counts
+        self._by_model: dict[
+            tuple[str, str, str | None], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
+        ] = {}
         self._servers: dict[str, dict[str, Any]] = {}
         # during a burst: the cost of its calls by model (one counter record each, not one per call)
         self._burst_costs: dict[str, tuple[float, Any]] | None = None
@@ -159,25 +274,25 @@ class Tracer:
         store = get_engine().store
         run = store.get_run(event.run_id)
         meta = dict((run.flow_metadata if run else None) or {})
-        parent = self._parent_of_run(event.parent_run_id, meta)
-        links = []
         first = meta.get("otel", {}).get("first")
+        parent = self._parent_of_run(event, None if first else meta.get("otel", {}).get("submitted"))
+        links = []
         if first:  # resumed: link to the first attempt's run span
             links.append(Link(_span_context(first), {"flow_engine.link": "resumed_from"}))
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "invoke_workflow",
+            "gen_ai.workflow.name": event.flow_name,
             "flow_engine.flow.name": event.flow_name,
             "flow_engine.run.id": str(event.run_id),
         }
         if event.parent_run_id is not None:
             attributes["flow_engine.run.parent_id"] = str(event.parent_run_id)
-        if run is not None:
-            if run.user_id is not None:
-                attributes["user.id"] = str(run.user_id)
-            options = meta.get("run_options") or {}
-            for key in ("max_cost", "max_tokens"):
-                if options.get(key) is not None:
-                    attributes[f"flow_engine.budget.{key}"] = options[key]
+        if run is not None and run.user_id is not None:
+            attributes["user.id"] = str(run.user_id)
+        if event.max_cost is not None:
+            attributes["flow_engine.budget.max_cost"] = event.max_cost
+        if event.max_tokens is not None:
+            attributes["flow_engine.budget.max_tokens"] = event.max_tokens
         span = self.tracer.start_span(
             f"invoke_workflow {event.flow_name}", context=parent, links=links, attributes=attributes
         )
@@ -191,13 +306,14 @@ class Tracer:
             otel = {**meta.get("otel", {}), "first": _traceparent(ctx)}
             await store.update_run(event.run_id, {"flow_metadata": {**meta, "otel": otel}})
 
-    def _parent_of_run(self, parent_run_id: uuid.UUID | None, meta: dict[str, Any]) -> Any:
-        parent = self.runs.get(parent_run_id) if parent_run_id is not None else None
+    def _parent_of_run(self, event: Any, submitted: str | None) -> Any:
+        """A child run's parent: the step that started it, else its parent run; a background run's
+        first start: the submitter's span (``submitted``); else the current context's span."""
+        parent = self.runs.get(event.parent_run_id) if event.parent_run_id is not None else None
         if parent is not None:
-            step = self.steps.get(parent.steps[-1]) if parent.steps else None
+            step = self.steps.get(event.parent_step_id) if event.parent_step_id is not None else None
             return trace.set_span_in_context(self._span_of(step)) if step is not None else parent.context
-        submitted = meta.get("otel", {}).get("submitted")
-        if submitted:  # a background run: the submitter's span is its parent
+        if submitted:
             return trace.set_span_in_context(trace.NonRecordingSpan(_span_context(submitted)))
         return None  # the current context: the application's span, if any
 
@@ -359,7 +475,7 @@ class Tracer:
             except BaseException as exc:
                 ended = time.perf_counter()
                 record = self._call_record(call, None, start_ns, started, ended)
-                self.last_attempt_end[call.call_id] = ended
+                self._remember_failed(call, ended, record.call_index)
                 record.error, record.error_type = type(exc).__name__, _error_type(exc)
                 self._ended(record)
                 raise
@@ -372,12 +488,14 @@ class Tracer:
     def _call_record(self, call: Any, response: Any, start_ns: int, started: float, ended: float) -> _Call:
         """What must be taken when the attempt ends (``started``/``ended`` by the perf counter)."""
         record = _Call(call, response, start_ns, time.time_ns(), ended - started)
-        if call.attempt > 1:
-            previous = self.last_attempt_end.pop(call.call_id, None)
-            if previous is not None:  # the retry wait before this attempt
-                record.retry_wait_s = round(started - previous, 6)
-        elif call.step_id in self.steps:
-            step = self.steps[call.step_id]
+        step = self.steps.get(call.step_id) if call.step_id is not None else None
+        if call.attempt > 1:  # a retry: the wait before it, and the index of the call it retries
+            failed = step.failed_attempts if step is not None else self.failed_attempts
+            previous = failed.pop(call.call_id, None)
+            if previous is not None:
+                record.retry_wait_s = round(started - previous[0], 6)
+                record.call_index = previous[1]
+        elif step is not None:
             step.calls_made += 1
             record.call_index = step.calls_made
         run = self.runs.get(call.run_id) if call.run_id is not None else None
@@ -385,8 +503,20 @@ class Tracer:
             request = (
                 call.messages if call.messages is not None else [{"role": "user", "content": call.prompt}]
             )
-            record.input_messages = json.dumps(request, default=str)
+            record.input_messages = json.dumps(input_messages(request), default=str)
         return record
+
+    def _remember_failed(self, call: Any, ended: float, call_index: int | None) -> None:
+        """A failed attempt, for its retry's span (wait, index): kept by its step, which forgets it
+        when it ends; outside any step, the latest 1,024 calls'."""
+        step = self.steps.get(call.step_id) if call.step_id is not None else None
+        if step is not None:
+            step.failed_attempts[call.call_id] = (ended, call_index)
+            return
+        failed = self.failed_attempts
+        failed[call.call_id] = (ended, call_index)
+        if len(failed) > 1024:
+            del failed[next(iter(failed))]
 
     def _ended(self, record: _Call) -> None:
         """A call's span and metrics: held by its step until the step ends, else made now."""
@@ -416,6 +546,8 @@ class Tracer:
             tokens, cost = _answer_attributes(
                 attributes, record.response, input_attributes, output_attributes, record.input_messages
             )
+            if not call.api_base:
+                self._server_of_answer(attributes, call, record.response)
         context = trace.set_span_in_context(parent) if parent is not None else None
         span = self.tracer.start_span(
             f"{metric_attributes['gen_ai.operation.name']} {metric_attributes['gen_ai.request.model']}",
@@ -444,14 +576,15 @@ class Tracer:
     def _model_attributes(self, call: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         """The metric attributes of a model's calls and of its input and output tokens, made once per
         (kind, model): every call's span starts from them, every metric record uses them as they are."""
-        key = (call.kind, call.model)
+        key = (call.kind, call.model, call.api_base)
         found = self._by_model.get(key)
         if found is None:
             provider, model = split_model(call.model)
             attributes = {
-                "gen_ai.operation.name": "chat" if call.kind == "completion" else call.kind,
+                "gen_ai.operation.name": "chat" if call.kind == "completion" else "generate_content",
                 "gen_ai.request.model": model,
             }
+            provider = provider_name(provider or _litellm_provider(call.model, call.api_base))
             if provider:
                 attributes["gen_ai.provider.name"] = provider
             found = self._by_model[key] = (
@@ -476,7 +609,9 @@ class Tracer:
         stop = params.get("stop")
         if stop:
             attributes["gen_ai.request.stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-        if params.get("response_format") is not None:
+        if call.kind != "completion":
+            attributes["gen_ai.output.type"] = "image"
+        elif params.get("response_format") is not None:
             attributes["gen_ai.output.type"] = "json"
         if call.api_base:
             attributes.update(self._server(call.api_base))
@@ -487,6 +622,20 @@ class Tracer:
         if record.input_messages is not None:
             attributes["gen_ai.input.messages"] = record.input_messages
         return attributes
+
+    def _server_of_answer(self, attributes: dict[str, Any], call: Any, response: Any) -> None:
+        """A call given no ``api_base`` went where litellm sent it: the provider's base from the
+        environment (``OPENAI_API_BASE``...), else the default litellm names in the answer (which it
+        names even when the environment sent the call elsewhere)."""
+        hidden = getattr(response, "_hidden_params", None)
+        if not isinstance(hidden, dict):
+            return
+        named = hidden.get("api_base")
+        if not isinstance(named, str) or not named:  # an in-process model (offline, scripted): no server
+            return
+        provider = hidden.get("custom_llm_provider") or split_model(call.model)[0]
+        api_base = (_environment_base(provider) if provider else None) or named
+        attributes.update(self._server(api_base))
 
     def _server(self, api_base: str) -> dict[str, Any]:
         found = self._servers.get(api_base)
@@ -537,8 +686,7 @@ def _answer_attributes(
     else:
         cost = None
     if content is not None and choices:
-        answers = [{"role": "assistant", "content": getattr(c.message, "content", None)} for c in choices]
-        found["gen_ai.output.messages"] = json.dumps(answers, default=str)
+        found["gen_ai.output.messages"] = json.dumps(output_messages(choices), default=str)
     return tuple(tokens), cost
 
 

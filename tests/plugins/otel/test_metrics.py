@@ -29,11 +29,14 @@ async def test_metrics_of_a_run(fake_openai, tmp_path, spans, metric_reader):
     assert (outputs.count, outputs.sum) == (2, 8)
     assert inputs.attributes["gen_ai.request.model"] == "gpt-4o-mini"
     assert inputs.attributes["gen_ai.provider.name"] == "openai"
+    # the buckets the GenAI conventions give each histogram (the SDK's defaults are for milliseconds)
+    assert list(inputs.explicit_bounds) == [4.0**i for i in range(14)]
 
     ok = [p for p in _by(collected, "gen_ai.client.operation.duration") if "error.type" not in p.attributes]
     failed = _by(collected, "gen_ai.client.operation.duration", **{"error.type": "503"})
     assert sum(p.count for p in ok) == 2 and sum(p.count for p in failed) == 1
     assert all(p.sum > 0 for p in ok)
+    assert list(ok[0].explicit_bounds) == pytest.approx([0.01 * 2**i for i in range(14)])
 
     [runs] = _by(collected, "flow_engine.runs", **{"flow_engine.flow.name": "two_calls"})
     assert runs.attributes["flow_engine.run.status"] == "completed" and runs.value == 1

@@ -3,6 +3,7 @@ application set no provider: the plugin configures the exporter from the standar
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -84,6 +85,10 @@ def test_spans_arrive_over_otlp_http(receiver: Receiver, tmp_path: Path) -> None
         timeout=240,
     )
     assert done.returncode == 0, done.stderr
+    # the plugin's own providers were never made the application's
+    globals_after = json.loads(done.stdout.strip().splitlines()[-1])
+    assert globals_after["tracer_provider"] == "ProxyTracerProvider"
+    assert globals_after["meter_provider"] == "_ProxyMeterProvider"
     spans = {}
     services = set()
     for request in receiver.traces:
@@ -104,3 +109,33 @@ def test_spans_arrive_over_otlp_http(receiver: Receiver, tmp_path: Path) -> None
     assert attrs["gen_ai.operation.name"].string_value == "chat"
     assert attrs["gen_ai.usage.output_tokens"].int_value > 0
     assert "/v1/metrics" in receiver.paths  # the metrics went the same way
+
+
+def test_an_application_that_set_only_tracing_gets_spans_there_and_no_metrics_sent_anywhere(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """The application set a tracer provider and no meter provider: flow-engine's spans go to the
+    application's provider, which stays the global one, and no metric exporter of flow-engine's own
+    is made (nothing sent to the OTLP endpoint, which would otherwise be localhost:4318)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOW_ENGINE_", "OTEL_"))}
+    env.update(
+        FLOW_ENGINE_OTEL="1",
+        FLOW_ENGINE_DATABASE_URL="memory://",
+        FLOW_ENGINE_DATA_DIR=str(tmp_path),
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_address[1]}",
+        PYTHONPATH=str(ROOT),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.plugins.otel.otlp_flow", "tracing-only"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    after = json.loads(done.stdout.strip().splitlines()[-1])
+    assert after["same_tracer_provider"] is True
+    assert {"invoke_workflow exported", "step echo"} <= set(after["spans_in_memory"])
+    assert after["meter_provider"] == "_ProxyMeterProvider"
+    assert receiver.paths == []  # neither spans (the application's provider has them) nor metrics

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
+import uuid
 from typing import Any
 
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import BaseModel
 
-from flow_engine import BaseFlow, BaseStep, UnstructuredStep, resume_run
+from flow_engine import BaseFlow, BaseStep, StructuredStep, UnstructuredStep, resume_run
 from flow_engine.llm.hook import call_listeners
 from tests.fake_openai_server import API_KEY, Fault, Reply, use_fake_openai
 
@@ -181,8 +183,17 @@ async def test_content_is_absent_unless_opted_in_and_no_key_anywhere(online, spa
     online.script(Reply("The answer text"), Reply("Another"))
     await TwoCalls().execute({})
     chat = by_name(spans, "chat gpt-4o-mini")[0]
-    assert "Summarise the secret plan" in chat.attributes["gen_ai.input.messages"]
-    assert "The answer text" in chat.attributes["gen_ai.output.messages"]
+    # the conventions' message format: a role and its parts; an output message's finish reason
+    assert json.loads(chat.attributes["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "Summarise the secret plan"}]}
+    ]
+    assert json.loads(chat.attributes["gen_ai.output.messages"]) == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "The answer text"}],
+            "finish_reason": "stop",
+        }
+    ]
     everything = repr([dict(s.attributes) for s in spans.get_finished_spans()])
     assert API_KEY not in everything
 
@@ -445,3 +456,242 @@ async def test_the_step_and_call_hooks_are_registered_by_the_first_traced_run(on
     assert plugins.step_hooks_listened()
     assert call_listeners(get_engine()) == ["otel.tracing"]
     assert len(by_name(spans, "chat gpt-4o-mini")) == 2
+
+
+class Spawn(BaseStep):
+    """A step that starts a child run: the child's span belongs under this step's."""
+
+    step_name = "spawn"
+
+    class Inputs(BaseModel):
+        label: str
+
+    async def run(self, inputs: Any) -> str:
+        await asyncio.sleep(0.01 if inputs.label == "a" else 0.1)  # a's child starts while b's step runs
+        return (await Labelled().execute({"label": inputs.label}))["label"]
+
+
+class Labelled(BaseFlow):
+    flow_name = "labelled"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"label": inputs["label"]}
+
+
+class SpawnsTwoAtOnce(BaseFlow):
+    flow_name = "spawns_two_at_once"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"labels": await self.map(Spawn, [{"label": "a"}, {"label": "b"}], concurrency=2)}
+
+
+async def test_child_runs_of_steps_running_at_once_nest_under_the_step_that_started_each(online, spans):
+    await SpawnsTwoAtOnce().execute({})
+    steps = {s.attributes["flow_engine.step.key"]: s for s in by_name(spans, "step spawn")}
+    assert len(steps) == 2
+    children_of = {}
+    for child in by_name(spans, "invoke_workflow labelled"):
+        [parent] = [s for s in steps.values() if s.context.span_id == child.parent.span_id]
+        children_of[child.attributes["flow_engine.run.id"]] = parent
+    assert len(children_of) == 2 and len({id(s) for s in children_of.values()}) == 2
+    for child in by_name(spans, "invoke_workflow labelled"):
+        assert within(child, children_of[child.attributes["flow_engine.run.id"]])
+
+
+class GivesUpThenSpawns(BaseFlow):
+    flow_name = "gives_up_then_spawns"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(CallThenHang().execute({}), 0.3)
+        return await Labelled().execute({"label": "after"})
+
+
+async def test_a_child_run_started_by_the_flow_after_it_gave_up_on_a_step_nests_under_the_run(online, spans):
+    await GivesUpThenSpawns().execute({})
+    run = one(spans, "invoke_workflow gives_up_then_spawns")
+    child = one(spans, "invoke_workflow labelled")
+    assert child.parent.span_id == run.context.span_id
+
+
+class Budgeted(BaseFlow):
+    flow_name = "budgeted"
+    max_cost = 1.5
+    max_tokens = 1000
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        await Title().execute({"prompt": "Title it"})
+        return await Labelled().execute({"label": "child"})
+
+
+async def test_the_run_span_names_the_workflow_its_user_and_the_budget_that_applies(online, spans):
+    user = uuid.uuid4()
+    await Budgeted().execute({}, user_id=user)
+    run = one(spans, "invoke_workflow budgeted")
+    assert run.attributes["gen_ai.workflow.name"] == "budgeted"
+    assert run.attributes["user.id"] == str(user)
+    assert run.attributes["flow_engine.budget.max_cost"] == 1.5  # the class's, not given to execute()
+    assert run.attributes["flow_engine.budget.max_tokens"] == 1000
+    child = one(spans, "invoke_workflow labelled")  # what its parent had left when it started
+    assert 0 < child.attributes["flow_engine.budget.max_cost"] < 1.5
+    spent = run.attributes["flow_engine.run.total_tokens"]
+    assert child.attributes["flow_engine.budget.max_tokens"] == 1000 - spent
+    assert child.attributes["user.id"] == str(user)
+    step = one(spans, "step title")
+    assert step.attributes["flow_engine.step.key"] == "title"
+    assert step.attributes["flow_engine.step.type"] == "unstructured_llm"
+
+
+async def test_a_resumed_background_run_is_a_new_trace_where_it_resumes_linked_to_its_first(online, spans):
+    """A background run's first start continues its submitter's trace; resumed later (by a person, a
+    recovery), the submitter's span is long ended: the resumed run starts in the current context."""
+    from opentelemetry import trace
+
+    from flow_engine.engine import get_engine
+
+    FAIL["on"] = True
+    flow = Resumable()
+    with pytest.raises(RuntimeError):
+        await flow.execute({})
+    [first] = by_name(spans, "invoke_workflow resumable")
+    store = get_engine().store
+    meta = dict(store.get_run(flow.run_id).flow_metadata or {})
+    submitter = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"  # as a background submission leaves it
+    meta["otel"] = {**meta["otel"], "submitted": submitter}
+    await store.update_run(flow.run_id, {"flow_metadata": meta})
+    FAIL["on"] = False
+    spans.clear()
+    with trace.get_tracer("the-application").start_as_current_span("resume request") as request:
+        await resume_run(flow.run_id)
+    [second] = by_name(spans, "invoke_workflow resumable")
+    assert second.parent.span_id == request.get_span_context().span_id
+    assert second.context.trace_id == request.get_span_context().trace_id != int("ab" * 16, 16)
+    [link] = second.links
+    assert link.context.span_id == first.context.span_id
+
+
+async def test_a_retry_keeps_its_calls_index_and_nothing_of_a_failed_call_is_kept(online, spans):
+    from flow_engine.engine import get_engine
+    from flow_engine.plugins.otel.state import active
+
+    online.fail_next(Fault.status(503))
+    online.script(Reply("A summary"), Reply("A title"))
+    await TwoCalls().execute({})
+    attempts = children(spans, one(spans, "step summarise"))
+    assert sorted(s.attributes["flow_engine.llm.call_index"] for s in attempts) == [1, 1]
+
+    online.fail_next(Fault.status(503), times=3)  # every attempt fails
+    with pytest.raises(Exception):  # noqa: B017 - the LLM error as the engine raises it
+        await TwoCalls().execute({})
+    tracer = active()
+    assert tracer is not None and get_engine() is not None
+    assert tracer.steps == {} and tracer.runs == {} and tracer.failed_attempts == {}
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+class Locate(StructuredStep):
+    step_name = "locate"
+    model = "openai/gpt-4o-mini"
+    Outputs = Point
+
+    class Inputs(BaseModel):
+        prompt: str
+
+
+class Locates(BaseFlow):
+    flow_name = "locates"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return (await Locate().execute({"prompt": "Where?"})).output_content
+
+
+async def test_a_structured_answer_re_asked_is_a_second_call_of_its_step(online, spans):
+    online.script(Reply(json={"x": 1}), Reply(json={"x": 1, "y": 2}))  # y missing: re-asked
+    assert await Locates().execute({}) == {"x": 1, "y": 2}
+    calls = sorted(children(spans, one(spans, "step locate")), key=lambda s: s.start_time)
+    assert [c.attributes["flow_engine.llm.call_index"] for c in calls] == [1, 2]
+    assert [c.attributes["flow_engine.llm.attempt"] for c in calls] == [1, 1]
+    assert all(c.attributes["gen_ai.output.type"] == "json" for c in calls)
+
+
+class AskUnprefixed(UnstructuredStep):
+    step_name = "ask_unprefixed"
+    model = "gpt-4o-mini"  # litellm's provider for it: openai
+    llm_params = {"stop": "END", "seed": 7, "top_p": 0.5}
+
+    class Inputs(BaseModel):
+        prompt: str
+
+
+class Unprefixed(BaseFlow):
+    flow_name = "unprefixed"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"text": (await AskUnprefixed().execute({"prompt": "Hi"})).output_content}
+
+
+async def test_a_model_named_without_its_provider_gets_the_provider_litellm_picks(online, spans):
+    await Unprefixed().execute({})
+    [call] = by_name(spans, "chat gpt-4o-mini")
+    a = call.attributes
+    assert a["gen_ai.provider.name"] == "openai"
+    assert a["gen_ai.request.model"] == "gpt-4o-mini"
+    assert tuple(a["gen_ai.request.stop_sequences"]) == ("END",)
+    assert a["gen_ai.request.seed"] == 7 and a["gen_ai.request.top_p"] == 0.5
+
+
+async def test_the_server_litellm_was_sent_to_is_named_when_the_call_gave_no_api_base(
+    fake_openai, tmp_path, spans, monkeypatch
+):
+    use_fake_openai(fake_openai.base_url, tmp_path, otel=True, api_base=None)
+    monkeypatch.setenv("OPENAI_API_BASE", fake_openai.base_url)  # litellm's variable for openai's base
+    await TwoCalls().execute({})
+    call = by_name(spans, "chat gpt-4o-mini")[0]
+    assert call.attributes["server.address"] == "127.0.0.1"
+    assert call.attributes["server.port"] == int(fake_openai.base_url.split(":")[2].split("/")[0])
+
+
+def test_litellm_provider_names_become_the_conventions_well_known_values():
+    from flow_engine.plugins.otel.tracer import provider_name
+
+    assert provider_name("bedrock") == "aws.bedrock"
+    assert provider_name("vertex_ai") == "gcp.vertex_ai"
+    assert provider_name("gemini") == "gcp.gemini"
+    assert provider_name("azure") == "azure.ai.openai"
+    assert provider_name("mistral") == "mistral_ai"
+    assert provider_name("xai") == "x_ai"
+    assert provider_name("openai") == "openai" and provider_name("anthropic") == "anthropic"
+    assert provider_name("ollama") == "ollama"  # not listed by the conventions: litellm's name
+    assert provider_name(None) is None
+
+
+def test_messages_with_parts_and_tool_calls_keep_them_in_the_conventions_format():
+    from flow_engine.plugins.otel.tracer import input_messages
+
+    assert input_messages(
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+            ]},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "look", "arguments": "{}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "c1", "content": "a cat"},
+        ]
+    ) == [
+        {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
+        {"role": "user", "parts": [
+            {"type": "text", "content": "What is this?"},
+            {"type": "uri", "modality": "image", "uri": "https://example.com/a.png"},
+        ]},
+        {"role": "assistant", "parts": [
+            {"type": "tool_call", "id": "c1", "name": "look", "arguments": "{}"},
+        ]},
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "a cat"}]},
+    ]  # fmt: skip
