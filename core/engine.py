@@ -34,6 +34,7 @@ class Engine:
         self._store: RunStore | None = None
         self._lock = threading.RLock()
         self._offline_notice_shown = False
+        self._started = False  # the engine_started hook was called
         self.default_model_overridden_by_cli: str | None = None
         # (settings it was made from, the limiter) of FLOW_ENGINE_RATE_LIMITS; see llm/rate_limits.py
         self.rate_limiter: tuple[Any, Any] | None = None
@@ -71,6 +72,15 @@ class Engine:
                         disabled=self._plugin_selection("disable_plugins"),
                     )
         return self._plugins
+
+    def ensure_started(self) -> None:
+        """The ``engine_started`` hook, once, before the engine's first run or LLM call."""
+        if self._started:
+            return
+        with self._lock:
+            if not self._started:
+                self._started = True
+                self.plugins.call_each("engine_started", engine=self)
 
     @property
     def database_url(self) -> str:

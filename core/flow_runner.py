@@ -510,6 +510,7 @@ async def _run_recorded(
         max_tokens=ctx.max_tokens,
     )
     started = time.perf_counter()
+    ctx.engine.ensure_started()
     token = current_run.set(ctx)
     heartbeat = asyncio.ensure_future(_heartbeat(ctx))
     try:

@@ -73,6 +73,14 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookspec
+def engine_started(engine: Any) -> None:
+    """Once per engine, before its first run or LLM call (not when it is configured, nor for
+    ``flow --help``): a plugin that listens to steps or LLM calls only when its settings say so
+    registers its listeners here (``engine.plugins.register(...)``), so that nobody else pays for them.
+    Raising marks the plugin failed; the engine goes on."""
+
+
+@hookspec
 def before_flow(event: FlowEvent) -> Any:
     """Called after a run row is created, before the flow's logic starts. May be ``async def``."""
 

@@ -483,6 +483,15 @@ class PluginRegistry:
                     )
         return listened
 
+    def call_each(self, hook_name: str, **kwargs: Any) -> None:
+        """Call a synchronous hook's implementations one by one: one that raises marks its plugin
+        failed (``flow plugins`` says why) and the others are still called."""
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            try:
+                impl.function(**{name: kwargs[name] for name in impl.argnames})
+            except Exception as exc:
+                self._hook_failed(impl.plugin_name, hook_name, exc)
+
     async def fire(self, hook_name: str, **kwargs: Any) -> None:
         """Call a lifecycle hook and await every implementation that is ``async def``."""
         hook = getattr(self.pm.hook, hook_name)

@@ -119,6 +119,7 @@ async def _call(
 ) -> LLMCall:
     """Attempts until one succeeds, a failure is not transient, or the retries are spent."""
     engine = get_engine()
+    engine.ensure_started()
     settings = engine.settings
     if api_base is not None:
         _check_api_base(api_base)

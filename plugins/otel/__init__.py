@@ -26,26 +26,28 @@ def _tracer() -> Any:
 
 
 @hookimpl
-async def before_flow(event: Any) -> None:
-    t = _tracer()
-    if t is not None:
-        _listen_to_steps_and_calls()
-        await t.flow_started(event)
-
-
-def _listen_to_steps_and_calls() -> None:
-    """Register the per-step and per-call hooks (``hooks.py``) once tracing is on, not before: a step
+def engine_started(engine: Any) -> None:
+    """Register the per-step and per-call hooks (``hooks.py``) when tracing is on, not before: a step
     hook that any plugin implements costs every step an event, traced or not."""
-    from flow_engine.plugin import get_engine
+    from .state import active
 
+    if active(engine) is None:
+        return
     from . import hooks
 
-    registry = get_engine().plugins
+    registry = engine.plugins
     if not registry.pm.is_registered(hooks):
         try:
             registry.register(hooks, name=hooks.PLUGIN_NAME)
-        except ConfigurationError:  # registered meanwhile by another task
+        except ConfigurationError:  # registered meanwhile by another thread
             pass
+
+
+@hookimpl
+async def before_flow(event: Any) -> None:
+    t = _tracer()
+    if t is not None:
+        await t.flow_started(event)
 
 
 @hookimpl

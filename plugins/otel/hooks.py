@@ -1,5 +1,6 @@
-"""The per-step and per-LLM-call hooks of tracing: registered by the plugin on the first traced run
-only (``_listen_to_steps_and_calls``), so that with tracing off no step pays for a listener."""
+"""The per-step and per-LLM-call hooks of tracing: registered by the plugin when an engine with
+tracing on starts (its first run or LLM call: ``engine_started``), so that with tracing off no step
+pays for a listener."""
 
 from __future__ import annotations
 

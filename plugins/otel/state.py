@@ -11,8 +11,10 @@ _by_engine: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _OFF = object()
 
 
-def active() -> Any:
-    engine = get_engine()
+def active(engine: Any = None) -> Any:
+    """The tracer of ``engine`` (the current one by default), or None when tracing is off."""
+    if engine is None:
+        engine = get_engine()
     tracer = _by_engine.get(engine)
     if tracer is None:
         from .settings import OtelSettings

@@ -207,3 +207,42 @@ async def test_before_flow_names_the_step_that_started_a_child_run_and_the_budge
     assert from_step.parent_step_id == steps["starts_child"] is not None
     assert (from_step.max_cost, from_step.max_tokens) == (2.0, 500)  # what the parent had left: all
     assert from_flow.parent_run_id == parent.run_id and from_flow.parent_step_id is None
+
+
+class Starter:
+    def __init__(self) -> None:
+        self.engines: list[Any] = []
+
+    @hookimpl
+    def engine_started(self, engine: Any) -> None:
+        self.engines.append(engine)
+
+
+class BrokenStarter:
+    @hookimpl
+    def engine_started(self, engine: Any) -> None:
+        raise RuntimeError("cannot start")
+
+
+async def test_engine_started_is_called_once_before_the_first_run_and_one_that_raises_fails_its_plugin(
+    engine,
+):
+    starter = Starter()
+    engine.plugins.register(starter, name="starter")
+    engine.plugins.register(BrokenStarter(), name="broken_starter")
+    assert starter.engines == []  # configuring an engine does not start it
+    with pytest.warns(RuntimeWarning, match="engine_started raised RuntimeError"):
+        await Flow().execute({})
+    await Flow().execute({})
+    assert starter.engines == [engine]
+    [broken] = [s for s in engine.plugins.statuses if s.name == "broken_starter"]
+    assert broken.status == "failed" and broken.error == "engine_started raised RuntimeError: cannot start"
+
+
+async def test_engine_started_is_called_before_an_llm_call_made_outside_any_run(engine):
+    from flow_engine.plugin import complete
+
+    starter = Starter()
+    engine.plugins.register(starter, name="starter")
+    await complete([{"role": "user", "content": "hi"}], model="offline/default")
+    assert starter.engines == [engine]

@@ -695,3 +695,19 @@ def test_messages_with_parts_and_tool_calls_keep_them_in_the_conventions_format(
         ]},
         {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "a cat"}]},
     ]  # fmt: skip
+
+
+async def test_an_image_call_outside_any_run_is_a_generate_content_span_with_an_image_output(online, spans):
+    """Made outside any run, too: under the span current at the call."""
+    from opentelemetry import trace
+
+    from flow_engine.plugin import generate_image
+
+    with trace.get_tracer("the-application").start_as_current_span("request") as request:
+        await generate_image("a cat", model="openai/gpt-image-1", api_base=online.base_url)
+    [call] = by_name(spans, "generate_content gpt-image-1")
+    assert call.parent.span_id == request.get_span_context().span_id
+    assert call.kind is SpanKind.CLIENT
+    assert call.attributes["gen_ai.operation.name"] == "generate_content"
+    assert call.attributes["gen_ai.output.type"] == "image"
+    assert call.attributes["gen_ai.provider.name"] == "openai"
