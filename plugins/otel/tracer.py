@@ -543,11 +543,19 @@ class Tracer:
             attributes["error.type"] = record.error_type
             duration_attributes = {**metric_attributes, "error.type": record.error_type}
         else:
+            hidden = getattr(record.response, "_hidden_params", None)  # read once: a pydantic private
+            if not isinstance(hidden, dict):
+                hidden = {}
             tokens, cost = _answer_attributes(
-                attributes, record.response, input_attributes, output_attributes, record.input_messages
+                attributes,
+                record.response,
+                hidden,
+                input_attributes,
+                output_attributes,
+                record.input_messages,
             )
             if not call.api_base:
-                self._server_of_answer(attributes, call, record.response)
+                self._server_of_answer(attributes, call, hidden)
         context = trace.set_span_in_context(parent) if parent is not None else None
         span = self.tracer.start_span(
             f"{metric_attributes['gen_ai.operation.name']} {metric_attributes['gen_ai.request.model']}",
@@ -623,13 +631,10 @@ class Tracer:
             attributes["gen_ai.input.messages"] = record.input_messages
         return attributes
 
-    def _server_of_answer(self, attributes: dict[str, Any], call: Any, response: Any) -> None:
+    def _server_of_answer(self, attributes: dict[str, Any], call: Any, hidden: dict[str, Any]) -> None:
         """A call given no ``api_base`` went where litellm sent it: the provider's base from the
-        environment (``OPENAI_API_BASE``...), else the default litellm names in the answer (which it
-        names even when the environment sent the call elsewhere)."""
-        hidden = getattr(response, "_hidden_params", None)
-        if not isinstance(hidden, dict):
-            return
+        environment (``OPENAI_API_BASE``...), else the default litellm names in the answer's hidden
+        parameters (which it names even when the environment sent the call elsewhere)."""
         named = hidden.get("api_base")
         if not isinstance(named, str) or not named:  # an in-process model (offline, scripted): no server
             return
@@ -652,12 +657,13 @@ class Tracer:
 def _answer_attributes(
     found: dict[str, Any],
     response: Any,
+    hidden: dict[str, Any],
     input_attributes: dict[str, Any],
     output_attributes: dict[str, Any],
     content: str | None,
 ) -> tuple[tuple[tuple[int, dict[str, Any]], ...], float | None]:
     """The answer's attributes added to ``found``; its token counts (with their metric attributes) and
-    cost."""
+    cost (from litellm's ``hidden`` parameters of the answer)."""
     response_model = getattr(response, "model", None)
     if response_model:
         found["gen_ai.response.model"] = response_model
@@ -679,8 +685,7 @@ def _answer_attributes(
             if isinstance(value, int):
                 found[name] = value
                 tokens.append((value, token_attributes))
-    hidden = getattr(response, "_hidden_params", None) or {}
-    cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
+    cost = hidden.get("response_cost")
     if isinstance(cost, int | float):
         found["flow_engine.llm.cost"] = cost
     else:
