@@ -183,7 +183,7 @@ def _environment_base(provider: str) -> str | None:
     return os.environ.get(f"{name}_API_BASE") or os.environ.get(f"{name}_BASE_URL")
 
 
-def input_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def input_messages(messages: list[Any]) -> list[dict[str, Any]]:
     """Chat messages as the GenAI conventions record them: a role and its parts."""
     return [_message(m) for m in messages]
 
@@ -192,16 +192,21 @@ def output_messages(choices: list[Any]) -> list[dict[str, Any]]:
     """The answer's choices as the GenAI conventions record output messages."""
     found = []
     for choice in choices:
-        message = getattr(choice, "message", None)
-        if isinstance(message, dict):
-            data = message
-        else:
-            data = message.model_dump() if message is not None and hasattr(message, "model_dump") else {}
-        found.append({**_message(data), "finish_reason": getattr(choice, "finish_reason", None) or "stop"})
+        message = _message(getattr(choice, "message", None))
+        found.append({**message, "finish_reason": getattr(choice, "finish_reason", None) or "stop"})
     return found
 
 
-def _message(message: dict[str, Any]) -> dict[str, Any]:
+def _as_dict(value: Any) -> dict[str, Any]:
+    """A message or tool call as a dict (litellm gives pydantic objects, callers dicts); {} else."""
+    if isinstance(value, dict):
+        return value
+    dumped = value.model_dump() if hasattr(value, "model_dump") else None
+    return dumped if isinstance(dumped, dict) else {}
+
+
+def _message(value: Any) -> dict[str, Any]:
+    message = _as_dict(value)
     role = message.get("role") or "assistant"
     content = message.get("content")
     parts: list[dict[str, Any]] = []
@@ -220,10 +225,8 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
                 parts.append({"type": str(kind or "unknown"), "content": part})
     if role == "tool":
         parts = [{"type": "tool_call_response", "id": message.get("tool_call_id"), "response": content}]
-    for tool_call in message.get("tool_calls") or []:
-        if hasattr(tool_call, "model_dump"):
-            tool_call = tool_call.model_dump()
-        function = tool_call.get("function") or {}
+    for tool_call in map(_as_dict, message.get("tool_calls") or []):
+        function = _as_dict(tool_call.get("function"))
         parts.append(
             {
                 "type": "tool_call",
