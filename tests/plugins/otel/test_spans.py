@@ -711,3 +711,13 @@ async def test_an_image_call_outside_any_run_is_a_generate_content_span_with_an_
     assert call.attributes["gen_ai.operation.name"] == "generate_content"
     assert call.attributes["gen_ai.output.type"] == "image"
     assert call.attributes["gen_ai.provider.name"] == "openai"
+
+
+def test_a_message_of_an_unexpected_shape_is_recorded_empty_not_an_error():
+    """The tracer runs inside every traced call: a message it cannot read must not fail the call."""
+    from flow_engine.plugins.otel.tracer import input_messages
+
+    assert input_messages(["not a message", {"role": "assistant", "tool_calls": [42]}]) == [
+        {"role": "assistant", "parts": []},
+        {"role": "assistant", "parts": [{"type": "tool_call", "id": None, "name": None, "arguments": None}]},
+    ]
