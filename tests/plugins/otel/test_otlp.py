@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -66,7 +67,9 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
-def test_spans_arrive_over_otlp_http(receiver: Receiver, tmp_path: Path) -> None:
+def run_flow_process(receiver: Receiver, tmp_path: Path, *args: str) -> dict[str, Any]:
+    """``otlp_flow`` in a process of its own (OpenTelemetry's providers are set once per process),
+    tracing on, the OTLP endpoint the receiver; what it printed of the providers and spans after."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOW_ENGINE_", "OTEL_"))}
     env.update(
         FLOW_ENGINE_OTEL="1",
@@ -77,7 +80,7 @@ def test_spans_arrive_over_otlp_http(receiver: Receiver, tmp_path: Path) -> None
         PYTHONPATH=str(ROOT),
     )
     done = subprocess.run(
-        [sys.executable, "-m", "tests.plugins.otel.otlp_flow"],
+        [sys.executable, "-m", "tests.plugins.otel.otlp_flow", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -85,8 +88,12 @@ def test_spans_arrive_over_otlp_http(receiver: Receiver, tmp_path: Path) -> None
         timeout=240,
     )
     assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_spans_arrive_over_otlp_http(receiver: Receiver, tmp_path: Path) -> None:
     # the plugin's own providers were never made the application's
-    globals_after = json.loads(done.stdout.strip().splitlines()[-1])
+    globals_after = run_flow_process(receiver, tmp_path)
     assert globals_after["tracer_provider"] == "ProxyTracerProvider"
     assert globals_after["meter_provider"] == "_ProxyMeterProvider"
     spans = {}
@@ -117,24 +124,7 @@ def test_an_application_that_set_only_tracing_gets_spans_there_and_no_metrics_se
     """The application set a tracer provider and no meter provider: flow-engine's spans go to the
     application's provider, which stays the global one, and no metric exporter of flow-engine's own
     is made (nothing sent to the OTLP endpoint, which would otherwise be localhost:4318)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOW_ENGINE_", "OTEL_"))}
-    env.update(
-        FLOW_ENGINE_OTEL="1",
-        FLOW_ENGINE_DATABASE_URL="memory://",
-        FLOW_ENGINE_DATA_DIR=str(tmp_path),
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_address[1]}",
-        PYTHONPATH=str(ROOT),
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.plugins.otel.otlp_flow", "tracing-only"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stderr
-    after = json.loads(done.stdout.strip().splitlines()[-1])
+    after = run_flow_process(receiver, tmp_path, "tracing-only")
     assert after["same_tracer_provider"] is True
     assert {"invoke_workflow exported", "step echo"} <= set(after["spans_in_memory"])
     assert after["meter_provider"] == "_ProxyMeterProvider"
