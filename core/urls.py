@@ -8,8 +8,30 @@ import re
 # query parameters that carry credentials (``?password=``, ``?api_key=``, ``?token=``...)
 _SECRET_PARAM = re.compile(r"(?i)pass|secret|token|key|auth|credential|signature")
 
+# a secret's value runs to the next parameter: a ``#`` in it (unencoded) is hidden too
+_QUERY_VALUE = re.compile(r"([?&;])([^=&;#]+)=([^&;]*)")
 
-_QUERY_VALUE = re.compile(r"([?&;])([^=&;#]+)=([^&;#]*)")
+# ``user:`` at the start of what follows ``scheme://``: the URL has a password. A user name holds
+# none of ``: / @ ? #``; a password may hold any of them unencoded (SQLAlchemy and most drivers take
+# ``postgresql://me:p/a?s#s@host/db``), so it runs to the last ``@``, not to the first ``/``.
+_USER_AND_COLON = re.compile(r"[^:/@?#]*:")
+
+
+def _split_password(url: str) -> tuple[str, str, str] | None:
+    """``(scheme://user:, password, @rest)`` of a URL with a password, else None. Hiding too much (an
+    ``@`` later in the query taken as the password's end) is the safe mistake: never too little."""
+    scheme, sep, rest = url.partition("://")
+    user = _USER_AND_COLON.match(rest) if sep else None
+    at = rest.rfind("@")
+    if not user or at < user.end():
+        return None
+    return f"{scheme}://{user[0]}", rest[user.end() : at], rest[at:]
+
+
+def url_password(url: str) -> str | None:
+    """The password written in ``url`` (as written: %-escapes not decoded), if any."""
+    parts = _split_password(url)
+    return parts[1] if parts else None
 
 
 @functools.lru_cache(maxsize=64)
@@ -17,14 +39,12 @@ def _redact(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url  # a path, ``memory:``: nothing to hide
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    netloc, tail = rest[:end], rest[end:]
-    userinfo, at, host = netloc.rpartition("@")
-    if at:
-        user, colon, _password = userinfo.partition(":")
-        netloc = f"{user}{':***' if colon else ''}@{host}"
-    tail = _QUERY_VALUE.sub(lambda m: f"{m[1]}{m[2]}={'***' if _SECRET_PARAM.search(m[2]) else m[3]}", tail)
-    return f"{scheme}://{netloc}{tail}"
+    userinfo = ""
+    parts = _split_password(url)
+    if parts:
+        userinfo, rest = parts[0].removeprefix(f"{scheme}://") + "***@", parts[2][1:]
+    rest = _QUERY_VALUE.sub(lambda m: f"{m[1]}{m[2]}={'***' if _SECRET_PARAM.search(m[2]) else m[3]}", rest)
+    return f"{scheme}://{userinfo}{rest}"
 
 
 def redact_url(url: str | None) -> str | None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from ..urls import redact_url  # the one way a URL is shown: password hidden
+from ..urls import redact_url, url_password  # the one way a URL is shown: password hidden
 
 # parameter names that hold secrets; "max_tokens" and friends are not secrets
 _SECRET_KEY = re.compile(
@@ -74,12 +74,9 @@ def secrets_in_params(params: dict[str, Any]) -> list[str]:
 
 
 def _url_password(url: str) -> list[str]:
-    from urllib.parse import unquote, urlsplit
+    from urllib.parse import unquote
 
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return []
+    password = url_password(url)
     return [password, unquote(password)] if password else []
 
 

@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from flow_engine import __version__
 from flow_engine.errors import FlowEngineError, InputValidationError, NotFoundError, UsageError
 from flow_engine.storage import RunStatus, RunStore, utcnow
+from flow_engine.urls import redact_url
 
 from . import format as fmt
 from . import live, pages
@@ -58,7 +59,7 @@ class Viewer:
         self.read_only = read_only
         self.stale_after = stale_after
         self.poll_interval = poll_interval
-        self.database = fmt.hide_url_password(database)
+        self.database = redact_url(database) or ""
         self.csrf = new_csrf_token()
         self._flow_names: list[str] | None = None
         self.actions = Actions()

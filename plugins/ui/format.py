@@ -7,18 +7,11 @@ A cost is never shown as a silent $0 when a model had no known price: ``unknown`
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-# keys whose values are never rendered, whatever a backend stored (the engine already drops them)
-_SECRET_KEY = re.compile(
-    r"(?i)(api[_-]?key|secret|password|passwd|credential|authorization|cookie|bearer)"
-    r"|(^|[_-])(key|token|auth|access[_-]?key|session[_-]?token)$"
-)
-_HEADER_KEYS = {"headers", "extra_headers", "default_headers"}
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]*@")
+from flow_engine.llm.redact import is_secret_name
 
 
 def short_id(value: uuid.UUID | str | None) -> str:
@@ -64,16 +57,9 @@ def number(value: int | float | None) -> str:
     return "–" if value is None else f"{value:,}"
 
 
-def hide_url_password(url: str) -> str:
-    return _URL_PASSWORD.sub(r"\1***@", url)
-
-
-def is_secret_name(name: str) -> bool:
-    return name in _HEADER_KEYS or bool(_SECRET_KEY.search(name))
-
-
 def without_secrets(value: Any) -> Any:
-    """``value`` with every key named like a secret left out, recursively."""
+    """``value`` with every key named like a secret left out, recursively: whatever a backend stored
+    (the engine already drops them), by the engine's own rule of what a secret's name is."""
     if isinstance(value, dict):
         return {k: without_secrets(v) for k, v in value.items() if not is_secret_name(str(k))}
     if isinstance(value, list):

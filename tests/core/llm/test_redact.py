@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from flow_engine.llm.redact import is_secret_name, known_secrets, redact_params, redact_text, redact_url
+from flow_engine.llm.redact import (
+    is_secret_name,
+    known_secrets,
+    redact_params,
+    redact_text,
+    redact_url,
+    secrets_in_params,
+)
 
 
 def test_secret_parameters_are_dropped_and_ordinary_ones_kept():
@@ -47,3 +54,10 @@ def test_known_secrets_include_key_like_environment_variables(monkeypatch):
     monkeypatch.setenv("SHORT_TOKEN", "abc")
     found = known_secrets("given-key", None)
     assert "given-key" in found and "env-secret-123456" in found and "abc" not in found
+
+
+def test_a_password_in_api_base_is_a_secret_whatever_it_holds() -> None:
+    # a proxy's URL with credentials: its password is scrubbed from error texts like a key
+    found = secrets_in_params({"api_base": "https://me:p/a%40ss@proxy.internal/v1", "model": "gpt-4o"})
+    assert "p/a%40ss" in found and "p/a@ss" in found
+    assert redact_text("proxy said: bad password p/a@ss", found) == "proxy said: bad password ***"

@@ -59,3 +59,27 @@ def test_security_headers(client: Any) -> None:
 def test_loopback_addresses() -> None:
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "192.168.1.5", "::", "example.com"))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://me:p/a?s#s@db.internal:5432/runs",
+        "postgresql+psycopg://me:p@ss@db.internal:5432/runs",
+        "postgresql+psycopg://db.internal:5432/runs?password=hunter2",
+    ],
+)
+def test_the_database_password_is_never_shown(history: History, url: str) -> None:
+    from flow_engine.engine import get_engine
+
+    store = get_engine().store
+    real_url = store.url  # type: ignore[attr-defined]
+    store.url = url  # type: ignore[attr-defined]  # what the header names; the pages still read real_url's
+    try:
+        with make_client() as client:
+            page = client.get("/runs").text
+    finally:
+        store.url = real_url  # type: ignore[attr-defined]
+    assert "db.internal" in page  # the database is named...
+    for secret in ("p/a?s#s", "p@ss", "ss@db", "hunter2"):
+        assert secret not in page  # ...never its password
