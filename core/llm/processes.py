@@ -295,22 +295,31 @@ class _LoopPool:
         return self.workers is _workers and self.workers.count == count
 
     async def connection(self) -> _Connection:
-        """An open connection, the next one in turn; if none is open, the next slot's, once its worker
-        listens."""
+        """The next slot's connection, in turn. While that slot's is being opened (its worker still
+        starting), another open one serves: calls never wait for a worker while one listens, and every
+        slot gets its connection, so calls one after another are spread over all the workers."""
         first = next(self._next)
+        connection = self.connections[first]
+        if connection is not None and not connection.closed:
+            return connection
+        opening = self._open(first)
         count = self.workers.count
-        for k in range(count):
+        for k in range(1, count):
             connection = self.connections[(first + k) % count]
             if connection is not None and not connection.closed:
                 return connection
-        return await asyncio.shield(self._open(first))
+        return await asyncio.shield(opening)
 
     def _open(self, index: int) -> asyncio.Future[_Connection]:
         opening = self._opening[index]
-        if opening is None or (opening.done() and (opening.cancelled() or opening.exception())):
+        if (
+            opening is None
+            or (opening.done() and (opening.cancelled() or opening.exception()))
+            or (opening.done() and opening.result().closed)
+        ):
             opening = self._opening[index] = _background(self.loop, self._connect(index))
-        elif opening.done() and opening.result().closed:
-            opening = self._opening[index] = _background(self.loop, self._connect(index))
+            # an opening no call waited for may fail unseen: the next call in turn opens again
+            opening.add_done_callback(lambda task: task.cancelled() or task.exception())
         return opening
 
     async def _connect(self, index: int) -> _Connection:

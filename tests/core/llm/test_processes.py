@@ -443,3 +443,32 @@ def _running(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.slow  # starts two workers
+async def test_calls_one_after_another_are_spread_over_every_worker(two_workers, monkeypatch):
+    """With one call at a time (no burst opening every connection at once), the second worker is still
+    connected and used: calls take the workers in turn."""
+    served_by: list[int] = []
+    send = processes._Connection.send
+
+    def recording_send(self: Any, request_id: int, data: bytes) -> Any:
+        served_by.append(self.worker.process.pid)
+        return send(self, request_id, data)
+
+    monkeypatch.setattr(processes._Connection, "send", recording_send)
+
+    async def one_call() -> None:
+        two_workers.script(Reply("one at a time"))
+        assert (await complete(MESSAGES, model=MODEL)).text == "one at a time"
+
+    deadline = time.monotonic() + 60  # the second worker starts (an import of litellm) meanwhile
+    while len(set(served_by)) < 2:
+        assert time.monotonic() < deadline, f"every call went to one worker: {served_by}"
+        await one_call()
+        await asyncio.sleep(0.1)
+    served_by.clear()
+    for _ in range(4):
+        await one_call()
+    assert served_by[:2] == served_by[2:] and served_by[0] != served_by[1]  # in turn
+    assert sorted(served_by[:2]) == sorted(_pids())
