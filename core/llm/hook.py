@@ -9,7 +9,9 @@ wrapper may change ``call.model`` (route every call to another provider).
 
 Plugins registered on the engine take part. :func:`call_plugins` adds plugins for a block of code
 instead, whatever engine that block configures (test fixtures, ``cassette()``): they are registered on
-each engine a call of the block meets and unregistered when the block ends.
+each engine a call of the block meets and unregistered when the block ends. While registered they
+answer only the calls made inside their block (its context): a task running beside the block on the
+same engine, started outside it, is not replayed, scripted or routed by them.
 """
 
 from __future__ import annotations
@@ -128,5 +130,10 @@ def wrapped(engine: Engine, call: LLMCallInfo, inner: Callable[[LLMCallInfo], Se
         if innermost is not None:
             pm.unregister(name=_INNERMOST)
         pm.register(_Innermost(inner), name=_INNERMOST)
+    if _registered:  # a block's plugins sit on the engine: they take part in that block's calls alone
+        here = {_name(p) for p in _scoped.get()}
+        others = [pm.get_plugin(n) for e, n in _registered if e is engine and n not in here]
+        if others:
+            hook = pm.subset_hook_caller("wrap_llm_call", remove_plugins=others)
     send: Send = hook(call=call)
     return send

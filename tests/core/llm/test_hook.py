@@ -156,3 +156,34 @@ async def test_call_plugins_reach_an_engine_configured_inside_the_block_and_leav
     await complete(MESSAGES, model="offline/default")
     assert len(observer.seen) == 1
     assert get_engine() is engine
+
+
+async def test_call_plugins_take_no_part_in_calls_made_outside_their_block(engine):
+    """A task started outside the block, running while the block's plugins sit on the same engine,
+    reaches the model itself: another test's script or cassette never answers it."""
+    import asyncio
+
+    outside_may_call = asyncio.Event()
+
+    async def outside() -> Any:
+        await outside_may_call.wait()
+        return await complete(MESSAGES, model="offline/default")
+
+    beside = asyncio.create_task(outside())  # its context has no block's plugins
+
+    class Scripted:
+        @hookimpl(wrapper=True)
+        def wrap_llm_call(self, call: LLMCallInfo) -> Generator[None, Send, Send]:
+            yield
+
+            async def scripted() -> Any:
+                return _answer("scripted")
+
+            return scripted
+
+    with call_plugins(Scripted()):
+        inside = await complete(MESSAGES, model="offline/default")  # registers it on the engine
+        outside_may_call.set()
+        beside_call = await beside
+        assert inside.text == "scripted"
+        assert beside_call.text == "[offline:default] Say hello"  # the offline model's own answer
