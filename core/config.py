@@ -7,10 +7,12 @@ Plugins keep their own settings in their own classes (``register_settings``), re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+S = TypeVar("S", bound=BaseSettings)
 
 APP_NAME = "flow-engine"
 
@@ -113,10 +115,15 @@ def check_api_base(url: str | None) -> str | None:
 def read_settings(**overrides: Any) -> Settings:
     """The settings from ``FLOW_ENGINE_*`` variables and ``overrides``; a bad value is a
     ``ConfigurationError`` naming the variable (exit code 2 in the CLI), never a traceback."""
+    return read_settings_class(Settings, overrides)
+
+
+def read_settings_class(cls: type[S], overrides: dict[str, Any]) -> S:
+    """``cls(**overrides)`` (core or a plugin's settings), a bad value a ``ConfigurationError``."""
     from .errors import ConfigurationError
 
     try:
-        return Settings(**overrides)
+        return cls(**overrides)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

@@ -74,9 +74,13 @@ class Engine:
         return self._plugins
 
     def ensure_started(self) -> None:
-        """The ``engine_started`` hook, once, before the engine's first run or LLM call."""
+        """The ``engine_started`` hook, once, before the engine's first run or LLM call (before its
+        row is written). Every plugin's settings are read first: a bad value is a
+        ``ConfigurationError`` naming its variable, raised again on every try, before anything runs."""
         if self._started:
             return
+        for cls in self.plugins.settings_classes():
+            self.plugin_settings(cls)
         with self._lock:
             if not self._started:
                 self._started = True
@@ -105,8 +109,10 @@ class Engine:
             with self._lock:
                 known = self._plugin_settings.get(cls)
                 if known is None:
+                    from .config import read_settings_class
+
                     given = {k: v for k, v in self._plugin_overrides.items() if k in cls.model_fields}
-                    known = self._plugin_settings[cls] = cls(**given)
+                    known = self._plugin_settings[cls] = read_settings_class(cls, given)
         return known  # type: ignore[no-any-return]
 
     @property

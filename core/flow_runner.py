@@ -157,6 +157,7 @@ async def start(
     parsed_user = parse_user_id(user_id)
     await start_turn()  # many flows started at once take turns (pacing.py)
     engine = get_engine()
+    engine.ensure_started()  # a plugin's bad setting fails here, before the run's row is written
     parent = current_run.get()
     if parent is not None and run_key is None:
         run_key = parent.next_child_key(flow.flow_name)
@@ -225,6 +226,7 @@ async def submit(
     validated = flow.validate_inputs(inputs)
     parsed_user = parse_user_id(user_id)
     engine = get_engine()
+    engine.ensure_started()
     runner = get_executor(executor, engine)
     store = engine.store
     background = {"executor": runner.name, "model": model, "max_cost": max_cost, "max_tokens": max_tokens}
@@ -274,6 +276,7 @@ async def resubmit(run: RunRecord, flow_class: type[BaseFlow], *, executor: str 
     if run.parent_run_id is not None:
         raise UsageError(f"run {run.id} is a child run; hand back its root run {run.parent_run_id}")
     engine = get_engine()
+    engine.ensure_started()
     runner = get_executor(executor, engine)
     store = engine.store
     try:
@@ -346,6 +349,7 @@ async def resume(
     ``force`` claims it even with a fresh heartbeat."""
     check_budget(max_cost, max_tokens)
     engine = get_engine()
+    engine.ensure_started()
     store = engine.store
     if not isinstance(run, RunRecord):
         run = await asyncio.to_thread(store.load_run, run)

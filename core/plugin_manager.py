@@ -485,12 +485,15 @@ class PluginRegistry:
 
     def call_each(self, hook_name: str, **kwargs: Any) -> None:
         """Call a synchronous hook's implementations one by one: one that raises marks its plugin
-        failed (``flow plugins`` says why) and the others are still called."""
+        failed (``flow plugins`` says why) and unregisters it (none of its hooks runs after a failed
+        start), and the others are still called."""
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             try:
                 impl.function(**{name: kwargs[name] for name in impl.argnames})
             except Exception as exc:
-                self._hook_failed(impl.plugin_name, hook_name, exc)
+                with self._lock:
+                    self._unregister_failed(impl.plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}")
+                    self._forget_registries()
 
     async def fire(self, hook_name: str, **kwargs: Any) -> None:
         """Call a lifecycle hook and await every implementation that is ``async def``."""

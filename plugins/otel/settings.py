@@ -6,7 +6,9 @@ else an OTLP exporter configured by the standard ``OTEL_*`` environment variable
 
 from __future__ import annotations
 
-from pydantic import Field
+import importlib.util
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,3 +22,18 @@ class OtelSettings(BaseSettings):
         description="Emit OpenTelemetry traces and metrics of runs, steps and LLM calls "
         "(pip install 'flow-engine[otel]'; docs/tracing.md).",
     )
+
+    @field_validator("otel")
+    @classmethod
+    def _installed(cls, on: bool) -> bool:
+        """Asking for traces without the SDK is a setting error (exit code 2), not a failed run."""
+        if on and not _sdk_installed():
+            raise ValueError("needs OpenTelemetry, which is not installed: pip install 'flow-engine[otel]'")
+        return on
+
+
+def _sdk_installed() -> bool:
+    try:
+        return importlib.util.find_spec("opentelemetry.sdk") is not None
+    except ImportError:  # no ``opentelemetry`` package at all
+        return False

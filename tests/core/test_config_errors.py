@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from flow_engine import configure
+import pytest
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flow_engine import BaseFlow, configure
 from flow_engine.engine import Engine
 from flow_engine.errors import ConfigurationError
+from flow_engine.plugin import hookimpl
 
 
 def test_a_bad_environment_value_names_the_variable(monkeypatch):
@@ -26,3 +30,34 @@ def test_credentials_in_the_api_base_are_refused_without_repeating_them(monkeypa
         _ = Engine().settings
     assert "FLOW_ENGINE_API_BASE: must not contain user:password@" in str(info.value)
     assert "s3cr3t" not in str(info.value)
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOW_ENGINE_", extra="ignore")
+    widget_count: int = 1
+
+
+class _WidgetPlugin:
+    @hookimpl
+    def register_settings(self, register: Any) -> None:
+        register(_Settings)
+
+
+class _Flow(BaseFlow):
+    flow_name = "config_errors_flow"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+
+async def test_a_bad_plugin_setting_fails_the_run_before_its_row_is_written(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLOW_ENGINE_WIDGET_COUNT", "many")
+    engine = configure(database_url="memory://", data_dir=tmp_path)
+    engine.plugins.register(_WidgetPlugin(), name="widgets")
+    for attempt in ("execute", "submit", "again"):  # raised on every try, not only the first
+        with pytest.raises(ConfigurationError, match=r"invalid setting FLOW_ENGINE_WIDGET_COUNT: .*integer"):
+            if attempt == "submit":
+                await _Flow().submit({}, executor="local")
+            else:
+                await _Flow().execute({})
+    assert engine.store.list_runs() == []

@@ -223,6 +223,10 @@ class BrokenStarter:
     def engine_started(self, engine: Any) -> None:
         raise RuntimeError("cannot start")
 
+    @hookimpl
+    def before_flow(self, event: Any) -> None:
+        raise AssertionError("a plugin that failed to start observed a run")
+
 
 async def test_engine_started_is_called_once_before_the_first_run_and_one_that_raises_fails_its_plugin(
     engine,
@@ -237,6 +241,7 @@ async def test_engine_started_is_called_once_before_the_first_run_and_one_that_r
     assert starter.engines == [engine]
     [broken] = [s for s in engine.plugins.statuses if s.name == "broken_starter"]
     assert broken.status == "failed" and broken.error == "engine_started raised RuntimeError: cannot start"
+    assert not engine.plugins.pm.has_plugin("broken_starter")  # none of its other hooks runs
 
 
 async def test_engine_started_is_called_before_an_llm_call_made_outside_any_run(engine):
