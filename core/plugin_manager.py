@@ -491,8 +491,9 @@ class PluginRegistry:
             try:
                 impl.function(**{name: kwargs[name] for name in impl.argnames})
             except Exception as exc:
+                error = f"{hook_name} raised {type(exc).__name__}: {exc}"
                 with self._lock:
-                    self._unregister_failed(impl.plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}")
+                    self._unregister_failed(impl.plugin_name, error)
                     self._forget_registries()
 
     async def fire(self, hook_name: str, **kwargs: Any) -> None:
