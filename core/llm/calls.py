@@ -59,7 +59,9 @@ class LLMRequestError(LLMError):
         kind: str = "other",
     ):
         super().__init__(message)
-        self.kind = kind  # what happened: http | refused | dns | timeout | connection | empty | other
+        self.kind = (
+            kind  # what happened: http | refused | dns | timeout | connection | empty | credentials | other
+        )
         self.status_code = status_code
         self.transient = transient
         self.attempts = attempts
@@ -689,6 +691,11 @@ def _final_error(
             f"{tried}; a long answer may need more time: lower the step's output limit (max_output_tokens, "
             "FLOW_ENGINE_MAX_OUTPUT_TOKENS or `flow run --max-output-tokens`) or raise "
             "FLOW_ENGINE_REQUEST_TIMEOUT"
+        )
+    elif failure.kind == "credentials":
+        hint = (
+            f"not retried ({tried}): set the provider's API key variable (OPENAI_API_KEY, "
+            "ANTHROPIC_API_KEY...) or FLOW_ENGINE_API_KEY"
         )
     elif failure.kind in ("refused", "dns", "connection"):
         hint = f"{tried}; is the server running, and is api_base (FLOW_ENGINE_API_BASE) right?"

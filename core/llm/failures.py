@@ -7,6 +7,7 @@ real cause, so messages and the stored ``http_status`` say what the user can act
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,13 @@ _CONNECTION_NAMES = {
     "ClientOSError",
 }
 _HTTP_NAMES = {"APIStatusError", "HTTPStatusError"}
+# what litellm and the provider SDKs say when no key was given (the openai SDK's "Missing credentials",
+# which litellm reports as an HTTP 500; "Missing Gemini API key", as a connection error): no request
+# was sent, and another attempt would fail the same way
+_NO_KEY = re.compile(
+    r"(?i)missing (?:\w+ )?(?:credentials|api[ _-]?key)"
+    r"|api_key client option must be set|no (?:api )?key is set"
+)
 
 
 class EmptyAnswer(Exception):
@@ -29,7 +37,7 @@ class EmptyAnswer(Exception):
 
 @dataclass(frozen=True)
 class Failure:
-    kind: str  # http | refused | dns | timeout | connection | empty | other
+    kind: str  # http | refused | dns | timeout | connection | empty | credentials | other
     http_status: int | None  # only when a server really answered with it
     text: str  # what happened, in words
 
@@ -86,6 +94,10 @@ def classify(
     for item in chain:
         if isinstance(item, EmptyAnswer):
             return Failure("empty", None, str(item))
+    if _says_no_key(chain):
+        return Failure(
+            "credentials", None, _first_line(str(next(i for i in chain if _NO_KEY.search(str(i)))))
+        )
     for item in chain:
         if isinstance(item, socket.gaierror) or "ClientConnectorDNSError" in _names(item):
             return Failure("dns", None, f"cannot resolve the host '{_host(api_base)}' (DNS failure)")
@@ -114,6 +126,22 @@ def classify(
     if isinstance(status, int):
         return Failure("http", status, f"HTTP {status}: {server_text(exc) or exc}")
     return Failure("other", None, f"{type(exc).__name__}: {exc}")
+
+
+def _says_no_key(chain: list[BaseException]) -> bool:
+    return any(_NO_KEY.search(str(item)) for item in chain)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def missing_credentials(exc: BaseException) -> bool:
+    """The call failed before any request for want of an API key (not worth retrying)."""
+    told = getattr(exc, "failure", None)
+    if isinstance(told, Failure):  # classified in an LLM worker process
+        return told.kind == "credentials"
+    return _says_no_key(_chain(exc))
 
 
 def is_server_rejection(exc: BaseException) -> bool:

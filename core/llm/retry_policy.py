@@ -1,8 +1,8 @@
 """When to retry a failed LLM attempt and how long to wait first: pure functions, no I/O.
 
-Transient failures (rate limits, every 5xx, timeouts, connection errors) are retried; the wait is the
-server's ``Retry-After`` hint when it gives one (capped), else exponential backoff with jitter. The
-loop that applies them is ``calls.py``.
+Transient failures (rate limits, every 5xx, timeouts, connection errors; never a missing API key,
+whatever status litellm gives it) are retried; the wait is the server's ``Retry-After`` hint when it
+gives one (capped), else exponential backoff with jitter. The loop that applies them is ``calls.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import email.utils
 import random
 from datetime import UTC, datetime
 from typing import Any
+
+from .failures import missing_credentials
 
 # and every 5xx, as the openai SDK and litellm's own retries have it (a 501 or 505 may not go away,
 # but a capped retry costs less than failing a run on a proxy's passing error)
@@ -35,6 +37,8 @@ def is_transient(exc: BaseException, *, in_process: bool = False) -> bool:
     ``APIConnectionError``; for those providers that is not a network failure and is not retried.
     """
     if in_process and type(exc).__name__ == "APIConnectionError":
+        return False
+    if missing_credentials(exc):  # litellm reports the openai SDK's missing key as an HTTP 500
         return False
     status = getattr(exc, "status_code", None)
     if isinstance(status, int) and (status in TRANSIENT_STATUS or 500 <= status <= 599):

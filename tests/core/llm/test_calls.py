@@ -258,6 +258,21 @@ async def test_a_client_error_is_not_retried(online, status):
     assert "not retried" in str(info.value)
 
 
+async def test_a_missing_api_key_is_not_retried_and_says_which_to_set(fake_openai, tmp_path, monkeypatch):
+    # litellm reports the openai SDK's "Missing credentials" as an HTTP 500: it is not a server error
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    use_fake_openai(fake_openai.base_url, tmp_path, api_key=None)
+    with pytest.raises(LLMRequestError) as info:
+        await complete(MESSAGES, model="openai/gpt-4o-mini", api_base=fake_openai.base_url)
+    assert info.value.attempts == 1 and not info.value.transient
+    assert info.value.kind == "credentials" and info.value.status_code is None
+    assert "Missing credentials" in str(info.value) and "not retried" in str(info.value)
+    assert "OPENAI_API_KEY" in str(info.value) and "may be down" not in str(info.value)
+    assert fake_openai.chat_requests == []  # nothing was sent
+    [row] = records()
+    assert row.status == "failed" and "Missing credentials" in (row.error_message or "")
+
+
 async def test_connection_refused_is_retried_then_fails_clearly(tmp_path, refused_base_url):
     use_fake_openai(refused_base_url, tmp_path)
     with pytest.raises(LLMRequestError) as info:

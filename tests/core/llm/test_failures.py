@@ -13,6 +13,8 @@ from pydantic import BaseModel
 from flow_engine import BaseFlow, UnstructuredStep
 from flow_engine.engine import get_engine
 from flow_engine.llm.calls import LLMRequestError
+from flow_engine.llm.failures import classify
+from flow_engine.llm.retry_policy import is_transient
 from flow_engine.plugin import complete
 from tests.fake_openai_server import Fault, Reply, use_fake_openai
 
@@ -148,3 +150,24 @@ async def test_a_server_error_quotes_the_servers_own_text(fake_openai, tmp_path)
     fake_openai.fail_next(500, message="model 'x' is loading, try later")
     with pytest.raises(LLMRequestError, match=r"HTTP 500: model 'x' is loading, try later"):
         await complete(MESSAGES, model=MODEL, api_base=fake_openai.base_url)
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "text"),
+    [
+        ("InternalServerError", 500, "OpenAIException - Missing credentials. Please pass an `api_key`"),
+        ("APIConnectionError", 500, "Missing Gemini API key. Set the GEMINI_API_KEY environment variable."),
+        ("AuthenticationError", 401, "Missing Anthropic API Key - no key is set either in the environment"),
+    ],
+)
+def test_a_missing_api_key_is_its_own_kind_and_never_transient(name: str, status: int, text: str) -> None:
+    exc = type(name, (Exception,), {"status_code": status})(f"litellm.{name}: {text}")
+    failure = classify(exc, "https://api.example", 5)
+    assert failure.kind == "credentials" and failure.http_status is None
+    assert text.split(" - ")[-1][:20] in failure.text
+    assert not is_transient(exc)
+
+
+def test_a_real_server_error_stays_transient() -> None:
+    exc = type("InternalServerError", (Exception,), {"status_code": 500})("upstream overloaded, key rotation")
+    assert classify(exc, None, 5).kind != "credentials" and is_transient(exc)

@@ -53,6 +53,7 @@ for _name in (
     "test_a_call_sends_the_request_and_records_tokens_and_cost",
     "test_a_cancelled_call_is_recorded_as_cancelled",
     "test_a_client_error_is_not_retried",
+    "test_a_missing_api_key_is_not_retried_and_says_which_to_set",
     "test_a_failed_step_and_run_say_why",
     "test_a_timeout_is_retried_after_the_configured_request_timeout",
     "test_a_transient_failure_is_retried_and_every_attempt_recorded",
