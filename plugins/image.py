@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from flow_engine.context import current_run, current_step
-from flow_engine.engine import OFFLINE_MODEL, OfflineModelWarning, get_engine
-from flow_engine.hookspecs import hookimpl
-from flow_engine.llm_step import LLMStep, input_variables, normalize_model
-from flow_engine.plugin_types import StepTypeInfo
-from flow_engine.steps import StepOutput
+from flow_engine.engine import OFFLINE_MODEL, OfflineModelWarning
+from flow_engine.llm_step import input_variables, normalize_model
+from flow_engine.plugin import LLMStep, StepOutput, StepTypeInfo, get_engine, hookimpl
 
 IMAGE_GENERATION = "image_generation"  # the step type's name (StepType.IMAGE_GENERATION)
 _MAGIC = [
@@ -104,7 +102,7 @@ class ImageStep(LLMStep):
         return OFFLINE_MODEL
 
     async def run(self, inputs: Any) -> StepOutput:
-        from flow_engine.llm.calls import generate_image  # not via the watched package: per call
+        from flow_engine.plugin import generate_image
 
         variables = input_variables(inputs)
         params = {k: variables[k] for k in ("size", "quality", "n") if variables.get(k) is not None}

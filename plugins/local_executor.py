@@ -14,11 +14,9 @@ import contextvars
 import logging
 from typing import Any
 
-from flow_engine.executors import RunExecutor, execute_submitted, worker_id
+from flow_engine.executors import worker_id
 from flow_engine.flows import BaseFlow
-from flow_engine.hookspecs import hookimpl
-from flow_engine.plugin_types import ExecutorInfo
-from flow_engine.storage import RunRecord
+from flow_engine.plugin import ExecutorInfo, RunExecutor, RunRecord, execute_submitted, hookimpl
 
 log = logging.getLogger("flow_engine.executors.local")
 

@@ -8,14 +8,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from flow_engine.errors import NotFoundError, StorageError
-from flow_engine.hookspecs import hookimpl
-from flow_engine.storage import (
-    IN_FLIGHT,
-    INTERRUPTED,
-    INTERRUPTED_MESSAGE,
-    PRUNABLE_STATUSES,
-    PRUNE_BATCH,
+from flow_engine.errors import NotFoundError
+from flow_engine.plugin import (
     CacheEntry,
     CacheModelStats,
     LLMRequestRecord,
@@ -27,6 +21,15 @@ from flow_engine.storage import (
     StepChanges,
     StepRecord,
     StorageBackendInfo,
+    StorageError,
+    hookimpl,
+)
+from flow_engine.storage import (
+    IN_FLIGHT,
+    INTERRUPTED,
+    INTERRUPTED_MESSAGE,
+    PRUNABLE_STATUSES,
+    PRUNE_BATCH,
     claimable,
     prunable_statuses,
     utcnow,

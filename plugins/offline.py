@@ -13,8 +13,7 @@ import json
 import time
 from typing import Any
 
-from flow_engine.hookspecs import hookimpl
-from flow_engine.plugin_types import ModelProviderInfo
+from flow_engine.plugin import ModelProviderInfo, hookimpl
 
 from .offline_data import SchemaFaker, offline_text, png_bytes, schema_from_prompt
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flow_engine.hookspecs import hookimpl
-from flow_engine.plugin_types import StepTypeInfo
-from flow_engine.steps import BaseStep, StepType
+from flow_engine.plugin import BaseStep, StepType, StepTypeInfo, hookimpl
 
 
 @hookimpl

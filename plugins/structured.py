@@ -6,12 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
-from flow_engine.engine import get_engine
-from flow_engine.errors import UsageError
-from flow_engine.hookspecs import hookimpl
-from flow_engine.llm_step import LLMStep
-from flow_engine.plugin_types import StepTypeInfo
-from flow_engine.steps import StepOutput, StepType
+from flow_engine.plugin import LLMStep, StepOutput, StepType, StepTypeInfo, UsageError, get_engine, hookimpl
 
 
 class StructuredStep(LLMStep):

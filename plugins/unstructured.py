@@ -6,11 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from flow_engine.hookspecs import hookimpl
 from flow_engine.llm.streaming import TextListener, listening
-from flow_engine.llm_step import LLMStep
-from flow_engine.plugin_types import StepTypeInfo
-from flow_engine.steps import StepOutput, StepResult, StepType
+from flow_engine.plugin import LLMStep, StepOutput, StepResult, StepType, StepTypeInfo, hookimpl
 
 
 class UnstructuredStep(LLMStep):
@@ -19,7 +16,7 @@ class UnstructuredStep(LLMStep):
     step_type = StepType.UNSTRUCTURED_LLM
 
     async def run(self, inputs: Any) -> StepOutput:
-        from flow_engine.llm.calls import complete  # not via the watched package: per call
+        from flow_engine.plugin import complete
 
         messages = self.build_messages(inputs)  # before the model: a missing prompt is not about models
         model = self.call_model()

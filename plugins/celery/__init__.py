@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flow_engine.hookspecs import hookimpl
-from flow_engine.plugin_types import ExecutorInfo
+from flow_engine.plugin import ExecutorInfo, hookimpl
 
 
 def make_executor(engine: Any) -> Any:

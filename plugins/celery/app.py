@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flow_engine.errors import ConfigurationError
+from flow_engine.plugin import ConfigurationError
 
 if TYPE_CHECKING:  # pragma: no cover
     from celery import Celery

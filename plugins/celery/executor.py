@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from flow_engine.executors import ExecutorUnavailable, RunExecutor
+from flow_engine.plugin import ExecutorUnavailable, RunExecutor
 
 from .app import PUBLISH_RETRY, TASK_NAME, create_app, display_broker
 from .settings import settings_of
@@ -13,7 +13,7 @@ from .settings import settings_of
 if TYPE_CHECKING:  # pragma: no cover
     from flow_engine.engine import Engine
     from flow_engine.flows import BaseFlow
-    from flow_engine.storage import RunRecord
+    from flow_engine.plugin import RunRecord
 
 
 class CeleryExecutor(RunExecutor):

@@ -34,12 +34,13 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from flow_engine.storage import RunStatus, utcnow
+from flow_engine.plugin import RunStatus
+from flow_engine.storage import utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from flow_engine.engine import Engine
     from flow_engine.flows import BaseFlow
-    from flow_engine.storage import RunChanges, RunRecord
+    from flow_engine.plugin import RunChanges, RunRecord
 
     from .settings import CelerySettings
 
@@ -245,7 +246,7 @@ class Recovery:
             return True
 
     async def _flow_class(self, run: RunRecord) -> type[BaseFlow] | None:
-        from flow_engine.errors import FlowEngineError
+        from flow_engine.plugin import FlowEngineError
         from flow_engine.resume import flow_class_for
 
         key = ((run.flow_metadata or {}).get("flow_ref"), run.flow_name)

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from flow_engine.errors import ConfigurationError, UsageError
+from flow_engine.plugin import ConfigurationError, UsageError
 
 from .app import CONNECT_TIMEOUT, TASK_NAME, create_app, display_broker, waiting_messages
 from .recovery import Recovery, deliver
@@ -195,7 +195,7 @@ def execute_in_loop(run_id: str) -> str:
     """
     from celery.exceptions import Reject
 
-    from flow_engine.engine import get_engine
+    from flow_engine.plugin import get_engine
 
     from .settings import settings_of
 
@@ -218,7 +218,8 @@ def execute_in_loop(run_id: str) -> str:
 async def release(engine: Engine, run_id: uuid.UUID, owner: str, signal_name: str) -> bool:
     """A run stopped by a signal: recorded ``crashed`` (claimable, resumed in place by whoever takes
     it next) with the reason. False when it ended meanwhile or is not this worker's."""
-    from flow_engine.storage import RunStatus, utcnow
+    from flow_engine.plugin import RunStatus
+    from flow_engine.storage import utcnow
 
     store = engine.store
     run = await asyncio.to_thread(store.get_run, run_id)
@@ -261,7 +262,7 @@ def check_broker(app: Celery) -> None:
 
 
 def check_database(engine: Engine) -> None:
-    from flow_engine.llm.redact import redact_url
+    from flow_engine.plugin import redact_url
 
     url = engine.database_url
     if url.startswith("memory:"):

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from flow_engine.errors import FlowEngineError, PluginConflictError
+from flow_engine.plugin import FlowEngineError, PluginConflictError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hookspecs import NewsSourceInfo

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Engine
 
-from flow_engine.storage import CacheEntry, CacheModelStats
+from flow_engine.plugin import CacheEntry, CacheModelStats
 
 from .models import llm_cache
 

@@ -15,7 +15,8 @@ from typing import Any, cast
 from sqlalchemy import and_, bindparam, case, delete, or_, select, update
 
 from flow_engine.errors import NotFoundError
-from flow_engine.storage import IN_FLIGHT, INTERRUPTED, INTERRUPTED_MESSAGE, RunStatus
+from flow_engine.plugin import RunStatus
+from flow_engine.storage import IN_FLIGHT, INTERRUPTED, INTERRUPTED_MESSAGE
 
 from .models import flow_runs, flow_step_runs, llm_requests
 

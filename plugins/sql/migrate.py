@@ -27,7 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from flow_engine.errors import ConfigurationError, UsageError
+from flow_engine.plugin import ConfigurationError, UsageError
 
 from .connect import BEGIN_OPTION, create_sql_engine, display_url
 

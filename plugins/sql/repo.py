@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import desc, or_, select
 from sqlalchemy.orm import Session
 
-from flow_engine.storage import RunStatus
+from flow_engine.plugin import RunStatus
 
 from .models import FlowRunModel, FlowStepRunModel, LLMRequestModel
 

@@ -27,8 +27,8 @@ from typing import Any
 from sqlalchemy import delete, func, literal_column, select, tuple_
 from sqlalchemy.engine import Connection, Engine
 
-from flow_engine.errors import UsageError
-from flow_engine.storage import PRUNABLE_STATUSES, PruneResult, prunable_statuses
+from flow_engine.plugin import PruneResult, UsageError
+from flow_engine.storage import PRUNABLE_STATUSES, prunable_statuses
 
 from .connect import BEGIN_OPTION
 from .models import flow_runs, flow_step_runs, llm_requests

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from flow_engine.errors import ConfigurationError
+from flow_engine.plugin import ConfigurationError
 
 from .connect import display_url
 

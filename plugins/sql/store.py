@@ -24,11 +24,10 @@ from sqlalchemy import and_, desc, func, or_, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from flow_engine.errors import ConfigurationError, StorageError
-from flow_engine.storage import (
-    PRUNE_BATCH,
+from flow_engine.plugin import (
     CacheEntry,
     CacheModelStats,
+    ConfigurationError,
     LLMRequestRecord,
     PruneResult,
     RunChanges,
@@ -39,8 +38,9 @@ from flow_engine.storage import (
     RunTotals,
     StepChanges,
     StepRecord,
-    utcnow,
+    StorageError,
 )
+from flow_engine.storage import PRUNE_BATCH, utcnow
 
 from .connect import create_sql_engine, display_url, sqlite_path
 from .durable import (

@@ -42,7 +42,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.engine import Engine
 
-from flow_engine.errors import FlowEngineError, StorageError
+from flow_engine.plugin import FlowEngineError, StorageError
 
 from .dml import DmlCache
 

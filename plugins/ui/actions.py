@@ -16,8 +16,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from flow_engine.errors import FlowEngineError
-from flow_engine.storage import RunStatus
+from flow_engine.plugin import FlowEngineError, RunStatus
 
 log = logging.getLogger("flow_engine.ui")
 
@@ -49,7 +48,7 @@ class Actions:
 
     async def resume(self, run_id: uuid.UUID) -> Outcome:
         """Check what ``flow resume`` checks, then start the resume in the background."""
-        from flow_engine.engine import get_engine
+        from flow_engine.plugin import get_engine
         from flow_engine.resume import flow_class_for, is_stale, resume
 
         load_run = get_engine().store.load_run
@@ -81,7 +80,7 @@ class Actions:
         then continue the run in the background ("answered"), or hand it back to its executor
         ("handed-back"). A refusal is raised (``flow respond``'s errors)."""
         from flow_engine import flow_runner
-        from flow_engine.engine import get_engine
+        from flow_engine.plugin import get_engine
         from flow_engine.respond import answer_wait, hand_back
 
         flow, root = await answer_wait(run_id, name, answer)

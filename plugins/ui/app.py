@@ -23,9 +23,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from flow_engine import __version__
-from flow_engine.errors import FlowEngineError, InputValidationError, NotFoundError, UsageError
-from flow_engine.storage import RunStatus, RunStore, utcnow
-from flow_engine.urls import redact_url
+from flow_engine.errors import NotFoundError
+from flow_engine.plugin import (
+    FlowEngineError,
+    InputValidationError,
+    RunStatus,
+    RunStore,
+    UsageError,
+    redact_url,
+)
+from flow_engine.storage import utcnow
 
 from . import format as fmt
 from . import live, pages
@@ -391,7 +398,7 @@ async def api_answer(request: Request) -> Response:
 
 
 def _answer_refused(exc: FlowEngineError) -> Response:
-    from flow_engine.executors import ExecutorUnavailable
+    from flow_engine.plugin import ExecutorUnavailable
 
     found: dict[str, Any] = {"error": str(exc)}
     if isinstance(exc, InputValidationError):  # the run still waits; nothing was written
@@ -418,7 +425,7 @@ def create_app(
     poll_interval: float = 1.0,
 ) -> Any:
     """The viewer as an ASGI app. ``store`` defaults to the engine's (the one actions act on)."""
-    from flow_engine.engine import get_engine
+    from flow_engine.plugin import get_engine
 
     engine = get_engine()
     store = store or engine.store

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from flow_engine.storage import RunStore
+from flow_engine.plugin import RunStore
 
 from . import pages
 

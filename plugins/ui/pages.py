@@ -13,16 +13,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from flow_engine.errors import NotFoundError, UsageError
-from flow_engine.storage import (
+from flow_engine.errors import NotFoundError
+from flow_engine.plugin import (
     LLMRequestRecord,
     RunFilter,
     RunRecord,
     RunStatus,
     RunStore,
     StepRecord,
-    utcnow,
+    UsageError,
 )
+from flow_engine.storage import utcnow
 
 from . import format as fmt
 
