@@ -21,7 +21,6 @@ LAYOUT = {
     "flow_engine": "core",
     "flow_engine/plugins": "plugins",
     "flow_engine/builtin_prompts": "prompts",
-    "flow_engine/migrations": "migrations",
     "flow_engine/examples": "examples/flows",
 }
 

@@ -1,4 +1,4 @@
-"""Running the Alembic migrations shipped in ``flow_engine.migrations``, with the config built in code.
+"""Running the Alembic migrations shipped in ``flow_engine.plugins.sql.migrations``, with the config built in code.
 
 No ``alembic.ini`` is needed: ``alembic_config()`` points Alembic at the package folder and hands
 ``env.py`` an open connection. Each upgrade or downgrade runs in one transaction that first takes a
@@ -35,7 +35,7 @@ _PG_LOCK_KEY = 0x466C6F77456E67  # "FlowEng": serializes migrations of one Postg
 
 
 def migrations_dir() -> Path:
-    import flow_engine.migrations as package
+    from . import migrations as package
 
     return Path(package.__file__).resolve().parent
 
