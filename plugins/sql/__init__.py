@@ -6,7 +6,7 @@ SQLAlchemy alone takes ~0.15 s to import, so it is imported only when a store is
 Modules: ``types`` (portable UUID/JSON/UTC datetime), ``models`` (the tables), ``repo`` (the seed's
 repositories), ``connect`` (engines and SQLite settings), ``schema`` (the cheap up-to-date check),
 ``migrate`` (Alembic, config in code), ``dml`` + ``writer`` (the write path), ``durable`` (cancel,
-crash and resume writes), ``store`` (the RunStore), ``cli`` (``flow db``).
+crash and resume writes), ``store`` (the RunStore), ``cli`` (``flow db``), ``schemes`` (its URL schemes).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from flow_engine.plugin import ConfigurationError, hookimpl
 
+from .schemes import SCHEMES
+
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
     from flow_engine.plugin import RunStore
-
-SCHEMES = ("sqlite", "postgresql", "postgres")
 
 
 def open_store(url: str) -> RunStore:

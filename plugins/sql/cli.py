@@ -14,7 +14,7 @@ import click
 from flow_engine.cli.options import db_option
 from flow_engine.plugin import UsageError, get_engine, redact_url
 
-from . import SCHEMES
+from .schemes import SCHEMES
 
 
 def _database_url() -> str:

@@ -1,4 +1,4 @@
-"""Running the Alembic migrations shipped in ``flow_engine.plugins.sql.migrations``, with the config built in code.
+"""Running the Alembic migrations shipped in ``migrations/`` beside this module, config built in code.
 
 No ``alembic.ini`` is needed: ``alembic_config()`` points Alembic at the package folder and hands
 ``env.py`` an open connection. Each upgrade or downgrade runs in one transaction that first takes a

@@ -1,9 +1,9 @@
 """Is the database's schema the one this code expects? Checked once when a store opens, cheaply.
 
 The check reads ``alembic_version`` with one query and compares it to ``HEAD``, the newest revision in
-``flow_engine/plugins/sql/migrations/versions`` (a test keeps the two equal), so the usual start-up never imports
-Alembic. Otherwise: a SQLite database (the default one or any file) is created or upgraded on the spot;
-a server database is refused with a message naming ``flow db upgrade``, because migrating a shared
+``migrations/versions`` beside this module (a test keeps the two equal), so the usual start-up never
+imports Alembic. Otherwise: a SQLite database (the default one or any file) is created or upgraded on
+the spot; a server database is refused with a message naming ``flow db upgrade``, because migrating a shared
 database is a decision for its owner, not a side effect of running a flow.
 """
 
