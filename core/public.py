@@ -228,10 +228,8 @@ Every error flow-engine raises on purpose is a ``FlowEngineError``:
 - **Pluggable**: step types, storage backends and model providers are pluggy plugins
 """
 
-from flow_engine.plugins.image import ImageStep
-from flow_engine.plugins.news import NewsItem, NewsStep
-from flow_engine.plugins.structured import StructuredStep
-from flow_engine.plugins.unstructured import UnstructuredStep
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .context import current_run_id
 from .engine import configure
@@ -256,6 +254,32 @@ from .resume import recover as recover_runs
 from .resume import resume as resume_run
 from .steps import BaseStep, StepResult, StepType
 from .storage import RunStatus
+
+if TYPE_CHECKING:  # pragma: no cover
+    from flow_engine.plugins.image import ImageStep
+    from flow_engine.plugins.news import NewsItem, NewsStep
+    from flow_engine.plugins.structured import StructuredStep
+    from flow_engine.plugins.unstructured import UnstructuredStep
+
+# the seed's built-in step classes: they belong to their plugins, and are re-exported here on first
+# use (PEP 562), so that the core imports no plugin
+_BUILT_IN_STEPS = {
+    "ImageStep": "flow_engine.plugins.image",
+    "NewsItem": "flow_engine.plugins.news",
+    "NewsStep": "flow_engine.plugins.news",
+    "StructuredStep": "flow_engine.plugins.structured",
+    "UnstructuredStep": "flow_engine.plugins.unstructured",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _BUILT_IN_STEPS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flow_engine.public' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BaseFlow",

@@ -26,3 +26,17 @@ def test_import_flow_engine_loads_none_of_them():
     code = f"import sys, flow_engine; print([m for m in {heavy!r} if m in sys.modules])"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_flow_engine_public_loads_no_plugin_until_a_built_in_step_is_asked_for():
+    code = (
+        "import sys, flow_engine.public as p; before = [m for m in sys.modules if m.startswith('flow_engine.plugins')]; "
+        "step = p.UnstructuredStep; from flow_engine.public import NewsItem; "
+        "print(before, step.__module__, NewsItem.__module__)"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.split() == [
+        "[]",
+        "flow_engine.plugins.unstructured",
+        "flow_engine.plugins.news.models",
+    ]
