@@ -30,7 +30,8 @@ def test_import_flow_engine_loads_none_of_them():
 
 def test_flow_engine_public_loads_no_plugin_until_a_built_in_step_is_asked_for():
     code = (
-        "import sys, flow_engine.public as p; before = [m for m in sys.modules if m.startswith('flow_engine.plugins')]; "
+        "import sys, flow_engine.public as p; "
+        "before = [m for m in sys.modules if m.startswith('flow_engine.plugins')]; "
         "step = p.UnstructuredStep; from flow_engine.public import NewsItem; "
         "print(before, step.__module__, NewsItem.__module__)"
     )
