@@ -132,6 +132,9 @@ def _plan(
 
         executor = background_executor(executor)
     if resume_id:
+        from .options import require_database
+
+        require_database()  # a batch to go on with is recorded: never create an empty database
         flow_cls, source = _resumed(resume_id, target, inputs_file)
         batch_id = resume_id
     else:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from flow_engine.cli.format import fmt_cost
-from flow_engine.cli.options import db_option
+from flow_engine.cli.options import db_option, require_database
 from flow_engine.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 def _store() -> RunStore:
     from flow_engine.engine import get_engine
 
+    require_database()  # a mistyped --db must not leave an empty database behind
     store = get_engine().store
     if not store.has_cache:
         raise UsageError(f"the store {store.url} keeps no response cache")
@@ -30,6 +31,7 @@ def _store() -> RunStore:
 
 
 @click.group("cache")
+@db_option
 def cache() -> None:
     """The response cache: answers to repeated LLM calls (docs/caching.md)."""
 

@@ -14,6 +14,7 @@ import click
 from flow_engine.cli.options import db_option
 from flow_engine.plugin import UsageError, get_engine, redact_url
 
+from . import local_path
 from .schemes import SCHEMES
 
 
@@ -88,6 +89,10 @@ def current() -> None:
     from . import migrate
 
     url = _sql_url("current")
+    path = local_path(url)
+    if path is not None and not path.exists():  # asking must not create an empty database file
+        click.echo(_describe(None, migrate.head()))
+        return
     click.echo(_describe(migrate.current(url), migrate.head()))
 
 

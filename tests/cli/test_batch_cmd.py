@@ -156,6 +156,9 @@ def test_usage_errors_exit_2_without_a_traceback(tmp_path):
     assert batch(TARGET).exit_code == 2
     missing = batch(TARGET, "-f", str(tmp_path / "nope.jsonl"))
     assert missing.exit_code == 2 and "no such file" in missing.stderr
+    nowhere = batch("--resume", "0123456789ab")  # no database yet: none is created to look
+    assert nowhere.exit_code == 2 and "no database at" in nowhere.stderr
+    get_engine().store  # noqa: B018 - the database exists from here on
     unknown = batch("--resume", "0123456789ab")
     assert unknown.exit_code == 2 and "no runs of batch" in unknown.stderr
 

@@ -226,6 +226,11 @@ def test_bad_options_exit_2(cli_invoke, engine):
         ["resume", "abcd"],
         ["cancel", "abcd"],
         ["recover"],
+        ["cache", "stats"],
+        ["cache", "clear"],
+        ["batch", "--resume", "abcd"],
+        ["fork", "abcd", "--from", "x"],
+        ["respond", "abcd", "approval", "--input", "ok=true"],
     ],
 )
 def test_reading_commands_never_create_a_database(flow, tmp_path, command):
@@ -326,3 +331,22 @@ async def test_show_of_a_20_mb_input_prints_a_bounded_view_and_full_or_json_show
     assert whole.json()["run"]["inputs"]["text"] == text  # the JSON output stays whole
     full = flow("show", short, "--full")
     assert full.returncode == 0 and text in full.stdout and len(full.stdout) > 20_000_000
+
+
+def test_every_command_and_group_accepts_db_after_its_name():
+    import click
+
+    from flow_engine.cli.main import cli
+
+    context = click.Context(cli)
+
+    def walk(command: click.Command, path: str) -> Any:
+        yield path, command
+        if isinstance(command, click.Group):
+            for name in command.list_commands(context):
+                yield from walk(command.get_command(context, name), f"{path} {name}")
+
+    without = [
+        path for path, command in walk(cli, "flow") if not any("--db" in p.opts for p in command.params)
+    ]
+    assert without == []

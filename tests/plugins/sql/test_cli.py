@@ -42,6 +42,7 @@ def test_path_of_the_default_database_is_in_the_data_folder(flow, flow_env, tmp_
 def test_upgrade_current_downgrade(cli_invoke, tmp_path):
     db = tmp_path / "flow.db"
     assert cli_invoke("db", "current").stdout == "no flow-engine tables (base)\n"
+    assert not db.exists()  # asking did not create it
     upgraded = cli_invoke("db", "upgrade")
     assert upgraded.exit_code == 0
     assert upgraded.stdout == f"Upgraded sqlite:///{db} from base to {HEAD} (head).\n"
