@@ -54,6 +54,9 @@ def _caller(old_module: str) -> tuple[bool, int]:
         module = frame.f_globals.get("__name__", "")
         if module != __name__ and module != old_module and not module.startswith("importlib"):
             break
+        if frame.f_code.co_name == "_handle_fromlist":
+            # ``from package import name`` checks the name here first, then reads it: warned once, then
+            return False, level
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     module = frame.f_globals.get("__name__", "") if frame is not None else ""
