@@ -18,8 +18,8 @@ Fixtures (none is autouse; docs/testing.md has the guide):
 Helpers: :func:`load_run` (a run, its steps, LLM requests and child runs), :func:`cassette` (record /
 replay in any code), :func:`temporary_engine` (the isolated engine outside pytest fixtures).
 
-For storage backends: ``flow_engine.testing.store_contract.RunStoreContract``, the tests every
-``RunStore`` passes (subclass it with a ``store`` fixture; docs/plugins.md).
+For storage backends: :class:`RunStoreContract` (``flow_engine.testing.store_contract``), the tests
+every ``RunStore`` passes (subclass it with a ``store`` fixture; docs/plugins.md).
 
 Only the fixtures load with pytest; everything else loads on first use (PEP 562), so projects that
 install flow-engine but do not use these fixtures do not pay for importing it in every test run.
@@ -50,12 +50,14 @@ _LAZY = {
     "Cassette": "..llm.cassette",
     "CassetteError": "..llm.cassette",
     "UnrecordedRequest": "..llm.cassette",
+    "RunStoreContract": ".store_contract",
 }
 
 __all__ = [
     "Cassette",
     "CassetteError",
     "LoadedRun",
+    "RunStoreContract",
     "ScriptedAnswerMissing",
     "ScriptedModel",
     "ScriptedRequest",
@@ -76,6 +78,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..llm.cassette import Cassette, CassetteError, UnrecordedRequest, cassette
     from .runs import LoadedRun, load_run
     from .scripted_model import ScriptedAnswerMissing, ScriptedModel, ScriptedRequest
+    from .store_contract import RunStoreContract
 
 
 def __getattr__(name: str) -> Any:

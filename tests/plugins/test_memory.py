@@ -9,7 +9,7 @@ import pytest
 from flow_engine.plugin import RunRecord, RunStatus, StepRecord
 from flow_engine.plugins.memory import MemoryStore
 from flow_engine.storage import utcnow
-from flow_engine.testing.store_contract import RunStoreContract
+from flow_engine.testing import RunStoreContract
 
 
 async def started_run(store: MemoryStore, parent: RunRecord | None = None) -> tuple[RunRecord, StepRecord]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flow_engine.testing.store_contract import RunStoreContract
+from flow_engine.testing import RunStoreContract
 
 
 class TestSqlStoreContract(RunStoreContract):
