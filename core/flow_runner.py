@@ -190,7 +190,7 @@ async def start(
     flow.run_id = record.id
     await engine.store.create_run(record)
     ctx = _context(flow, engine, record, parent, model, max_cost, max_tokens)
-    return await _run_recorded(flow, ctx, validated)
+    return await _run_recorded(flow, ctx, validated, metadata=record.flow_metadata)
 
 
 def _plugin_metadata(engine: Any, flow_name: str) -> dict[str, Any]:
@@ -323,7 +323,7 @@ async def run_claimed(
     engine = get_engine()
     flow.run_id = run.id
     ctx = _context(flow, engine, run, None, model, max_cost, max_tokens)
-    return await _run_recorded(flow, ctx, validated)
+    return await _run_recorded(flow, ctx, validated, metadata=run.flow_metadata)
 
 
 # -- resuming a run ---------------------------------------------------------------------------------
@@ -401,7 +401,8 @@ async def resume(
     # what its own LLM calls spent so far, from llm_requests: the run row's totals miss a step that
     # was cut off by a crash (and child runs, which add their own when they end or are replayed)
     ctx.totals.add_totals(spent)
-    return await _run_recorded(flow, ctx, validated, previous_ms=run.execution_time_ms or 0)
+    previous_ms = run.execution_time_ms or 0
+    return await _run_recorded(flow, ctx, validated, previous_ms=previous_ms, metadata=metadata)
 
 
 async def _claim_for_resume(store: RunStore, run: RunRecord, force: bool) -> None:
@@ -499,7 +500,12 @@ def _context(
 
 # -- running it and recording its end ---------------------------------------------------------------
 async def _run_recorded(
-    flow: BaseFlow, ctx: RunContext, validated: dict[str, Any], *, previous_ms: int = 0
+    flow: BaseFlow,
+    ctx: RunContext,
+    validated: dict[str, Any],
+    *,
+    previous_ms: int = 0,
+    metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     plugins = ctx.engine.plugins
     parent = ctx.parent
@@ -509,9 +515,11 @@ async def _run_recorded(
         flow_name=flow.flow_name,
         inputs=validated,
         parent_run_id=parent.run_id if parent else None,
+        user_id=ctx.user_id,
         parent_step_id=step.step_id if step is not None and parent and step.run_id == parent.run_id else None,
         max_cost=ctx.max_cost,
         max_tokens=ctx.max_tokens,
+        metadata=metadata or {},
     )
     started = time.perf_counter()
     ctx.engine.ensure_started()
@@ -526,6 +534,7 @@ async def _run_recorded(
         status = _status_for(exc)
         await _record_end(ctx, _end_changes(ctx, started, previous_ms, status, error=describe_error(exc)))
         event.error, event.status = exc, status.value
+        event.total_tokens, event.total_cost = ctx.totals.tokens, ctx.totals.cost
         if status is RunStatus.FAILED:
             await report_hook(plugins, "on_flow_error", event=event)
         else:  # cancelled or waiting: stopped, not ended by a failure
@@ -544,9 +553,11 @@ async def _run_recorded(
         failed = _end_changes(ctx, started, previous_ms, RunStatus.FAILED, error=error)
         await _record_end(ctx, failed)
         event.error, event.status = exc, RunStatus.FAILED.value
+        event.total_tokens, event.total_cost = ctx.totals.tokens, ctx.totals.cost
         await report_hook(plugins, "on_flow_error", event=event)
         raise FlowEngineError(f"flow '{flow.flow_name}': {error}") from exc
     event.outputs, event.status = outputs, RunStatus.COMPLETED.value
+    event.total_tokens, event.total_cost = ctx.totals.tokens, ctx.totals.cost
     await report_hook(plugins, "after_flow", event=event)
     return outputs
 

@@ -274,9 +274,7 @@ class Tracer:
 
     # -- runs ----------------------------------------------------------------------------------
     async def flow_started(self, event: Any) -> None:
-        store = get_engine().store
-        run = store.get_run(event.run_id)
-        meta = dict((run.flow_metadata if run else None) or {})
+        meta = dict(event.metadata)  # as stored when the run started: no read of the store here
         first = meta.get("otel", {}).get("first")
         parent = self._parent_of_run(event, None if first else meta.get("otel", {}).get("submitted"))
         links = []
@@ -290,8 +288,8 @@ class Tracer:
         }
         if event.parent_run_id is not None:
             attributes["flow_engine.run.parent_id"] = str(event.parent_run_id)
-        if run is not None and run.user_id is not None:
-            attributes["user.id"] = str(run.user_id)
+        if event.user_id is not None:
+            attributes["user.id"] = str(event.user_id)
         if event.max_cost is not None:
             attributes["flow_engine.budget.max_cost"] = event.max_cost
         if event.max_tokens is not None:
@@ -304,10 +302,10 @@ class Tracer:
         # make nest under the run (the step and call spans are made after the fact: they cannot be)
         token = context.attach(run_context)
         self.runs[event.run_id] = _Run(span, run_context, token, capture_content())
-        if not first and run is not None:
+        if not first:
             ctx = span.get_span_context()
             otel = {**meta.get("otel", {}), "first": _traceparent(ctx)}
-            await store.update_run(event.run_id, {"flow_metadata": {**meta, "otel": otel}})
+            await get_engine().store.update_run(event.run_id, {"flow_metadata": {**meta, "otel": otel}})
 
     def _parent_of_run(self, event: Any, submitted: str | None) -> Any:
         """A child run's parent: the step that started it, else its parent run; a background run's
@@ -343,10 +341,10 @@ class Tracer:
                 self._end(step)
         span = run.span
         span.set_attribute("flow_engine.run.status", status)
-        record = get_engine().store.get_run(event.run_id)
-        if record is not None:
-            span.set_attribute("flow_engine.run.total_tokens", record.total_tokens)
-            span.set_attribute("flow_engine.run.total_cost", record.total_cost)
+        if event.total_tokens is not None:
+            span.set_attribute("flow_engine.run.total_tokens", event.total_tokens)
+        if event.total_cost is not None:
+            span.set_attribute("flow_engine.run.total_cost", event.total_cost)
         if status == "failed" and event.error is not None:  # cancelled or waiting: not an error
             _record_error(span, event.error)
         span.end()

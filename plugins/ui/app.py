@@ -297,10 +297,14 @@ async def action(request: Request) -> Response:
         notice = outcome.message
     if outcome.ok:
         return RedirectResponse(f"/runs/{run_id}?notice={notice}", status_code=303)
-    run = viewer.store.get_run(run_id)
-    if run is None:
+
+    def read() -> Any:  # the store's reads block: not on the event loop
+        run = viewer.store.get_run(run_id)
+        return run and pages.run_view(viewer.store, run, viewer.stale_before())
+
+    view = await asyncio.to_thread(read)
+    if view is None:
         return viewer.error(request, NotFoundError(outcome.message))
-    view = pages.run_view(viewer.store, run, viewer.stale_before())
     return viewer.render(
         "run.html", 409, view=view, notice=None, problem=outcome.message, nav="runs", answer_values=values
     )

@@ -251,3 +251,52 @@ async def test_engine_started_is_called_before_an_llm_call_made_outside_any_run(
     engine.plugins.register(starter, name="starter")
     await complete([{"role": "user", "content": "hi"}], model="offline/default")
     assert starter.engines == [engine]
+
+
+class Tagger:
+    """Adds metadata at submission, and keeps every flow event it sees."""
+
+    def __init__(self) -> None:
+        self.events: list[FlowEvent] = []
+
+    @hookimpl
+    def submit_metadata(self, flow_name: str) -> dict[str, Any]:
+        return {"tagger": {"submitted_as": flow_name}}
+
+    @hookimpl
+    def before_flow(self, event: FlowEvent) -> None:
+        self.events.append(event)
+
+
+class Spends(BaseFlow):
+    flow_name = "spends"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        from flow_engine import UnstructuredStep
+
+        class Ask(UnstructuredStep):
+            step_name = "ask"
+            model = "offline/default"
+
+            class Inputs(BaseModel):
+                prompt: str
+
+        return {"text": (await Ask().execute({"prompt": "hello"})).output_content}
+
+
+async def test_flow_events_carry_the_runs_metadata_user_and_totals(engine):
+    import uuid
+
+    from flow_engine.submit import wait_for_run
+
+    tagger = Tagger()
+    engine.plugins.register(tagger, name="tagger")
+    user = uuid.uuid4()
+    run_id = await Spends().submit({}, user_id=user, executor="local", metadata={"team": "a"})
+    await wait_for_run(run_id, poll_interval=0.01)
+    [event] = tagger.events
+    assert event.user_id == user
+    assert event.metadata["team"] == "a" and event.metadata["tagger"] == {"submitted_as": "spends"}
+    stored = engine.store.get_run(run_id)
+    assert stored is not None and stored.total_tokens > 0
+    assert (event.total_tokens, event.total_cost) == (stored.total_tokens, stored.total_cost)
