@@ -29,6 +29,17 @@ STATUS_STYLE = {
 }
 
 
+def resume_advice(how: str, error: str | None) -> str:
+    """What to do with a run that did not complete: ``how`` is the resume command. A run whose resume
+    found the flow's code changed (``ResumeMismatch``) resumes only once that code is back."""
+    if (error or "").startswith("ResumeMismatch:"):
+        return (
+            "The flow's code no longer matches the run's steps: start a new run, or restore the code "
+            f"it ran with and resume it: {how}"
+        )
+    return f"Resume it with: {how} (completed steps are not run again)"
+
+
 def short_id(run_id: uuid.UUID) -> str:
     return run_id.hex[:8]
 

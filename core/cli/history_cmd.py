@@ -25,6 +25,7 @@ from .format import (
     fmt_duration,
     fmt_progress,
     fmt_time,
+    resume_advice,
     run_json,
     run_status_text,
     short_id,
@@ -310,7 +311,7 @@ def resume_hint(store: RunStore, run: RunRecord) -> str | None:
     how = f"flow resume {short_id(root.id)}"
     if root.id != run.id:
         return f"Resume it through its root run: {how} (completed steps are not run again)"
-    return f"Resume it with: {how} (completed steps are not run again)"
+    return resume_advice(how, run.error_message)
 
 
 def _print_detail(console: Console, run: RunRecord, full: bool) -> None:

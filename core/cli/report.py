@@ -15,7 +15,7 @@ import click
 
 from flow_engine.errors import FlowEngineError
 
-from .format import echo_json_line, fmt_cost, json_cost
+from .format import echo_json_line, fmt_cost, json_cost, resume_advice
 
 if TYPE_CHECKING:  # pragma: no cover
     from flow_engine.storage import RunRecord
@@ -99,9 +99,7 @@ class Report:
                 err=True,
             )
         elif payload["status"] in ("failed", "cancelled", "crashed"):
-            click.echo(
-                f"Resume it with: flow resume {run_id} (its completed steps are not run again)", err=True
-            )
+            click.echo(resume_advice(f"flow resume {run_id}", payload.get("error")), err=True)
 
 
 def print_outputs(outputs: Any) -> None:

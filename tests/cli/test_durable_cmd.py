@@ -193,6 +193,12 @@ def test_resume_of_changed_code_fails_without_mixing_results(cli_invoke):
     assert result.exit_code == 1
     assert "ResumeMismatch: cannot resume run" in result.stderr
     assert "step 1 was 'work' in the original run, but the flow now calls 'other' there" in result.stderr
+    advice = (
+        "The flow's code no longer matches the run's steps: start a new run, or restore the code it ran with"
+    )
+    assert advice in result.stderr and "Resume it with" not in result.stderr
+    shown = cli_invoke("show", str(run_id)).stdout
+    assert advice in " ".join(shown.split()) and "Resume it with" not in shown
     assert CALLS == {"a": 1, "b": 1}
     # with the original code back, it resumes
     assert cli_invoke("resume", str(run_id)).exit_code == 0
