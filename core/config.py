@@ -83,7 +83,11 @@ class Settings(BaseSettings):
         description="Age past which `flow runs prune` deletes finished runs, e.g. 90d (m/h/d/w).",
     )
     # background execution (docs/background.md)
-    executor: str = Field(default="local", description="Executor of submit() / flow run --background.")
+    executor: str | None = Field(
+        default=None,
+        description="Executor of submit() / flow run --background; default: the one a plugin marks as the "
+        "default (the built-in local executor).",
+    )
 
     @field_validator("api_base")
     @classmethod

@@ -23,8 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .plugin_types import ExecutorInfo
     from .storage import RunRecord
 
-DEFAULT_EXECUTOR = "local"
-
 
 class ExecutorUnavailable(FlowEngineError):
     """The executor could not take the run (its broker is unreachable, say); the run is marked failed."""
@@ -66,13 +64,18 @@ def executor_info(name: str, engine: Engine | None = None) -> ExecutorInfo:
 
 
 def get_executor(name: str | None = None, engine: Engine | None = None) -> RunExecutor:
-    """The executor ``name`` (default ``FLOW_ENGINE_EXECUTOR``, else ``local``), built once per engine.
+    """The executor ``name`` (default ``FLOW_ENGINE_EXECUTOR``, else the plugins' default executor:
+    the built-in ``local``), built once per engine.
 
     Building it checks its configuration (a missing broker URL, an uninstalled extra): that error comes
     before anything is written.
     """
     engine = engine or get_engine()
-    name = name or engine.settings.executor or DEFAULT_EXECUTOR
+    name = name or engine.settings.executor or engine.plugins.default_executor()
+    if name is None:
+        raise ConfigurationError(
+            "no executor is registered (are the executor plugins disabled? see `flow plugins`)"
+        )
     built = _instances.setdefault(engine, {})
     if name not in built:
         info = executor_info(name, engine)

@@ -29,7 +29,6 @@ from . import flow_runner
 from .engine import get_engine
 from .errors import FlowEngineError
 from .executor_base import (
-    DEFAULT_EXECUTOR,
     ExecutorUnavailable,
     RunExecutor,
     executor_info,
@@ -46,7 +45,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .storage import RunRecord
 
 __all__ = [
-    "DEFAULT_EXECUTOR",
     "RELEASED",
     "ExecutorUnavailable",
     "RunExecutor",

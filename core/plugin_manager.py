@@ -420,6 +420,12 @@ class PluginRegistry:
                 self._executors = {i.name: i for i in infos}
             return self._executors
 
+    def default_executor(self) -> str | None:
+        """The executor of ``submit()`` when FLOW_ENGINE_EXECUTOR names none: the one marked ``default``,
+        else the first (by name) that runs in-process, else the first; None if there is none."""
+        infos = sorted(self.executors().values(), key=lambda i: (not i.default, not i.in_process, i.name))
+        return infos[0].name if infos else None
+
     def default_background_executor(self) -> str | None:
         """Where ``flow run --background`` sends a run when no executor is named: the executor marked
         ``background_default``, else the first (by name) that does not run in-process; None if none."""

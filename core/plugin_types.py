@@ -40,8 +40,9 @@ class ExecutorInfo:
     ``factory(engine)`` returns a ``flow_engine.plugin.RunExecutor``; it is called on first use, so
     a plugin can import its client library inside it and ``flow --help`` stays fast. ``in_process``
     executors run the flow inside the submitting process (``local``): the CLI refuses them for
-    ``flow run --background``, because that process exits at once. ``background_default`` marks the
-    executor ``flow run --background`` uses when none is named and the configured one is in-process.
+    ``flow run --background``, because that process exits at once. ``default`` marks the executor of
+    ``submit()`` when FLOW_ENGINE_EXECUTOR names none (the built-in ``local`` is); ``background_default``
+    the one ``flow run --background`` uses when none is named and the configured one is in-process.
     """
 
     name: str
@@ -49,6 +50,7 @@ class ExecutorInfo:
     description: str = ""
     in_process: bool = False
     background_default: bool = False
+    default: bool = False
     plugin: str = field(default="", compare=False)
 
 

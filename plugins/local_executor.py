@@ -47,4 +47,4 @@ class LocalExecutor(RunExecutor):
 @hookimpl
 def register_executors(register: Any) -> None:
     description = "runs in the submitting process's event loop (the default)"
-    register(ExecutorInfo("local", LocalExecutor, description, in_process=True))
+    register(ExecutorInfo("local", LocalExecutor, description, in_process=True, default=True))

@@ -28,10 +28,13 @@ def background_executor(name: str | None) -> str:
     from flow_engine.executors import executor_info
 
     if name is None:
-        configured = get_engine().settings.executor
+        engine = get_engine()
+        configured = engine.settings.executor or engine.plugins.default_executor()
+        if configured is None:
+            raise UsageError("no executor is registered (see `flow plugins`)")
         name = configured
         if executor_info(configured).in_process:
-            name = get_engine().plugins.default_background_executor() or configured
+            name = engine.plugins.default_background_executor() or configured
     if executor_info(name).in_process:
         raise UsageError(
             f"executor '{name}' runs a flow inside the process that submits it, and `flow run "

@@ -92,7 +92,12 @@ if TYPE_CHECKING:  # pragma: no cover
 @click.option(
     "--background", is_flag=True, help="Submit the run to workers and print its id at once (see `flow wait`)."
 )
-@click.option("--executor", metavar="NAME", help="With --background: the executor (default celery).")
+@click.option(
+    "--executor",
+    metavar="NAME",
+    help="With --background: the executor (default FLOW_ENGINE_EXECUTOR if it has workers, else the one "
+    "a plugin marks for the background, e.g. celery).",
+)
 @click.option(
     "--cache/--no-cache",
     default=None,

@@ -47,7 +47,8 @@ DEFAULT_CONCURRENCY = 50
 @click.option(
     "--executor",
     metavar="NAME",
-    help="Executor whose worker to start (default FLOW_ENGINE_EXECUTOR if it has workers, else celery).",
+    help="Executor whose worker to start (default FLOW_ENGINE_EXECUTOR if it has workers, else the one "
+    "a plugin marks for the background, e.g. celery).",
 )
 def worker(concurrency: int, queues: tuple[str, ...], loglevel: str, executor: str | None) -> None:
     """Start a worker that executes submitted runs (`flow run --background`, `BaseFlow.submit`).

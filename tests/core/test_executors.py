@@ -110,6 +110,30 @@ def test_two_plugins_claiming_one_executor_name_is_one_error_naming_both(engine)
         engine.plugins.unregister("usurper")
 
 
+def test_without_a_setting_submit_uses_the_executor_a_plugin_marks_default(engine, tmp_path):
+    assert engine.settings.executor is None
+    assert engine.plugins.default_executor() == "local"  # the built-in plugin marks it; core names none
+    assert get_executor().name == "local"
+
+    class OwnDefault:
+        @staticmethod
+        @hookimpl
+        def register_executors(register: Any) -> None:
+            register(ExecutorInfo("inline", Inline, "for tests", default=True))
+
+    other = configure(database_url="memory://", data_dir=tmp_path, disable_plugins="local_executor")
+    other.plugins.register(OwnDefault(), name="own-default")
+    assert other.plugins.default_executor() == "inline"
+    assert isinstance(get_executor(engine=other), Inline)
+
+
+async def test_with_no_executor_registered_submit_says_so_and_writes_nothing(tmp_path):
+    engine = configure(database_url="memory://", data_dir=tmp_path, disable_plugins="local_executor,celery")
+    with pytest.raises(ConfigurationError, match="no executor is registered"):
+        await Twice().submit({"n": 1})
+    assert engine.store.list_runs() == []
+
+
 async def test_an_unknown_executor_lists_the_installed_ones_and_writes_nothing(engine):
     with pytest.raises(ConfigurationError, match=r"no executor named 'nope'; installed executors: .*local"):
         await Twice().submit({"n": 1}, executor="nope")
