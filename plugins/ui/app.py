@@ -166,7 +166,7 @@ def search(request: Request) -> Response:
 
 
 def _run(viewer: Viewer, text: str) -> Any:
-    return pages.find_run(viewer.store, text)
+    return viewer.store.load_run(text)
 
 
 def run_page(request: Request) -> Response:

@@ -188,14 +188,6 @@ def tree_json(store: RunStore, run: RunRecord, stale_before: datetime, depth: in
 
 
 # -- one run ------------------------------------------------------------------------------------
-def find_run(store: RunStore, text: str) -> RunRecord:
-    """A run by full id or unique prefix; ``NotFoundError`` / ``UsageError`` otherwise."""
-    run = store.get_run(store.resolve_run_id(text))
-    if run is None:
-        raise NotFoundError(f"no run with id {text}")
-    return run
-
-
 @dataclass
 class StepView:
     step: StepRecord
