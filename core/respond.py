@@ -20,6 +20,15 @@ from .storage import RunRecord, RunStatus, RunStore, StepRecord, utcnow
 __all__ = ["answer_wait", "expire_waits", "respond_to_run", "validate_answer", "waiting_for"]
 
 
+class AnswerRefused(UsageError):
+    """The run cannot take this answer in the state it is in: it waits for nothing, or for another
+    input, or someone else answered it just now (exit code 2; nothing was written)."""
+
+
+class WaitExpired(FlowEngineError):
+    """The wait passed its deadline before the answer came: the run is recorded failed (exit code 1)."""
+
+
 def waiting_for(run: RunRecord, store: RunStore | None = None) -> tuple[RunRecord, StepRecord] | None:
     """The run (this one or a child run of it) and step it waits at, if it is waiting (in ``store``,
     by default the engine's)."""
@@ -55,9 +64,9 @@ def _deadline(step: StepRecord) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
-def not_waiting(run: RunRecord) -> UsageError:
+def not_waiting(run: RunRecord) -> AnswerRefused:
     """The refusal of an answer to a run that waits for nothing."""
-    return UsageError(f"run {run.id} is not waiting for input (it is {run.status}); nothing to answer")
+    return AnswerRefused(f"run {run.id} is not waiting for input (it is {run.status}); nothing to answer")
 
 
 async def answer_wait(run_id: uuid.UUID | str, name: str, data: Any) -> tuple[BaseFlow, RunRecord]:
@@ -73,18 +82,18 @@ async def answer_wait(run_id: uuid.UUID | str, name: str, data: Any) -> tuple[Ba
         raise not_waiting(root)
     waiter, step = found
     if step.step_key != name:
-        raise UsageError(f"run {root.id} is waiting for input '{step.step_key}', not '{name}'")
+        raise AnswerRefused(f"run {root.id} is waiting for input '{step.step_key}', not '{name}'")
     answer = validate_answer(step, data)
     flow = flow_class_for(root)()
     deadline = _deadline(step)
     if deadline is not None and utcnow() > deadline:
         await _expire(store, root, waiter, step)
-        raise FlowEngineError(
+        raise WaitExpired(
             f"run {root.id}: the wait for '{name}' passed its deadline ({deadline:%Y-%m-%d %H:%M:%S} UTC); "
             "the run is recorded failed"
         )
     if not await store.claim_run(root.id, f"respond-{uuid.uuid4().hex[:8]}", flow_runner.stale_before()):
-        raise UsageError(f"run {root.id} was answered by someone else just now")
+        raise AnswerRefused(f"run {root.id} was answered by someone else just now")
     now = utcnow()
     await store.finish_step(
         step.id,

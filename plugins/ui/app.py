@@ -23,8 +23,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from flow_engine import __version__
-from flow_engine.errors import NotFoundError
+from flow_engine.errors import NotFoundError, RunTaken
 from flow_engine.plugin import (
+    ConfigurationError,
     FlowEngineError,
     InputValidationError,
     RunStatus,
@@ -403,6 +404,7 @@ async def api_answer(request: Request) -> Response:
 
 def _answer_refused(exc: FlowEngineError) -> Response:
     from flow_engine.plugin import ExecutorUnavailable
+    from flow_engine.respond import AnswerRefused, WaitExpired
 
     found: dict[str, Any] = {"error": str(exc)}
     if isinstance(exc, InputValidationError):  # the run still waits; nothing was written
@@ -410,9 +412,13 @@ def _answer_refused(exc: FlowEngineError) -> Response:
         return JSONResponse(found, status_code=400)
     if isinstance(exc, NotFoundError):
         return JSONResponse(found, status_code=404)
+    if isinstance(exc, AnswerRefused | WaitExpired | RunTaken):  # the run's state, not the request
+        return JSONResponse(found, status_code=409)
     if isinstance(exc, ExecutorUnavailable):  # answered; the run is failed, resumable
         return JSONResponse(found, status_code=503)
-    return JSONResponse(found, status_code=409)  # not waiting (for that), answered, deadline passed
+    if isinstance(exc, UsageError) and not isinstance(exc, ConfigurationError):  # not a run id, say
+        return JSONResponse(found, status_code=400)
+    return JSONResponse(found, status_code=500)  # the server's side: its configuration, its database
 
 
 def api_flows(request: Request) -> Response:

@@ -123,7 +123,7 @@ async def test_bad_answers_change_nothing_and_a_run_is_answered_once(llm):
         return_exceptions=True,
     )
     outcomes = sorted([type(first).__name__, type(second).__name__])
-    assert outcomes == ["UsageError", "dict"], (first, second)  # exactly one answer counts
+    assert outcomes == ["AnswerRefused", "dict"], (first, second)  # exactly one answer counts (exit 2)
     with pytest.raises(UsageError, match="is not waiting for input"):
         await respond_to_run(flow.run_id, "approve", {"approved": True})
     winner = first if isinstance(first, dict) else second

@@ -123,6 +123,8 @@ def test_no_answer_to_an_unknown_run_a_run_not_waiting_or_a_read_only_viewer(
     with make_client() as client:
         unknown = client.post("/api/runs/00000000-0000-4000-8000-000000000000/answer", json={"answer": {}})
         assert unknown.status_code == 404 and "no run" in unknown.json()["error"]
+        no_id = client.post("/api/runs/not-a-run/answer", json={"answer": {}})  # the request is wrong
+        assert no_id.status_code == 400 and "is not a run id" in no_id.json()["error"]
         finished = client.post(f"/api/runs/{history.ids['done']}/answer", json={"answer": {}})
         assert finished.status_code == 409 and "not waiting for input" in finished.json()["error"]
     run = waiting(ReviewFlow(), tmp_path, "ui_review")
