@@ -6,6 +6,7 @@ Plugins keep their own settings in their own classes (``register_settings``), re
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -120,6 +121,17 @@ def read_settings(**overrides: Any) -> Settings:
     """The settings from ``FLOW_ENGINE_*`` variables and ``overrides``; a bad value is a
     ``ConfigurationError`` naming the variable (exit code 2 in the CLI), never a traceback."""
     return read_settings_class(Settings, overrides)
+
+
+def settings_given(cls: type[BaseSettings], overrides: dict[str, Any]) -> bool:
+    """Whether any of ``cls``'s settings is given, in ``overrides`` or as an environment variable. If
+    none is, its defaults stand and there is nothing to check (building a settings class reads the
+    whole environment: too dear to do for every plugin's on every engine)."""
+    if any(name in overrides for name in cls.model_fields):
+        return True
+    prefix = str(cls.model_config.get("env_prefix") or "").upper()
+    variables = {f"{prefix}{name}".upper() for name in cls.model_fields}
+    return any(key.upper() in variables for key in os.environ)
 
 
 def read_settings_class(cls: type[S], overrides: dict[str, Any]) -> S:

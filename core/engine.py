@@ -79,8 +79,11 @@ class Engine:
         ``ConfigurationError`` naming its variable, raised again on every try, before anything runs."""
         if self._started:
             return
+        from .config import settings_given
+
         for cls in self.plugins.settings_classes():
-            self.plugin_settings(cls)
+            if cls not in self._plugin_settings and settings_given(cls, self._plugin_overrides):
+                self.plugin_settings(cls)
         with self._lock:
             if not self._started:
                 self._started = True
