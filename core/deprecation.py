@@ -55,7 +55,7 @@ def _caller(old_module: str) -> tuple[bool, int]:
         if module != __name__ and module != old_module and not module.startswith("importlib"):
             break
         if frame.f_code.co_name == "_handle_fromlist":
-            # ``from package import name`` checks the name here first, then reads it: warned once, then
+            # ``from package import name`` checks the name here, then reads it: warned at the read only
             return False, level
         frame = frame.f_back  # type: ignore[assignment]
         level += 1

@@ -75,8 +75,9 @@ class Engine:
 
     def ensure_started(self) -> None:
         """The ``engine_started`` hook, once, before the engine's first run or LLM call (before its
-        row is written). Every plugin's settings are read first: a bad value is a
-        ``ConfigurationError`` naming its variable, raised again on every try, before anything runs."""
+        row is written). The plugin settings given (to ``configure()`` or in the environment) are read
+        first: a bad value is a ``ConfigurationError`` naming its variable, raised again on every try,
+        before anything runs."""
         if self._started:
             return
         from .config import settings_given

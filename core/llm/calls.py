@@ -59,9 +59,8 @@ class LLMRequestError(LLMError):
         kind: str = "other",
     ):
         super().__init__(message)
-        self.kind = (
-            kind  # what happened: http | refused | dns | timeout | connection | empty | credentials | other
-        )
+        # what happened: http | refused | dns | timeout | connection | empty | credentials | other
+        self.kind = kind
         self.status_code = status_code
         self.transient = transient
         self.attempts = attempts

@@ -94,10 +94,9 @@ def classify(
     for item in chain:
         if isinstance(item, EmptyAnswer):
             return Failure("empty", None, str(item))
-    if _says_no_key(chain):
-        return Failure(
-            "credentials", None, _first_line(str(next(i for i in chain if _NO_KEY.search(str(i)))))
-        )
+    for item in chain:
+        if _NO_KEY.search(str(item)):
+            return Failure("credentials", None, _first_line(str(item)))
     for item in chain:
         if isinstance(item, socket.gaierror) or "ClientConnectorDNSError" in _names(item):
             return Failure("dns", None, f"cannot resolve the host '{_host(api_base)}' (DNS failure)")
