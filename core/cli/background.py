@@ -15,6 +15,7 @@ import click
 
 from flow_engine.errors import FlowEngineError, UsageError
 
+from .format import flow_command
 from .report import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Report, stored_run
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,7 +73,7 @@ def submit_in_background(
         click.echo(str(run_id))
     click.echo(
         f"Submitted run {run_id} ({report.flow_name}) to executor '{name}'. "
-        f"Follow it with: flow wait {run_id}  (or flow show {str(run_id)[:8]})",
+        f"Follow it with: {flow_command(f'wait {run_id}')}  (or {flow_command(f'show {str(run_id)[:8]}')})",
         err=True,
     )
     sys.exit(EXIT_OK)

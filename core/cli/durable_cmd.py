@@ -11,6 +11,7 @@ from flow_engine.cli.options import db_option, finite_usd, reads_database
 from flow_engine.errors import FlowEngineError, UsageError
 
 from .foreground import run_flow
+from .format import flow_command
 from .report import EXIT_FAILED, EXIT_USAGE, Report
 
 
@@ -101,7 +102,7 @@ def cancel(run_id: str) -> None:
     if status == "running":
         click.echo(
             f"Cancel requested for run {run.id}; it stops at its next step boundary "
-            f"(flow show {run.id.hex[:8]} shows when)."
+            f"({flow_command(f'show {run.id.hex[:8]}')} shows when)."
         )
     elif status == "cancelled" and run.status != "cancelled":
         click.echo(f"Run {run.id} cancelled.")
@@ -137,7 +138,9 @@ def recover(stale_after: float | None) -> None:
         raise click.UsageError(str(exc)) from None
     ids = asyncio.run(recover_runs(stale_after))
     for run_id in ids:
-        click.echo(f"{run_id} crashed (no heartbeat); resume it with: flow resume {str(run_id)[:8]}")
+        click.echo(
+            f"{run_id} crashed (no heartbeat); resume it with: {flow_command(f'resume {str(run_id)[:8]}')}"
+        )
     expired = asyncio.run(expire_waits())
     for run_id in expired:
         click.echo(f"{run_id} failed (no answer before the deadline of its wait_for_input)")

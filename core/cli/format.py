@@ -29,6 +29,19 @@ STATUS_STYLE = {
 }
 
 
+def flow_command(args: str) -> str:
+    """A ``flow`` command to suggest, with this command line's ``--db`` so that it finds the same
+    database (a password in it shown as ``***``: give it again)."""
+    import shlex
+
+    from flow_engine.urls import redact_url
+
+    from .options import given_database
+
+    url = given_database()
+    return f"flow --db {shlex.quote(redact_url(url) or url)} {args}" if url else f"flow {args}"
+
+
 def resume_advice(how: str, error: str | None) -> str:
     """What to do with a run that did not complete: ``how`` is the resume command. A run whose resume
     found the flow's code changed (``ResumeMismatch``) resumes only once that code is back."""

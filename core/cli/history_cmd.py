@@ -21,6 +21,7 @@ from .format import (
     VALUE_LIMIT,
     dump_json,
     esc,
+    flow_command,
     fmt_cost,
     fmt_duration,
     fmt_progress,
@@ -308,7 +309,7 @@ def resume_hint(store: RunStore, run: RunRecord) -> str | None:
         if parent is None:
             break
         root = parent
-    how = f"flow resume {short_id(root.id)}"
+    how = flow_command(f"resume {short_id(root.id)}")
     if root.id != run.id:
         return f"Resume it through its root run: {how} (completed steps are not run again)"
     return resume_advice(how, run.error_message)
@@ -349,7 +350,8 @@ def _print_detail(console: Console, run: RunRecord, full: bool) -> None:
             rows.append(
                 (
                     "answer with",
-                    f"flow respond {found[0].id} {esc(found[1].step_key)} (fields: {esc(fields)})",
+                    esc(flow_command(f"respond {found[0].id} {found[1].step_key}"))
+                    + f" (fields: {esc(fields)})",
                 )
             )
     if run.user_id is not None:

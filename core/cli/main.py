@@ -165,7 +165,8 @@ class FlowGroup(LazyGroup):
 @click.pass_context
 def cli(ctx: click.Context, database_url: str | None) -> None:
     """flow-engine: run typed, persisted LLM flows and look at their records."""
-    use_database(database_url)
+    from_command_line = ctx.get_parameter_source("database_url") is click.core.ParameterSource.COMMANDLINE
+    use_database(database_url, given=from_command_line)
     ctx.with_resource(_warnings_as_lines())
 
 

@@ -19,8 +19,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 DB_HELP = "Storage URL (sqlite:///file.db, postgresql+psycopg://...); default: SQLite in the user data dir."
 
 
-def use_database(url: str | None) -> None:
-    """Point the engine at ``url`` (a fresh engine is built on next use)."""
+_given_database: str | None = None  # this command line's --db, for the commands it suggests
+
+
+def given_database() -> str | None:
+    """The ``--db URL`` given on this command line (not one from the environment), if any."""
+    return _given_database
+
+
+def use_database(url: str | None, *, given: bool = True) -> None:
+    """Point the engine at ``url`` (a fresh engine is built on next use); ``given``: on the command
+    line, so that the commands this one suggests repeat it."""
+    global _given_database
+    _given_database = url if given else None  # `flow`'s own option first: each command line afresh
     if url:
         os.environ["FLOW_ENGINE_DATABASE_URL"] = url
         from flow_engine.engine import reset_engine

@@ -15,7 +15,7 @@ import click
 
 from flow_engine.errors import FlowEngineError
 
-from .format import echo_json_line, fmt_cost, json_cost, resume_advice
+from .format import echo_json_line, flow_command, fmt_cost, json_cost, resume_advice
 
 if TYPE_CHECKING:  # pragma: no cover
     from flow_engine.storage import RunRecord
@@ -56,7 +56,7 @@ class Report:
         example = " ".join(f"--input {name}=..." for name in fields) or "--inputs-file answer.json"
         prompt = f" ({wait.prompt})" if wait.prompt else ""
         click.echo(f"Waiting: run {run_id} waits for input '{wait.name}'{prompt}.", err=True)
-        click.echo(f"Answer with: flow respond {run_id} {wait.name} {example}", err=True)
+        click.echo(f"Answer with: {flow_command(f'respond {run_id} {wait.name} {example}')}", err=True)
         self.finished(record, run_id, None, "waiting", None)
         sys.exit(EXIT_WAITING)
 
@@ -91,15 +91,15 @@ class Report:
             elif payload.get("total_cost") is not None:
                 parts.append(fmt_cost(payload["total_cost"]))  # a tiny cost is not shown as $0.0000
         click.echo(" · ".join(parts), err=True)
-        click.echo(f"See it again with: flow show {run_id}", err=True)
+        click.echo(f"See it again with: {flow_command(f'show {run_id}')}", err=True)
         if payload["status"] in ("failed", "cancelled", "crashed") and self.fix_first:
             click.echo(
                 f"Fix the cause above first (the flow's code or its files); resuming as it is fails the "
-                f"same way. Then: flow resume {run_id} (its completed steps are not run again)",
+                f"same way. Then: {flow_command(f'resume {run_id}')} (its completed steps are not run again)",
                 err=True,
             )
         elif payload["status"] in ("failed", "cancelled", "crashed"):
-            click.echo(resume_advice(f"flow resume {run_id}", payload.get("error")), err=True)
+            click.echo(resume_advice(flow_command(f"resume {run_id}"), payload.get("error")), err=True)
 
 
 def print_outputs(outputs: Any) -> None:

@@ -582,3 +582,32 @@ def test_a_program_that_lets_sigterm_cancel_its_task_gets_the_run_recorded_cance
     record = store.get_run(uuid.UUID(stdout.strip()))
     assert record.status == "cancelled"
     assert [s.status for s in store.list_steps(record.id)] == ["completed", "cancelled"]
+
+
+@pytest.mark.slow
+def test_the_commands_a_run_suggests_name_the_database_given_with_db(flow, tmp_path):
+    given = f"sqlite:///{tmp_path / 'given.db'}"
+    ran = flow("--db", given, "run", "article_processing", "--input", "article_text=hi")
+    assert ran.returncode == 0, ran.stderr
+    suggested = next(line for line in ran.stderr.splitlines() if line.startswith("See it again with: "))
+    command = suggested.removeprefix("See it again with: flow ").split()
+    assert command[:3] == ["--db", given, "show"]
+    again = flow(*command)  # as printed: it finds the run in the same database
+    assert again.returncode == 0 and "article_processing" in again.stdout
+    after = flow("run", "article_processing", "--input", "article_text=hi", "--db", given)
+    assert f"See it again with: flow --db {given} show " in after.stderr  # --db after the command too
+    from_environment = flow("run", "article_processing", "--input", "article_text=hi")
+    assert "See it again with: flow show " in from_environment.stderr  # the variable still applies
+
+
+def test_a_password_in_the_given_database_is_not_repeated_in_a_suggestion(monkeypatch):
+    from flow_engine.cli.format import flow_command
+    from flow_engine.cli.options import use_database
+
+    monkeypatch.setenv("FLOW_ENGINE_DATABASE_URL", "memory://")
+    use_database("postgresql+psycopg://me:s3cret@db:5432/runs")
+    try:
+        assert flow_command("show 3f2a") == "flow --db 'postgresql+psycopg://me:***@db:5432/runs' show 3f2a"
+    finally:
+        use_database(None, given=False)
+    assert flow_command("show 3f2a") == "flow show 3f2a"
