@@ -458,10 +458,11 @@ class RunStore(ABC):
 
         Only top-level runs are selected (a child run goes with its root run), with a status in
         ``statuses`` (default: every terminal one) and, if given, the flow ``flow_name``. A tree that
-        holds a run still running or pending is left whole. Deleted in batches of ``batch_size`` root
-        runs, each its own short transaction, so flows that are running keep writing meanwhile;
-        ``on_batch`` gets the ids (roots and children) of each batch once it is committed (the caller
-        removes their artifacts). ``dry_run`` counts what would go and changes nothing.
+        holds a run not finished (running, pending, waiting for input) is left whole. Deleted in
+        batches of ``batch_size`` root runs, each its own short transaction, so flows that are
+        running keep writing meanwhile; ``on_batch`` gets the ids (roots and children) of each
+        batch once it is committed (the caller removes their artifacts). ``dry_run`` counts what
+        would go and changes nothing.
         """
         raise NotImplementedError
 

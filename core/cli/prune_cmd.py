@@ -2,8 +2,8 @@
 
 The store deletes in short batches (flows that are running keep writing meanwhile) and calls back
 after each committed batch; the artifacts of those runs (the folder per run under the artifacts
-folder, where image steps save their files) are removed then. A run still running or pending is
-never deleted, nor any run of its tree.
+folder, where image steps save their files) are removed then. A run still running, pending or
+waiting for input is never deleted, nor any run of its tree.
 """
 
 from __future__ import annotations
@@ -145,8 +145,8 @@ def prune(
     """Delete old finished runs with their steps, LLM requests, child runs and artifacts.
 
     \b
-    Runs that are running or pending are never deleted, nor the runs of
-    their tree. A child run goes with its top-level run, whose age, status
+    Runs that are running, pending or waiting for input are never deleted,
+    nor the runs of their tree. A child run goes with its top-level run, whose age, status
     and flow decide. Schedule it (cron, a systemd timer) to keep history
     to FLOW_ENGINE_RETENTION: `flow runs prune` with no bound uses it.
     """

@@ -3,11 +3,11 @@
 Each batch is one transaction: select up to ``batch_size`` finished top-level runs (oldest first,
 walking ``(created_at, id)`` onwards from the previous batch, so a run that must stay is looked at
 once), find their child runs level by level (``parent_run_id`` index), leave out every tree that holds
-a run still running or pending, then delete the trees' steps, LLM requests and runs with one statement
-each. SQLite takes its write lock for that transaction only (``BEGIN IMMEDIATE``) and the next batch
-waits as long as the last one took, so the writers of running flows get the lock in between;
-PostgreSQL locks the selected rows (``FOR UPDATE SKIP LOCKED``), so a run being resumed meanwhile is
-either pruned before or kept.
+a run not finished (running, pending, waiting for input), then delete the trees' steps, LLM requests
+and runs with one statement each. SQLite takes its write lock for that transaction only
+(``BEGIN IMMEDIATE``) and the next batch waits as long as the last one took, so the writers of running
+flows get the lock in between; PostgreSQL locks the selected rows (``FOR UPDATE SKIP LOCKED``), so a
+run being resumed meanwhile is either pruned before or kept.
 
 Space: a SQLite file created with ``auto_vacuum=INCREMENTAL`` (every new one, see ``migrate``) gives
 the freed pages back with ``PRAGMA incremental_vacuum``, a few thousand pages per transaction. Older
@@ -65,7 +65,7 @@ def roots_query(
 
 def _trees(conn: Connection, roots: list[uuid.UUID], lock: bool) -> dict[uuid.UUID, list[uuid.UUID]]:
     """Each root's run ids (itself and its descendants) whose runs are all finished; a tree with a run
-    still running or pending is left out."""
+    not finished (running, pending, waiting for input) is left out."""
     c = flow_runs.c
     root_of = {root: root for root in roots}
     members: dict[uuid.UUID, list[uuid.UUID]] = {root: [root] for root in roots}
