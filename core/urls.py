@@ -11,21 +11,29 @@ _SECRET_PARAM = re.compile(r"(?i)pass|secret|token|key|auth|credential|signature
 # a secret's value runs to the next parameter: a ``#`` in it (unencoded) is hidden too
 _QUERY_VALUE = re.compile(r"([?&;])([^=&;#]+)=([^&;]*)")
 
-# ``user:`` at the start of what follows ``scheme://``: the URL has a password. A user name holds
+# ``user:`` at the start of what follows ``scheme://``: the URL may have a password. A user name holds
 # none of ``: / @ ? #``; a password may hold any of them unencoded (SQLAlchemy and most drivers take
-# ``postgresql://me:p/a?s#s@host/db``), so it runs to the last ``@``, not to the first ``/``.
-_USER_AND_COLON = re.compile(r"[^:/@?#]*:")
+# ``postgresql://me:p/a?s#s@host/db``), so it ends at the first ``@`` after which no ``@`` comes before
+# the query. Where that is ambiguous, more is hidden, never less.
+_USER_AND_COLON = re.compile(r"[^:/@?#\[]*:")
+# what follows ``host:`` when that colon is a port's, not a password's (``db:5432/runs?x=a@b``)
+_PORT = re.compile(r"\d*(?:[/?#]|$)")
+_QUERY_START = re.compile(r"[?#]")
 
 
 def _split_password(url: str) -> tuple[str, str, str] | None:
-    """``(scheme://user:, password, @rest)`` of a URL with a password, else None. Hiding too much (an
-    ``@`` later in the query taken as the password's end) is the safe mistake: never too little."""
+    """``(scheme://user:, password, @rest)`` of a URL with a password, else None."""
     scheme, sep, rest = url.partition("://")
     user = _USER_AND_COLON.match(rest) if sep else None
-    at = rest.rfind("@")
-    if not user or at < user.end():
+    if user is None or _PORT.match(rest, user.end()):
         return None
-    return f"{scheme}://{user[0]}", rest[user.end() : at], rest[at:]
+    at = rest.find("@", user.end())
+    while at >= 0:
+        host_and_path = _QUERY_START.split(rest[at + 1 :], maxsplit=1)[0]
+        if "@" not in host_and_path:
+            return f"{scheme}://{user[0]}", rest[user.end() : at], rest[at:]
+        at = rest.find("@", at + 1)
+    return None
 
 
 def url_password(url: str) -> str | None:

@@ -63,3 +63,22 @@ def test_url_password_finds_what_redact_url_hides(password: str) -> None:
     assert url_password(f"postgresql://me:{password}@db/runs") == password
     assert url_password("postgresql://me@db/runs") is None
     assert url_password("postgresql://db:5432/runs") is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://db.internal:5432/runs?application_name=flow@host",  # a port, then an @
+        "https://api.example.com:443/v1/users/me@x.com",
+        "postgresql://[::1]:5432/db?x=a@b",  # an IPv6 host
+    ],
+)
+def test_an_at_sign_after_a_port_is_not_a_password(url: str) -> None:
+    assert redact_url(url) == url
+    assert url_password(url) is None
+
+
+def test_the_password_ends_where_the_host_begins_not_at_a_later_at_sign() -> None:
+    url = "https://u:hunter22xyz@host/v1?tag=a@b"
+    assert url_password(url) == "hunter22xyz"
+    assert redact_url(url) == "https://u:***@host/v1?tag=a@b"
