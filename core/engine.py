@@ -81,8 +81,13 @@ class Engine:
         if self._started:
             return
         from .config import settings_given
+        from .errors import PluginConflictError
 
-        for cls in self.plugins.settings_classes():
+        try:
+            classes = self.plugins.settings_classes()
+        except PluginConflictError:  # `flow plugins` and configure() name it; runs go on as before
+            classes = []
+        for cls in classes:
             if cls not in self._plugin_settings and settings_given(cls, self._plugin_overrides):
                 self.plugin_settings(cls)
         with self._lock:

@@ -408,7 +408,12 @@ class PluginRegistry:
                                 )
                         classes.append((_plugin, cls))
 
-                    impl.function(register=register)
+                    try:
+                        impl.function(register=register)
+                    except PluginConflictError:
+                        raise
+                    except Exception as exc:  # one plugin's broken hook must not take the rest down
+                        self._hook_failed(impl.plugin_name, "register_settings", exc)
                 self._settings = classes
             return self._settings
 

@@ -61,3 +61,18 @@ async def test_a_bad_plugin_setting_fails_the_run_before_its_row_is_written(monk
             else:
                 await _Flow().execute({})
     assert engine.store.list_runs() == []
+
+
+class _BrokenSettingsPlugin:
+    @hookimpl
+    def register_settings(self, register: Any) -> None:
+        raise ImportError("its settings module is missing")
+
+
+async def test_a_plugin_whose_register_settings_raises_fails_alone(tmp_path):
+    engine = configure(database_url="memory://", data_dir=tmp_path)
+    engine.plugins.register(_BrokenSettingsPlugin(), name="broken_settings")
+    with pytest.warns(RuntimeWarning, match="register_settings raised ImportError"):
+        assert (await _Flow().execute({})) == {}  # the run goes on
+    [broken] = [s for s in engine.plugins.statuses if s.name == "broken_settings"]
+    assert broken.status == "failed"
