@@ -391,6 +391,11 @@ async def api_answer(request: Request) -> Response:
         return JSONResponse({"error": shape}, status_code=400)
     try:
         run = await asyncio.to_thread(_run, viewer, request.path_params["run_id"])
+    except NotFoundError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=404)
+    except UsageError as exc:  # not a run id, an ambiguous prefix: the request is wrong
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    try:
         if name is None:  # the wait the run is at, itself or through a child run
             wait = await asyncio.to_thread(pages.wait_view, viewer.store, run)
             if wait is None:
@@ -416,8 +421,8 @@ def _answer_refused(exc: FlowEngineError) -> Response:
         return JSONResponse(found, status_code=409)
     if isinstance(exc, ExecutorUnavailable):  # answered; the run is failed, resumable
         return JSONResponse(found, status_code=503)
-    if isinstance(exc, UsageError) and not isinstance(exc, ConfigurationError):  # not a run id, say
-        return JSONResponse(found, status_code=400)
+    if isinstance(exc, UsageError) and not isinstance(exc, ConfigurationError):
+        return JSONResponse(found, status_code=409)  # the run cannot take it as it is (its code not found)
     return JSONResponse(found, status_code=500)  # the server's side: its configuration, its database
 
 
