@@ -199,6 +199,14 @@ def _background(loop: asyncio.AbstractEventLoop, coroutine: Any) -> asyncio.Task
     return loop.create_task(coroutine, context=contextvars.Context())
 
 
+def _opening(loop: asyncio.AbstractEventLoop, coroutine: Any) -> asyncio.Task[Any]:
+    """A connection being opened in the background: one that no call waited for may fail unseen (the
+    next call in turn opens again), so its exception is taken here rather than logged as lost."""
+    task = _background(loop, coroutine)
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return task
+
+
 class _Turn:
     """How many answers this event-loop iteration has handed over (shared by a loop's connections).
 
@@ -317,9 +325,7 @@ class _LoopPool:
             or (opening.done() and (opening.cancelled() or opening.exception()))
             or (opening.done() and opening.result().closed)
         ):
-            opening = self._opening[index] = _background(self.loop, self._connect(index))
-            # an opening no call waited for may fail unseen: the next call in turn opens again
-            opening.add_done_callback(lambda task: task.cancelled() or task.exception())
+            opening = self._opening[index] = _opening(self.loop, self._connect(index))
         return opening
 
     async def _connect(self, index: int) -> _Connection:
@@ -349,7 +355,7 @@ class _LoopPool:
             return
         self.connections[index] = None
         with contextlib.suppress(RuntimeError):  # the loop is shutting down
-            self._opening[index] = _background(self.loop, self._reopen(index, connection.worker))
+            self._opening[index] = _opening(self.loop, self._reopen(index, connection.worker))
 
     async def _reopen(self, index: int, old: _Worker) -> _Connection:
         log.warning("an LLM worker process (pid %s) ended; starting another", old.process.pid)
