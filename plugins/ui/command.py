@@ -74,6 +74,9 @@ def ui(
 
         os.environ["FLOW_ENGINE_DATABASE_URL"] = database_url
         reset_engine()
+    from flow_engine.cli.options import require_database
+
+    require_database()  # a mistyped --db must not leave an empty database behind
     app = create_app(read_only=read_only, token=token, allowed_hosts={host}, poll_interval=poll)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2, lifespan="on"

@@ -80,3 +80,19 @@ def test_serves_a_database_given_by_db(history: History, db_url: str, tmp_path: 
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_a_database_file_that_does_not_exist_is_refused_not_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    from flow_engine.cli.main import cli
+
+    monkeypatch.setenv("FLOW_ENGINE_DATABASE_URL", "memory://")  # the command sets it: restored after
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)  # never serve (a failure, not a hang)
+    missing = tmp_path / "typo.db"
+    result = CliRunner().invoke(cli, ["ui", "--port", "0", "--db", f"sqlite:///{missing}"])
+    assert result.exit_code == 2, result.output
+    assert f"no database at {missing}" in result.output and "Traceback" not in result.output
+    assert not missing.exists()
