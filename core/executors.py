@@ -59,6 +59,22 @@ log = logging.getLogger("flow_engine.executors")
 RELEASED = "released"  # what execute_submitted returns when it stopped watching (should_stop)
 
 
+def __getattr__(name: str) -> str:
+    """``DEFAULT_EXECUTOR`` (0.1): the core names no executor now; the default is the one a plugin marks
+    (``ExecutorInfo.default``). Kept for this release, with a ``DeprecationWarning``."""
+    if name == "DEFAULT_EXECUTOR":
+        import warnings
+
+        warnings.warn(
+            "flow_engine.executors.DEFAULT_EXECUTOR is deprecated and stops working in the next release; "
+            "use `get_engine().plugins.default_executor()`",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return get_engine().plugins.default_executor() or "local"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # -- executing a submitted run ------------------------------------------------------------------
 async def execute_submitted(
     run_id: uuid.UUID,

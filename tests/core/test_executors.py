@@ -127,6 +127,15 @@ def test_without_a_setting_submit_uses_the_executor_a_plugin_marks_default(engin
     assert isinstance(get_executor(engine=other), Inline)
 
 
+def test_the_old_default_executor_constant_still_resolves_with_a_deprecation_warning(engine):
+    import flow_engine.executors as executors
+
+    with pytest.warns(DeprecationWarning, match=r"DEFAULT_EXECUTOR is deprecated.*default_executor\(\)"):
+        assert executors.DEFAULT_EXECUTOR == "local"
+    with pytest.raises(AttributeError, match="NO_SUCH_NAME"):
+        executors.NO_SUCH_NAME  # noqa: B018
+
+
 async def test_with_no_executor_registered_submit_says_so_and_writes_nothing(tmp_path):
     engine = configure(database_url="memory://", data_dir=tmp_path, disable_plugins="local_executor,celery")
     with pytest.raises(ConfigurationError, match="no executor is registered"):
