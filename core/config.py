@@ -124,14 +124,42 @@ def read_settings(**overrides: Any) -> Settings:
 
 
 def settings_given(cls: type[BaseSettings], overrides: dict[str, Any]) -> bool:
-    """Whether any of ``cls``'s settings is given, in ``overrides`` or as an environment variable. If
-    none is, its defaults stand and there is nothing to check (building a settings class reads the
+    """Whether any of ``cls``'s settings is given, in ``overrides`` or as an environment variable (its
+    prefixed name, or its alias); a class reading an env file or secrets folder always counts as given.
+    If none is, its defaults stand and there is nothing to check (building a settings class reads the
     whole environment: too dear to do for every plugin's on every engine)."""
     if any(name in overrides for name in cls.model_fields):
         return True
-    prefix = str(cls.model_config.get("env_prefix") or "").upper()
-    variables = {f"{prefix}{name}".upper() for name in cls.model_fields}
+    config = cls.model_config
+    if config.get("env_file") or config.get("secrets_dir"):
+        return True
+    variables = {name for names in _variable_names(cls).values() for name in names}
     return any(key.upper() in variables for key in os.environ)
+
+
+def _variable_names(cls: type[BaseSettings]) -> dict[str, list[str]]:
+    """The environment variables pydantic-settings reads for each of ``cls``'s fields, upper-cased."""
+    prefix = str(cls.model_config.get("env_prefix") or "")
+    found = {}
+    for name, field in cls.model_fields.items():
+        names = [f"{prefix}{name}".upper()]
+        for alias in (field.validation_alias, field.alias):
+            for choice in getattr(alias, "choices", [alias]):  # AliasChoices: each; AliasPath: its head
+                head = choice.path[0] if hasattr(choice, "path") else choice
+                if isinstance(head, str) and head.upper() not in names:
+                    names.append(head.upper())
+        found[name] = names
+    return found
+
+
+def _variable_given(cls: type[BaseSettings], name: str) -> str:
+    """The variable that gave the setting an error names (a field or one of its aliases): the one set in
+    the environment among the field's names, else its first."""
+    names = _variable_names(cls)
+    field = name if name in names else next((f for f, found in names.items() if name.upper() in found), None)
+    candidates = names.get(field, [name.upper()]) if field is not None else [name.upper()]
+    given = {key.upper() for key in os.environ}
+    return next((n for n in candidates if n in given), candidates[0])
 
 
 def read_settings_class(cls: type[S], overrides: dict[str, Any]) -> S:
@@ -144,6 +172,6 @@ def read_settings_class(cls: type[S], overrides: dict[str, Any]) -> S:
         problems = []
         for error in exc.errors():
             name = str(error["loc"][0]) if error["loc"] else "?"
-            where = name if name in overrides else f"FLOW_ENGINE_{name.upper()}"
+            where = name if name in overrides else _variable_given(cls, name)
             problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
         raise ConfigurationError("invalid setting " + "; ".join(problems)) from None

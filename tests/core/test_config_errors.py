@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flow_engine import BaseFlow, configure
@@ -76,3 +77,24 @@ async def test_a_plugin_whose_register_settings_raises_fails_alone(tmp_path):
         assert (await _Flow().execute({})) == {}  # the run goes on
     [broken] = [s for s in engine.plugins.statuses if s.name == "broken_settings"]
     assert broken.status == "failed"
+
+
+class _AliasedSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOW_ENGINE_", extra="ignore")
+    gadget_limit: int = Field(1, validation_alias=AliasChoices("GADGET_LIMIT", "GADGETS"))
+
+
+class _GadgetPlugin:
+    @hookimpl
+    def register_settings(self, register: Any) -> None:
+        register(_AliasedSettings)
+
+
+@pytest.mark.parametrize("variable", ["GADGET_LIMIT", "GADGETS"])
+async def test_a_bad_plugin_setting_given_by_its_alias_is_refused_too(monkeypatch, tmp_path, variable):
+    monkeypatch.setenv(variable, "lots")
+    engine = configure(database_url="memory://", data_dir=tmp_path)
+    engine.plugins.register(_GadgetPlugin(), name="gadgets")
+    with pytest.raises(ConfigurationError, match=rf"invalid setting {variable}: .*integer"):
+        await _Flow().execute({})
+    assert engine.store.list_runs() == []
