@@ -17,6 +17,10 @@ The interleaved measures run twice: with the offline model (litellm's cheapest p
 with litellm's OpenAI path over HTTP to the fake server (``tests/fake_openai_server.py``, in its own
 process), which is what a call to a provider costs litellm.
 
+Each measure prints its 95 % interval (percentile bootstrap over the paired rounds, or over the
+blocks): how far it could move on the same machine and code. A target is met with confidence only
+when the whole interval is under it.
+
 Both end with a diagnostic that does not move between runs: the Python bytecodes executed per step
 (the engine's, or tracing's) against those of a direct litellm call (``bytecodes``). ``--otel`` adds
 two tight-loop diagnostics: the tracer alone (``tracer_alone``) and, under it, the SDK alone making
@@ -36,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, row
+from benchmarks.common import bootstrap_interval, header, row
 
 OFFLINE = "offline/default"
 HTTP_MODEL = "openai/gpt-4o-mini"  # litellm's OpenAI path, to the fake server on 127.0.0.1
@@ -101,10 +105,10 @@ async def sample(side: Any, n: int) -> float:
     return float(await side(n))
 
 
-async def measure(n: int, repeats: int) -> tuple[float, float, float]:
-    """Medians of each side and the median of the per-pair ratios (engine / direct of samples taken
-    one after the other, in alternating order): the machine's speed drifts by ±15 % from one second
-    to the next here, and a pair shares its moment."""
+async def measure(n: int, repeats: int) -> tuple[float, float, list[float]]:
+    """Medians of each side and the per-pair ratios (engine / direct of samples taken one after the
+    other, in alternating order): the machine's speed drifts by ±15 % from one second to the next
+    here, and a pair shares its moment."""
     direct, engine, ratios = [], [], []
     await sample(litellm_direct, 50)  # warm-up: first calls pay litellm's lazy imports
     await sample(engine_steps, 50)
@@ -118,21 +122,21 @@ async def measure(n: int, repeats: int) -> tuple[float, float, float]:
         direct.append(d)
         engine.append(e)
         ratios.append(e / d)
-    return statistics.median(direct), statistics.median(engine), statistics.median(ratios)
+    return statistics.median(direct), statistics.median(engine), ratios
 
 
 async def interleaved(
     kinds: tuple[str, ...], n: int, *, otel: bool = False, api_base: str | None = None, block: int = 16
-) -> dict[str, float]:
-    """Mean CPU time (the process's, every thread: the span processor's too) per call or step of each
-    kind, ``n`` of them in blocks of ``block`` of one kind, the blocks' kinds drawn at random inside
-    ONE flow: "direct" litellm calls made directly, "step" (or "off"/"on") ``UnstructuredStep``s. With
-    ``otel`` an "off" block runs with tracing switched off (``_tracer_switch``). Blocks interleaved see
-    the same machine, so the drift that moves whole-run samples by ±15 % here cancels out; with
-    ``otel`` a block holds exactly one of the tracer's bursts (``_HELD_STEPS`` steps), so each "on"
-    block pays for its own spans (single steps at random would leave a burst's cost, and the garbage
-    it leaves, to whatever sample comes next). ``api_base``: litellm's OpenAI path to that server,
-    not the offline model."""
+) -> dict[str, list[float]]:
+    """The CPU times (the process's, every thread: the span processor's too) per call or step of each
+    kind, one per block (its mean), ``n`` calls or steps in blocks of ``block`` of one kind, the
+    blocks' kinds drawn at random inside ONE flow: "direct" litellm calls made directly, "step" (or
+    "off"/"on") ``UnstructuredStep``s. With ``otel`` an "off" block runs with tracing switched off
+    (``_tracer_switch``). Blocks interleaved see the same machine, so the drift that moves whole-run
+    samples by ±15 % here cancels out; with ``otel`` a block holds exactly one of the tracer's bursts
+    (``_HELD_STEPS`` steps), so each "on" block pays for its own spans (single steps at random would
+    leave a burst's cost, and the garbage it leaves, to whatever sample comes next). ``api_base``:
+    litellm's OpenAI path to that server, not the offline model."""
     import random
 
     from pydantic import BaseModel
@@ -182,7 +186,7 @@ async def interleaved(
     for kind in samples.values():
         kind.clear()
     await Interleaved().execute({"blocks": max(1, n // block)})
-    return {kind: statistics.fmean(found) for kind, found in samples.items()}
+    return samples
 
 
 def _tracer_switch(engine: Any) -> Any:
@@ -209,24 +213,26 @@ def _tracer_switch(engine: Any) -> Any:
     return switch
 
 
-def main(n: int = 100, repeats: int = 25) -> dict[str, float]:
+def main(n: int = 100, repeats: int = 50) -> dict[str, float]:
     fresh_engine()
     header("Engine overhead per LLM step (offline model, in-memory store)")
-    direct, engine, paired = asyncio.run(measure(n, repeats))
-    overhead = paired - 1
+    direct, engine, ratios_of_pairs = asyncio.run(measure(n, repeats))
+    overhead = statistics.median(ratios_of_pairs) - 1
+    low, high = bootstrap_interval([ratios_of_pairs], lambda r: statistics.median(r) - 1)
     row("litellm.acompletion directly (baseline)", f"{direct * 1e6:.0f} µs", "1.00x")
     row("UnstructuredStep in a flow", f"{engine * 1e6:.0f} µs", f"{engine / direct:.2f}x")
     row(
         "engine overhead per step (median of paired ratios)",
         f"{overhead * direct * 1e6:.0f} µs",
-        f"{overhead:.0%}",
-        "target < 10%",
+        f"{overhead:.1%}",
+        f"target < 10% (95% interval {low:.1%} to {high:.1%})",
     )
     labels = {"direct": "litellm.acompletion directly", "step": "UnstructuredStep in a flow"}
     ratios = {}
     for path, api_base in model_paths():
-        cpu = asyncio.run(interleaved(("direct", "step"), 4000, api_base=api_base))
-        ratios[path] = block_rows(path, cpu, labels, ("step", "direct"), "engine overhead per step", "< 10%")
+        blocks = asyncio.run(interleaved(("direct", "step"), 8000, api_base=api_base))
+        what = "engine overhead per step"
+        ratios[path] = block_rows(path, blocks, labels, ("step", "direct"), what, "< 10%")
     counted = {kind: asyncio.run(bytecodes(kind)) for kind in ("direct", "step")}
     bytecode_row("the engine's", counted["step"] - counted["direct"], counted["direct"])
     ratios["bytecodes_ratio"] = (counted["step"] - counted["direct"]) / counted["direct"]
@@ -270,17 +276,28 @@ def bytecode_row(whose: str, added: float, direct: float) -> None:
 
 
 def block_rows(
-    path: str, cpu: dict[str, float], labels: dict[str, str], added: tuple[str, str], what: str, target: str
+    path: str,
+    blocks: dict[str, list[float]],
+    labels: dict[str, str],
+    added: tuple[str, str],
+    what: str,
+    target: str,
 ) -> float:
-    """Print ``interleaved``'s means, and what ``added[0]`` costs over ``added[1]``; returns that as a
-    fraction of the direct litellm call."""
+    """Print the means of ``interleaved``'s blocks, and what ``added[0]`` costs over ``added[1]`` with
+    its 95 % interval (blocks resampled); returns that as a fraction of the direct litellm call."""
+    cpu = {kind: statistics.fmean(found) for kind, found in blocks.items()}
     direct = cpu["direct"]
     row(f"mean CPU per call or step, blocks interleaved, {path}:", "", "")
     for kind, label in labels.items():
         row(f"  {label}", f"{cpu[kind] * 1e6:.0f} µs", f"{cpu[kind] / direct:.2f}x")
     extra = cpu[added[0]] - cpu[added[1]]
     cost = f"{extra * 1e6:.0f} µs"
-    row(f"  {what} (difference of the means)", cost, f"{extra / direct:.1%}", f"target {target}")
+    low, high = bootstrap_interval(
+        [blocks[added[0]], blocks[added[1]], blocks["direct"]],
+        lambda a, b, d: (statistics.fmean(a) - statistics.fmean(b)) / statistics.fmean(d),
+    )
+    interval = f"(95% interval {low:.1%} to {high:.1%})"
+    row(f"  {what} (difference of the means)", cost, f"{extra / direct:.1%}", f"target {target} {interval}")
     return extra / direct
 
 
@@ -327,8 +344,8 @@ async def otel_sample(on: bool, n: int) -> float:
     return float(await engine_steps(n))
 
 
-async def measure_otel(n: int, repeats: int) -> tuple[float, float, float, float]:
-    """Medians of litellm directly, steps untraced, steps traced, and of the per-round added cost of
+async def measure_otel(n: int, repeats: int) -> tuple[float, float, float, list[float]]:
+    """Medians of litellm directly, steps untraced, steps traced, and the per-round added cost of
     tracing relative to the round's direct sample (the three samples of a round taken one after the
     other, their order alternating)."""
     direct, off, on, added = [], [], [], []
@@ -346,7 +363,7 @@ async def measure_otel(n: int, repeats: int) -> tuple[float, float, float, float
         off.append(t_off)
         on.append(t_on)
         added.append((t_on - t_off) / d)
-    return statistics.median(direct), statistics.median(off), statistics.median(on), statistics.median(added)
+    return statistics.median(direct), statistics.median(off), statistics.median(on), added
 
 
 async def tracer_alone(n: int = 3000, repeats: int = 5) -> tuple[float, float]:
@@ -482,7 +499,9 @@ def main_otel(n: int = 100, repeats: int = 25) -> dict[str, float]:
     install_sdk_providers()
     fresh_engine()
     header("Tracing overhead per LLM step (otel plugin on/off, offline model, in-memory store)")
-    direct, off, on, added = asyncio.run(measure_otel(n, repeats))
+    direct, off, on, added_by_round = asyncio.run(measure_otel(n, repeats))
+    added = statistics.median(added_by_round)
+    low, high = bootstrap_interval([added_by_round], statistics.median)
     row("litellm.acompletion directly (baseline)", f"{direct * 1e6:.0f} µs", "1.00x")
     row("UnstructuredStep in a flow, tracing off", f"{off * 1e6:.0f} µs", f"{off / direct:.2f}x")
     row("UnstructuredStep in a flow, tracing on", f"{on * 1e6:.0f} µs", f"{on / direct:.2f}x")
@@ -490,7 +509,7 @@ def main_otel(n: int = 100, repeats: int = 25) -> dict[str, float]:
         "tracing per step (median of paired differences)",
         f"{added * direct * 1e6:.0f} µs",
         f"{added:.1%}",
-        "target < 5%",
+        f"target < 5% (95% interval {low:.1%} to {high:.1%})",
     )
     labels = {
         "direct": "litellm.acompletion directly",
@@ -499,10 +518,10 @@ def main_otel(n: int = 100, repeats: int = 25) -> dict[str, float]:
     }
     ratios = {}
     for path, api_base in model_paths():
-        cpu = asyncio.run(
+        blocks = asyncio.run(
             interleaved(("direct", "off", "on"), 6000, otel=True, api_base=api_base, block=_HELD_STEPS)
         )
-        ratios[path] = block_rows(path, cpu, labels, ("on", "off"), "tracing per step", "< 5%")
+        ratios[path] = block_rows(path, blocks, labels, ("on", "off"), "tracing per step", "< 5%")
     counted = {kind: asyncio.run(bytecodes(kind)) for kind in ("direct", "off", "on")}
     bytecode_row("tracing's", counted["on"] - counted["off"], counted["direct"])
     alone, alone_direct = asyncio.run(tracer_alone())
