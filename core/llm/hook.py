@@ -11,7 +11,8 @@ Plugins registered on the engine take part. :func:`call_plugins` adds plugins fo
 instead, whatever engine that block configures (test fixtures, ``cassette()``): they are registered on
 each engine a call of the block meets and unregistered when the block ends. While registered they
 answer only the calls made inside their block (its context): a task running beside the block on the
-same engine, started outside it, is not replayed, scripted or routed by them.
+same engine, started outside it, is not replayed, scripted or routed by them; nor is a call made after
+the block ended by a task the block started (it kept the block's context, not the block).
 """
 
 from __future__ import annotations
@@ -62,17 +63,31 @@ class LLMCallInfo:
         return {"prompt": self.prompt, **self.params}
 
 
-_scoped: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar("call_plugins", default=())
+class _Block:
+    """One ``call_plugins`` block; ``ended`` once it has (its context may live on in tasks it started)."""
+
+    __slots__ = ("ended",)
+
+    def __init__(self) -> None:
+        self.ended = False
+
+
+# the plugins of the blocks the current code runs in, each with its block
+_scoped: contextvars.ContextVar[tuple[tuple[Any, _Block], ...]] = contextvars.ContextVar(
+    "call_plugins", default=()
+)
 _registered: list[tuple[Engine, str]] = []
 
 
 @contextmanager
 def call_plugins(*plugins: Any) -> Iterator[None]:
     """Plugins taking part in every LLM call made inside the block, on whatever engine it uses."""
-    token = _scoped.set((*_scoped.get(), *plugins))
+    block = _Block()
+    token = _scoped.set((*_scoped.get(), *((plugin, block) for plugin in plugins)))
     try:
         yield
     finally:
+        block.ended = True
         _scoped.reset(token)
         for engine, name in [r for r in _registered if r[1] in {_name(p) for p in plugins}]:
             try:
@@ -87,8 +102,10 @@ def _name(plugin: Any) -> str:
 
 
 def join_scoped_plugins(engine: Engine) -> None:
-    """Register this block's :func:`call_plugins` on ``engine`` (once)."""
-    for plugin in _scoped.get():
+    """Register this block's :func:`call_plugins` on ``engine`` (once), unless the block has ended."""
+    for plugin, block in _scoped.get():
+        if block.ended:
+            continue
         name = _name(plugin)
         if not engine.plugins.pm.has_plugin(name):
             engine.plugins.register(plugin, name=name)
@@ -131,7 +148,7 @@ def wrapped(engine: Engine, call: LLMCallInfo, inner: Callable[[LLMCallInfo], Se
             pm.unregister(name=_INNERMOST)
         pm.register(_Innermost(inner), name=_INNERMOST)
     if _registered:  # a block's plugins sit on the engine: they take part in that block's calls alone
-        here = {_name(p) for p in _scoped.get()}
+        here = {_name(p) for p, block in _scoped.get() if not block.ended}
         others = [pm.get_plugin(n) for e, n in _registered if e is engine and n not in here]
         if others:
             hook = pm.subset_hook_caller("wrap_llm_call", remove_plugins=others)

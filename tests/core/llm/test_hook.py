@@ -187,3 +187,32 @@ async def test_call_plugins_take_no_part_in_calls_made_outside_their_block(engin
         beside_call = await beside
         assert inside.text == "scripted"
         assert beside_call.text == "[offline:default] Say hello"  # the offline model's own answer
+
+
+async def test_a_task_started_in_a_block_calling_after_the_block_ended_reaches_the_model(engine):
+    """The task keeps the block's context, not the block: its late call is the model's, and the block's
+    plugin is not registered again (it would stay on the engine for good)."""
+    import asyncio
+
+    may_call = asyncio.Event()
+
+    async def late() -> Any:
+        await may_call.wait()
+        return await complete(MESSAGES, model="offline/default")
+
+    class Scripted:
+        @hookimpl(wrapper=True)
+        def wrap_llm_call(self, call: LLMCallInfo) -> Generator[None, Send, Send]:
+            yield
+
+            async def scripted() -> Any:
+                return _answer("scripted")
+
+            return scripted
+
+    with call_plugins(Scripted()):
+        assert (await complete(MESSAGES, model="offline/default")).text == "scripted"
+        task = asyncio.create_task(late())
+    may_call.set()
+    assert (await task).text == "[offline:default] Say hello"
+    assert call_listeners(engine) == []
