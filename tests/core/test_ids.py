@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import uuid
 
@@ -24,17 +25,28 @@ def test_ids_do_not_repeat():
 
 
 def test_threads_drawing_at_once_get_different_ids():
-    found: list[list[uuid.UUID]] = [[] for _ in range(8)]
+    found: list[list[uuid.UUID]] = [[] for _ in range(16)]
+    failed: list[BaseException] = []
 
     def draw(into: list[uuid.UUID]) -> None:
-        into.extend(new_id() for _ in range(5_000))
+        try:
+            into.extend(new_id() for _ in range(1_000))
+        except BaseException as error:  # an exception in a thread does not fail the test by itself
+            failed.append(error)
 
-    threads = [threading.Thread(target=draw, args=(into,)) for into in found]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len({i for ids in found for i in ids}) == 40_000
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between almost any two bytecodes: races show up
+    try:
+        for _ in range(10):  # rounds: a race that shows once in three is caught
+            threads = [threading.Thread(target=draw, args=(into,)) for into in found]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failed == []
+    assert len({i for ids in found for i in ids}) == 10 * 16 * 1_000
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
