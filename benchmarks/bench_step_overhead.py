@@ -292,10 +292,16 @@ def block_rows(
         row(f"  {label}", f"{cpu[kind] * 1e6:.0f} µs", f"{cpu[kind] / direct:.2f}x")
     extra = cpu[added[0]] - cpu[added[1]]
     cost = f"{extra * 1e6:.0f} µs"
-    low, high = bootstrap_interval(
-        [blocks[added[0]], blocks[added[1]], blocks["direct"]],
-        lambda a, b, d: (statistics.fmean(a) - statistics.fmean(b)) / statistics.fmean(d),
-    )
+    if added[1] == "direct":  # the baseline is the direct call itself: resample its blocks once
+        low, high = bootstrap_interval(
+            [blocks[added[0]], blocks["direct"]],
+            lambda a, d: (statistics.fmean(a) - statistics.fmean(d)) / statistics.fmean(d),
+        )
+    else:
+        low, high = bootstrap_interval(
+            [blocks[added[0]], blocks[added[1]], blocks["direct"]],
+            lambda a, b, d: (statistics.fmean(a) - statistics.fmean(b)) / statistics.fmean(d),
+        )
     interval = f"(95% interval {low:.1%} to {high:.1%})"
     row(f"  {what} (difference of the means)", cost, f"{extra / direct:.1%}", f"target {target} {interval}")
     return extra / direct
