@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasPath, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
@@ -124,54 +125,105 @@ def read_settings(**overrides: Any) -> Settings:
 
 
 def settings_given(cls: type[BaseSettings], overrides: dict[str, Any]) -> bool:
-    """Whether any of ``cls``'s settings is given, in ``overrides`` or as an environment variable (its
-    prefixed name, or its alias); a class reading an env file or secrets folder always counts as given.
-    If none is, its defaults stand and there is nothing to check (building a settings class reads the
-    whole environment: too dear to do for every plugin's on every engine)."""
+    """Whether any of ``cls``'s settings is given, in ``overrides`` or as an environment variable (one
+    of the names pydantic-settings reads, or one under it with ``env_nested_delimiter``); a class reading
+    an env file or secrets folder, or choosing its own sources, always counts as given (we cannot see
+    them). If none is, its defaults stand and there is nothing to check (building a settings class
+    reads the whole environment: too dear to do for every plugin's on every engine)."""
     if any(name in overrides for name in cls.model_fields):
         return True
     config = cls.model_config
-    if config.get("env_file") or config.get("secrets_dir"):
+    if config.get("env_file") or config.get("secrets_dir") or _own_sources(cls):
         return True
-    variables = {name for names in _variable_names(cls).values() for name in names}
-    return any(key.upper() in variables for key in os.environ)
+    return any(_variables_set(cls, names) for names in _variable_names(cls).values())
 
 
-def _variable_names(cls: type[BaseSettings]) -> dict[str, list[str]]:
-    """The environment variables pydantic-settings reads for each of ``cls``'s fields, upper-cased."""
-    prefix = str(cls.model_config.get("env_prefix") or "")
+def _own_sources(cls: type[BaseSettings]) -> bool:
+    """Whether ``cls`` (or a base of it) overrides ``settings_customise_sources``: then its sources
+    are its own business."""
+    return any("settings_customise_sources" in vars(base) for base in cls.__mro__ if base is not BaseSettings)
+
+
+def _fold(cls: type[BaseSettings], name: str) -> str:
+    """``name`` as pydantic-settings compares it: as is when case-sensitive, else upper-cased."""
+    return name if cls.model_config.get("case_sensitive") else name.upper()
+
+
+def _variable_names(cls: type[BaseSettings], env_prefix: str | None = None) -> dict[str, list[str]]:
+    """The names pydantic-settings reads each of ``cls``'s fields from, in its order (its
+    ``_extract_field_info``): the validation aliases (AliasChoices: each; AliasPath: its head), prefixed
+    when ``env_prefix_target`` is "alias"/"all"; then the field's name, prefixed unless the target is
+    "alias", when it has no alias or ``validate_by_name``/``populate_by_name`` is on. Folded (``_fold``).
+    The environment variables by default; with ``env_prefix=""``, the keyword arguments it takes."""
+    config = cls.model_config
+    prefix = str(config.get("env_prefix") or "") if env_prefix is None else env_prefix
+    target = config.get("env_prefix_target", "variable")  # older versions: no such option
+    by_alias = config.get("validate_by_alias") is not False
+    by_name = config.get("validate_by_name", config.get("populate_by_name", not by_alias))
     found = {}
     for name, field in cls.model_fields.items():
-        names = [f"{prefix}{name}".upper()]
-        for alias in (field.validation_alias, field.alias):
-            for choice in getattr(alias, "choices", [alias]):  # AliasChoices: each; AliasPath: its head
-                head = choice.path[0] if hasattr(choice, "path") else choice
-                if isinstance(head, str) and head.upper() not in names:
-                    names.append(head.upper())
-        found[name] = names
+        heads = _alias_heads(field) if by_alias else []
+        names = [(prefix if target in ("alias", "all") else "") + head for head in heads]
+        if not names or by_name:
+            names.append((prefix if target in ("variable", "all") else "") + name)
+        found[name] = list(dict.fromkeys(_fold(cls, n) for n in names))
     return found
 
 
-def _variable_given(cls: type[BaseSettings], name: str) -> str:
-    """The variable that gave the setting an error names (a field or one of its aliases): the one set in
-    the environment among the field's names, else its first."""
-    names = _variable_names(cls)
-    field = name if name in names else next((f for f, found in names.items() if name.upper() in found), None)
-    candidates = names.get(field, [name.upper()]) if field is not None else [name.upper()]
-    given = {key.upper() for key in os.environ}
-    return next((n for n in candidates if n in given), candidates[0])
+def _alias_heads(field: FieldInfo) -> list[str]:
+    """The keys a field's validation alias reads: a string, each AliasChoices choice, an AliasPath's head."""
+    alias = field.validation_alias
+    heads = [
+        choice.path[0] if isinstance(choice, AliasPath) else choice
+        for choice in getattr(alias, "choices", [alias])
+    ]
+    return [head for head in heads if isinstance(head, str)]
+
+
+def _variables_set(cls: type[BaseSettings], names: list[str]) -> list[str]:
+    """The environment variables set among ``names``, in their order; with ``env_nested_delimiter``,
+    then the ones under them (``NAME__KEY``), which pydantic-settings reads into a model or dict field."""
+    keys = [_fold(cls, key) for key in os.environ]
+    delimiter = cls.model_config.get("env_nested_delimiter")
+    under = [key for name in names for key in keys if delimiter and key.startswith(name + delimiter)]
+    return [name for name in names if name in keys] + under
+
+
+def _variable_given(cls: type[BaseSettings], field: str) -> str:
+    """The environment variable to name for a bad ``field``: the first of its names set (the one
+    pydantic-settings read), else the first it reads."""
+    names = _variable_names(cls)[field]
+    return (_variables_set(cls, names) or names)[0]
+
+
+def _field_of(cls: type[BaseSettings], key: str) -> str | None:
+    """The field an error's ``loc[0]`` means: its name, or one of its aliases (pydantic reports the
+    key the value was validated under, for an AliasChoices its first choice)."""
+    if key in cls.model_fields:
+        return key
+    return next((name for name, field in cls.model_fields.items() if key in _alias_heads(field)), None)
 
 
 def read_settings_class(cls: type[S], overrides: dict[str, Any]) -> S:
-    """``cls(**overrides)`` (core or a plugin's settings), a bad value a ``ConfigurationError``."""
+    """``cls(**overrides)`` (core or a plugin's settings), a bad value a ``ConfigurationError`` naming
+    the field when ``overrides`` gave it (under a name ``cls`` takes: overrides beat the environment),
+    else its environment variable."""
     from .errors import ConfigurationError
 
     try:
         return cls(**overrides)
     except ValidationError as exc:
+        taken = _variable_names(cls, env_prefix="")
+        given = {_fold(cls, key) for key in overrides}
         problems = []
         for error in exc.errors():
-            name = str(error["loc"][0]) if error["loc"] else "?"
-            where = name if name in overrides else _variable_given(cls, name)
+            key = str(error["loc"][0]) if error["loc"] else "?"
+            field = _field_of(cls, key)
+            if field is None:
+                where = key if key in overrides else _fold(cls, key)
+            elif given.intersection(taken[field]):
+                where = field
+            else:
+                where = _variable_given(cls, field)
             problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
         raise ConfigurationError("invalid setting " + "; ".join(problems)) from None
