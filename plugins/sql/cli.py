@@ -3,15 +3,17 @@
 ``flow db path`` prints the SQLite file (or the server URL, password hidden); ``upgrade``, ``current``
 and ``downgrade`` run the SQL backend's migrations against ``--db URL`` / ``FLOW_ENGINE_DATABASE_URL``
 / the default SQLite file. A SQLite database is upgraded automatically on first use anyway; a server
-database (PostgreSQL) is only ever migrated by ``flow db upgrade``. The SQL plugin adds this command
-through ``register_commands``; ``--db URL`` is accepted before or after any subcommand.
+database (PostgreSQL) is only ever migrated by ``flow db upgrade``. Only ``upgrade`` creates a SQLite
+file: ``current`` says "base" and ``downgrade`` refuses (exit 2) when it does not exist. A URL that
+cannot be read is refused before anything is asked. The SQL plugin adds this command through
+``register_commands``; ``--db URL`` is accepted before or after any subcommand.
 """
 
 from __future__ import annotations
 
 import click
 
-from flow_engine.cli.options import db_option
+from flow_engine.cli.options import db_option, require_database
 from flow_engine.plugin import UsageError, get_engine, redact_url
 
 from . import local_path
@@ -33,6 +35,9 @@ def _sql_url(command: str) -> str:
             f"`flow db {command}` works on SQL databases (sqlite:///..., postgresql+psycopg://...), "
             f"not '{url.split('://', 1)[0]}://'; pass --db URL"
         )
+    from .connect import parse_url
+
+    parse_url(url)  # a URL SQLAlchemy cannot read is refused before anything is asked or done
     return url
 
 
@@ -105,6 +110,7 @@ def downgrade(revision: str, yes: bool) -> None:
     from . import migrate
 
     url = _sql_url("downgrade")
+    require_database()  # a SQLite file that does not exist is refused, not created to be downgraded
     where = redact_url(url)
     if not yes:
         click.confirm(

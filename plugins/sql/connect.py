@@ -12,6 +12,7 @@ PostgreSQL: ``postgresql://`` means psycopg 3 (``postgresql+psycopg://``); conne
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -29,15 +30,36 @@ BEGIN_OPTION = "flow_engine_sqlite_begin"  # execution option: "IMMEDIATE" for S
 
 
 def parse_url(url: str) -> URL:
-    """The URL SQLAlchemy should use: ``postgresql://`` and ``postgres://`` mean psycopg 3."""
+    """The URL SQLAlchemy should use: ``postgresql://`` and ``postgres://`` mean psycopg 3.
+
+    A URL SQLAlchemy cannot read (``host:notaport``, an unclosed ``[`` of an IPv6 address) is a
+    ``ConfigurationError`` naming the URL, its password hidden, and what is wrong with it."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigurationError(f"invalid database URL '{url}': {exc}") from None
+    except (ArgumentError, ValueError):  # ValueError: int() of the port
+        raise ConfigurationError(f"invalid database URL '{display_url(url)}': {_url_problem(url)}") from None
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise ConfigurationError(
+            f"invalid database URL '{display_url(url)}': port {parsed.port} is not a port number (1-65535)"
+        )
     backend, _, driver = parsed.drivername.partition("+")
     if backend in ("postgresql", "postgres"):
         parsed = parsed.set(drivername=f"postgresql+{driver or 'psycopg'}")
     return parsed
+
+
+def _url_problem(url: str) -> str:
+    """What makes ``url`` unreadable, in words (never its password: only the host and port are named)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
+        return "it is not scheme://[user[:password]@]host[:port]/database (e.g. sqlite:///path/to/file.db)"
+    host_and_port = re.split(r"[/?#]", rest.rpartition("@")[2] if "@" in rest else rest, maxsplit=1)[0]
+    if host_and_port.startswith("[") and "]" not in host_and_port:
+        return f"the IPv6 address '{host_and_port}' has no closing ']'"
+    port = host_and_port.rpartition("]")[2].rpartition(":")[2] if ":" in host_and_port else ""
+    if port and not port.isdigit():
+        return f"the port '{port}' is not a number"
+    return "it is not scheme://[user[:password]@]host[:port]/database"
 
 
 def display_url(url: str | URL) -> str:
@@ -108,6 +130,21 @@ def _configure_sqlite(engine: Engine, in_memory: bool) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
+def _make_folder(path: Path, url: URL) -> None:
+    """Create the folder of a SQLite file; one that cannot be made (a file is in its place, no
+    permission) is a ``ConfigurationError`` naming the URL, not an ``OSError`` traceback."""
+    folder = path.expanduser().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        existing = next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), None)
+        if existing is not None and not existing.is_dir():
+            reason = f"{existing} is a file, not a folder"
+        else:
+            reason = f"its folder {folder} cannot be created ({exc.strerror or exc})"
+        raise ConfigurationError(f"cannot open database {display_url(url)}: {reason}") from None
+
+
 def create_sql_engine(url: str) -> Engine:
     """An engine for ``url``; creates the folder of a SQLite file if it does not exist yet."""
     parsed = parse_url(url)
@@ -119,7 +156,7 @@ def create_sql_engine(url: str) -> Engine:
         if path is None:  # one shared in-memory database: every user gets the same connection
             engine = create_engine(parsed, connect_args=connect_args, poolclass=StaticPool)
         else:
-            path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _make_folder(path, parsed)
             engine = create_engine(parsed, connect_args=connect_args, pool_size=5, max_overflow=10)
     except ModuleNotFoundError as exc:
         raise ConfigurationError(

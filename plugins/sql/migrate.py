@@ -3,7 +3,9 @@
 No ``alembic.ini`` is needed: ``alembic_config()`` points Alembic at the package folder and hands
 ``env.py`` an open connection. Each upgrade or downgrade runs in one transaction that first takes a
 lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an advisory lock), so processes that start together on
-a new database migrate it once, one after the other, instead of racing.
+a new database migrate it once, one after the other, instead of racing. On SQLite the migration's
+connection has foreign keys off (Alembic's batch mode copies tables; see ``_foreign_keys``) and the
+references are checked (``PRAGMA foreign_key_check``) before it commits.
 
 Public functions: ``upgrade(url, rev="head")``, ``downgrade(url, rev)``, ``current(url)``, ``head()``.
 For maintainers: ``revision(url, message)`` autogenerates the next revision against a database at head.
@@ -27,7 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from flow_engine.plugin import ConfigurationError, UsageError
+from flow_engine.plugin import ConfigurationError, StorageError, UsageError
 
 from .connect import BEGIN_OPTION, create_sql_engine, display_url
 
@@ -80,16 +82,55 @@ def _locked(engine: Engine) -> Iterator[Connection]:
         raise ConfigurationError(
             f"cannot connect to database {display_url(engine.url)}: {exc.orig}"
         ) from None
+    sqlite = engine.dialect.name == "sqlite"
     try:
-        if engine.dialect.name == "sqlite":
+        if sqlite:
             _incremental_vacuum_if_new(conn)
+            _foreign_keys(conn, on=False)
             conn = conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
         with conn.begin():
             if engine.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+            broken_before = len(_broken_references(conn)) if sqlite else 0
             yield conn
+            if sqlite:
+                _check_foreign_keys(conn, broken_before)
     finally:
-        conn.close()
+        try:
+            if sqlite and not conn.invalidated:
+                _foreign_keys(conn, on=True)  # the connection goes back to the pool as connect.py made it
+        finally:
+            conn.close()
+
+
+def _foreign_keys(conn: Connection, *, on: bool) -> None:
+    """Switch SQLite's foreign key enforcement (a no-op inside a transaction, so: outside one).
+
+    Migrations run with it off, as Alembic's batch mode needs on SQLite: ``batch_alter_table`` copies a
+    table, drops the old one and renames the copy, and with foreign keys on, dropping ``flow_runs``
+    deletes its rows one by one and fails on (or, with cascades, deletes) the steps and LLM requests
+    that refer to them. ``_check_foreign_keys`` checks the result before the migration commits."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute(f"PRAGMA foreign_keys = {'ON' if on else 'OFF'}")
+
+
+def _broken_references(conn: Connection) -> list[Any]:
+    """SQLite's ``PRAGMA foreign_key_check``: one row (table, rowid, parent table, key) per reference
+    to a row that is not there."""
+    return list(conn.exec_driver_sql("PRAGMA foreign_key_check").all())
+
+
+def _check_foreign_keys(conn: Connection, broken_before: int) -> None:
+    """Refuse (roll back) a SQLite migration that left more references to missing rows than there
+    were before it (a database written with foreign keys off may hold some already: not its doing)."""
+    broken = _broken_references(conn)
+    if len(broken) > broken_before:
+        shown = ", ".join(f"{row[0]} row {row[1]} -> {row[2]}" for row in broken[:5])
+        more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
+        raise StorageError(
+            f"the migration was rolled back: it left rows referring to rows that do not exist ({shown}{more})"
+        )
 
 
 def _incremental_vacuum_if_new(conn: Connection) -> None:

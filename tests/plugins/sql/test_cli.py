@@ -63,6 +63,7 @@ def test_upgrade_current_downgrade(cli_invoke, tmp_path):
 
 @pytest.mark.slow
 def test_errors_are_one_line_with_exit_code_2(flow):
+    assert flow("db", "upgrade").returncode == 0  # downgrade refuses a SQLite file that does not exist
     unknown = flow("db", "downgrade", "nonsense", "--yes")
     assert unknown.returncode == 2
     assert unknown.stderr == "Error: downgrade failed: Can't locate revision identified by 'nonsense'\n"
@@ -116,3 +117,72 @@ def test_postgresql_is_migrated_only_by_flow_db_upgrade(flow):
         assert listed.returncode == 0 and listed.json() == []
         down = flow("--db", url, "db", "downgrade", "base", "--yes")
         assert down.returncode == 0 and flow("--db", url, "db", "current").stdout.startswith("no flow-engine")
+
+
+async def test_downgrade_and_upgrade_keep_recorded_runs(cli_invoke, tmp_path):
+    from .test_migrate import FIRST, record_runs, stored_ids
+
+    url = f"sqlite:///{tmp_path / 'flow.db'}"  # the test engine's database, which `flow db` works on
+    recorded = await record_runs(url)
+
+    down = cli_invoke("db", "downgrade", FIRST, "--yes")
+    assert down.exit_code == 0, down.output
+    assert f"Downgraded {url} from {HEAD} to {FIRST}." in down.stdout
+    assert stored_ids(url) == recorded
+    up = cli_invoke("db", "upgrade")
+    assert up.exit_code == 0 and f"from {FIRST} to {HEAD} (head)" in up.stdout
+    assert stored_ids(url) == recorded
+
+
+@pytest.mark.parametrize("revision", ["base", "0001_initial"])
+def test_downgrade_of_a_missing_sqlite_file_is_refused_not_created(cli_invoke, tmp_path, revision):
+    missing = tmp_path / "typo.db"
+    result = cli_invoke("--db", f"sqlite:///{missing}", "db", "downgrade", revision, "--yes")
+    assert result.exit_code == 2
+    assert f"no database at {missing}" in result.output
+    assert not missing.exists()
+    asked = cli_invoke("--db", f"sqlite:///{missing}", "db", "downgrade", revision)  # refused before asking
+    assert asked.exit_code == 2 and "Downgrade" not in asked.output and not missing.exists()
+
+
+BAD_URLS = [
+    ("postgresql://me:hunter2@db.example:notaport/runs", "the port 'notaport' is not a number"),
+    ("postgresql://[::1:1/db", "the IPv6 address '[::1:1' has no closing ']'"),
+    ("postgresql://me:hunter2@db.example:70000/runs", "port 70000 is not a port number (1-65535)"),
+]
+
+
+@pytest.mark.parametrize(("url", "problem"), BAD_URLS)
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "current"], ["db", "downgrade", "base"]])
+def test_an_unreadable_url_is_refused_naming_it_and_the_problem(cli_invoke, url, problem, command):
+    result = cli_invoke("--db", url, *command)
+    assert result.exit_code == 2
+    assert f"invalid database URL '{url.replace(':hunter2@', ':***@')}': {problem}" in result.output
+    assert "hunter2" not in result.output and "Downgrade" not in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("url", "problem"), BAD_URLS[:2])
+@pytest.mark.parametrize(
+    "command", [["runs"], ["db", "upgrade"], ["run", "article_processing", "--input", "article_text=hi"]]
+)
+def test_an_unreadable_url_is_exit_2_without_a_traceback(flow, flow_env, url, problem, command):
+    for given in (["--db", url], []):  # on the command line, or in FLOW_ENGINE_DATABASE_URL
+        env = flow_env() if given else flow_env(FLOW_ENGINE_DATABASE_URL=url)
+        done = flow(*given, *command, env=env)
+        assert done.returncode == 2, done.stderr
+        shown = url.replace(":hunter2@", ":***@")
+        assert done.stderr == f"Error: invalid database URL '{shown}': {problem}\n"
+
+
+@pytest.mark.slow
+def test_a_sqlite_file_whose_folder_is_a_file_is_exit_2(flow, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    url = f"sqlite:///{tmp_path / 'afile' / 'sub' / 'runs.db'}"
+    for command in (["run", "article_processing", "--input", "article_text=hi"], ["db", "upgrade"]):
+        done = flow("--db", url, *command)
+        assert done.returncode == 2, done.stderr
+        assert (
+            done.stderr
+            == f"Error: cannot open database {url}: {tmp_path / 'afile'} is a file, not a folder\n"
+        )
