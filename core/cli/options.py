@@ -93,3 +93,14 @@ def finite_usd(ctx: click.Context, param: click.Parameter, value: float | None) 
     if value is not None and not (math.isfinite(value) and value >= 0):
         raise click.BadParameter(f"{value} is not an amount of USD (a finite number >= 0)")
     return value
+
+
+def finite_seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A duration in seconds (``--stale-after``): infinity or more than ``ages.MAX_AGE`` (about 1000
+    years) cannot be subtracted from now (``OverflowError``); refused (exit 2) naming the option."""
+    from .ages import MAX_AGE
+
+    if value is not None and not value <= MAX_AGE.total_seconds():  # NaN too
+        most = f"at most {MAX_AGE.total_seconds():.0f} (about 1000 years)"
+        raise click.BadParameter(f"{value:g} seconds is too long a duration: {most}")
+    return value

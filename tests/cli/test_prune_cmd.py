@@ -112,6 +112,9 @@ def test_the_retention_setting_is_the_default_bound(flow, flow_env, tmp_path):
         (["--before", "yesterday"], {}, "--before 'yesterday' is not a date"),
         (["--before", "2026-01-01", "--older-than", "9d"], {}, "not several"),
         ([], {"FLOW_ENGINE_RETENTION": "90 days"}, "FLOW_ENGINE_RETENTION '90 days' is not an age"),
+        (["--older-than", "99999999999d"], {}, "--older-than '99999999999d' is too long an age"),
+        (["--older-than", "400000d"], {}, "at most 365000d"),  # a timedelta, but not now - it
+        ([], {"FLOW_ENGINE_RETENTION": "99999999999d"}, "FLOW_ENGINE_RETENTION '99999999999d' is too long"),
         (["--older-than", "9d", "--status", "running"], {}, "'running' is not one of"),
     ],
 )
@@ -121,6 +124,14 @@ def test_bad_input_is_one_line_and_exit_2(flow, flow_env, tmp_path, args, env, m
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(flow("runs", "--json").json()) == 4  # nothing deleted
+
+
+@pytest.mark.slow
+def test_the_longest_age_prunes_nothing_recent(flow, tmp_path):
+    seed(tmp_path)
+    done = flow("runs", "prune", "--older-than", "365000d", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Would remove runs created before ") and "0 runs" in done.stdout
 
 
 @pytest.mark.slow
