@@ -33,11 +33,12 @@ from .loader import ensure_providers, provider_guess, provider_of
 from .redact import (
     call_secrets,
     known_secrets,
+    redact_api_base,
     redact_params,
     redact_text,
-    redact_url,
     redacted_chain,
     secrets_in_params,
+    secrets_in_url,
 )
 from .retry_policy import is_transient, retry_after_seconds, retry_delay, should_retry
 from .streaming import current_listener, stream_completion
@@ -138,7 +139,7 @@ async def _call(
     attempt = 0
     started = time.monotonic()
     # litellm's debug log (if someone turns it on) prints the request: SecretFilter blanks these
-    with call_secrets(lambda: secrets_of(engine, params)):
+    with call_secrets(lambda: secrets_of(engine, params, api_base)):
         error: FlowEngineError | None = None  # set when the call failed for good
         cause: BaseException | None = None
         while True:
@@ -174,14 +175,14 @@ async def _call(
                     )
                     # the provider's exception may echo a key or header: a redacted copy is chained
                     if isinstance(error, LLMRequestError):
-                        cause = redacted_chain(exc, secrets_of(engine, params))
+                        cause = redacted_chain(exc, secrets_of(engine, params, api_base))
                     break
                 delay = retry_delay(exc, attempt, settings.retry_initial_delay, settings.retry_max_delay)
                 log.warning(
                     "%s with model '%s' failed (%s); retry %d/%d in %.2fs",
                     kind,
                     info.model,
-                    _first_line(redact_error(engine, params, failure.text)),
+                    _first_line(redact_error(engine, params, failure.text, api_base)),
                     attempt,
                     retries,
                     delay,
@@ -455,7 +456,7 @@ class AttemptRecorder:
             call_id=info.call_id,
             kind=self.kind,
             model=info.model,
-            api_base=None if target.in_process else redact_url(info.api_base),
+            api_base=None if target.in_process else redact_api_base(info.api_base),
             request_messages=self.messages,
             attempt=info.attempt,
             created_at=created_at,
@@ -476,7 +477,8 @@ class AttemptRecorder:
         failure = None if cancelled else classify(exc, info.api_base, timeout, in_process=target.in_process)
         status = failure.http_status if failure is not None else None
         prefix = f"{failure.text} — " if failure is not None else ""
-        message = redact_error(self.engine, self.params, f"{prefix}{type(exc).__name__}: {exc}")
+        text = f"{prefix}{type(exc).__name__}: {exc}"
+        message = redact_error(self.engine, self.params, text, info.api_base)
         record = self._record(
             info,
             target,
@@ -564,18 +566,22 @@ def _check_api_base(api_base: str) -> None:
     try:
         check_api_base(api_base)
     except ValueError as exc:
-        raise UsageError(f"api_base {redact_url(api_base)} {exc}") from None
+        raise UsageError(f"api_base {redact_api_base(api_base)} {exc}") from None
 
 
-def secrets_of(engine: Engine, params: dict[str, Any]) -> list[str]:
-    """What a call must never show: the configured key and every secret its parameters carry."""
-    return known_secrets(engine.settings.api_key, *secrets_in_params(params))
+def secrets_of(engine: Engine, params: dict[str, Any], api_base: str | None = None) -> list[str]:
+    """What a call must never show: the configured key, every secret its parameters carry, and the
+    password and query values of its ``api_base`` and of the configured one (a server may echo the
+    URL it was sent, ``?key=...`` and all, in its error text)."""
+    settings = engine.settings
+    in_urls = secrets_in_url(api_base) + secrets_in_url(settings.api_base)
+    return known_secrets(settings.api_key, *secrets_in_params(params), *in_urls)
 
 
-def redact_error(engine: Engine, params: dict[str, Any], text: str) -> str:
+def redact_error(engine: Engine, params: dict[str, Any], text: str, api_base: str | None = None) -> str:
     """An error text with every known secret (the configured key, the key, header values and URL
-    password passed in ``params``) blanked."""
-    return redact_text(text, secrets_of(engine, params))
+    password passed in ``params``, the password and query values of ``api_base``) blanked."""
+    return redact_text(text, secrets_of(engine, params, api_base))
 
 
 def _as_messages(prompt: str) -> list[dict[str, Any]]:
@@ -683,7 +689,7 @@ def _final_error(
     settings = engine.settings
     failure = classify(exc, info.api_base, settings.request_timeout, in_process=in_process)
     transient = is_transient(exc, in_process=in_process) or failure.kind == "empty"
-    what = _first_line(redact_error(engine, info.params, failure.text)) or type(exc).__name__
+    what = _first_line(redact_error(engine, info.params, failure.text, info.api_base)) or type(exc).__name__
     tried = f"gave up after {info.attempt} attempt(s) in {_duration(spent)}"
     if failure.kind == "timeout":
         hint = (
@@ -709,7 +715,7 @@ def _final_error(
         )
     else:
         hint = f"not retried ({tried}): check the model name, api_base, API key and request"
-    where = f" at {redact_url(info.api_base)}" if info.api_base and not in_process else ""
+    where = f" at {redact_api_base(info.api_base)}" if info.api_base and not in_process else ""
     if not in_process and "/" in info.model:  # e.g. offline/x with the offline plugin disabled
         prefix = provider_of(info.model)
         for plugin in getattr(engine.plugins, "statuses", []):

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from ..errors import UsageError
 from ..hookspecs import hookimpl
 from .hook import LLMCallInfo, Send, call_plugins
-from .redact import known_secrets, redact_params, redact_text, secrets_in_params
+from .redact import known_secrets, redact_params, redact_text, secrets_in_params, secrets_in_url
 from .retry_policy import is_transient, status_of
 
 FORMAT_VERSION = 1
@@ -232,7 +232,7 @@ class Cassette:
 
         async def recorded() -> Any:
             with self._lock:
-                self._secrets.update(secrets_in_params(call.params))
+                self._secrets.update(secrets_in_params(call.params), secrets_in_url(call.api_base))
             try:
                 response = await send()
             except Exception as exc:
@@ -240,7 +240,8 @@ class Cassette:
                 if status is not None and 400 <= status < 500 and not is_transient(exc):
                     # a refusal the engine acts on (a structured-output fallback): replayed as such
                     message = f"HTTP {status} {type(exc).__name__}: {exc}"
-                    message = redact_text(message, known_secrets(*secrets_in_params(call.params)))[:4000]
+                    secrets = known_secrets(*secrets_in_params(call.params), *secrets_in_url(call.api_base))
+                    message = redact_text(message, secrets)[:4000]
                     self.record_error(call.kind, call.model, call.request, status, message, call.step)
                 raise
             self.record(call.kind, call.model, call.request, response, call.step)

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import quote, unquote, unquote_plus, urlsplit
 
 from ..urls import redact_url, url_password  # the one way a URL is shown: password hidden
 
@@ -23,6 +24,12 @@ _SECRET_TEXT = [
     re.compile(r"\b(sk|pk|rk|sess)-[A-Za-z0-9_-]{8,}"),
     re.compile(r"(?i)((?:api[_-]?key|token|secret|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]{4,}"),
 ]
+# a URL in a text (a server echoing the URL it was sent, a library naming it): shown as ``redact_url``
+# shows it, its password and the values of its credential-like query parameters (``?key=``) hidden
+_URL_IN_TEXT = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>`]+")
+# parameters whose string value is a URL the call goes to: its password and query values are secrets
+_URL_KEYS = {"api_base", "base_url", "azure_endpoint"}
+_QUERY_ITEM = re.compile(r"([^=&;]+=)?[^&;]+")  # ``name=value`` (or a bare ``value``) of a query
 
 
 def is_secret_name(name: str) -> bool:
@@ -50,34 +57,64 @@ __all__ = [
     "call_secrets",
     "is_secret_name",
     "known_secrets",
+    "redact_api_base",
     "redact_params",
     "redact_text",
     "redact_url",
     "redacted_chain",
     "secrets_in_params",
+    "secrets_in_url",
 ]
 
 
 def secrets_in_params(params: dict[str, Any]) -> list[str]:
     """Every secret a call's parameters carry: its API key, the value of EVERY header it sends (a
     server may echo ``Ocp-Apim-Subscription-Key`` or any ``X-...`` header back; no name list can know
-    them all) and the password of an ``api_base`` with ``user:password@``."""
+    them all), and the password and query values of an ``api_base`` (see :func:`secrets_in_url`)."""
     found: list[str] = []
     for key, value in params.items():
         if key in _HEADER_KEYS and isinstance(value, dict):
             found += [str(v) for v in value.values() if v is not None]
-        elif key == "api_base" and isinstance(value, str):
-            found += _url_password(value)
+        elif key in _URL_KEYS and isinstance(value, str):
+            found += secrets_in_url(value)
         elif is_secret_name(str(key)) and isinstance(value, str):
             found.append(value)
     return found
 
 
-def _url_password(url: str) -> list[str]:
-    from urllib.parse import unquote
-
+def secrets_in_url(url: str | None) -> list[str]:
+    """The secrets a URL the engine sends requests to carries: the password of ``user:password@`` and
+    the value of EVERY query parameter (``?key=``, ``?api-key=``, Azure Functions' ``?code=``, a SAS
+    ``?sig=``: no name list can know them all; a version or a flag is blanked with them, never a key
+    shown). Each as written, %-decoded and %-encoded: a server may echo either."""
+    if not url:
+        return []
+    found: list[str] = []
     password = url_password(url)
-    return [password, unquote(password)] if password else []
+    if password:
+        found += [password, unquote(password)]
+    for value in _query_values(url):
+        found += [value, unquote(value), unquote_plus(value), quote(unquote_plus(value), safe="")]
+    return list(dict.fromkeys(found))
+
+
+def _query_values(url: str) -> list[str]:
+    try:
+        query = urlsplit(url).query
+    except ValueError:  # a malformed URL (a bad IPv6 host...): its whole query is the secret
+        query = url.partition("?")[2].partition("#")[0]
+    items = [item for item in re.split(r"[&;]", query) if item]
+    return [item.partition("=")[2] if "=" in item else item for item in items]
+
+
+def redact_api_base(url: str | None) -> str | None:
+    """An ``api_base`` as shown and stored: :func:`redact_url` with every query value hidden too (they
+    are all secrets to the scrubber: see :func:`secrets_in_url`)."""
+    shown = redact_url(url)
+    if not shown or "?" not in shown:
+        return shown
+    base, _, query = shown.partition("?")
+    return f"{base}?{_QUERY_ITEM.sub(lambda m: (m[1] or '') + '***', query)}"
 
 
 def known_secrets(*values: Any) -> list[str]:
@@ -88,12 +125,15 @@ def known_secrets(*values: Any) -> list[str]:
 
 
 def redact_text(text: str, secrets: list[str] | None = None) -> str:
-    """Replace the known secret values, bearer tokens and ``sk-...``-like keys in a text with ``***``."""
+    """Replace the known secret values, bearer tokens, ``sk-...``-like keys, and the passwords and
+    credential-like query values of the URLs in a text with ``***``."""
     for secret in secrets or []:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     for pattern in _SECRET_TEXT:
         text = pattern.sub(lambda m: (m.group(1) if m.re.groups else "") + "***", text)
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda m: redact_url(m[0]) or m[0], text)
     return text
 
 

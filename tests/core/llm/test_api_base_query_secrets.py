@@ -1,0 +1,237 @@
+"""A key in the query string of ``api_base`` (``?key=``, ``?api-key=``, ``?code=``) is a secret: a server
+that echoes the URL it was sent in its error text gets it blanked in every stored row, exception, log
+line and printed output, as the API key and header values are."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import textwrap
+import threading
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from pydantic import BaseModel
+
+from flow_engine import BaseFlow, UnstructuredStep
+from flow_engine.engine import get_engine
+from flow_engine.llm.calls import LLMRequestError
+from tests.fake_openai_server import free_port, run_flow_cli, use_fake_openai
+
+SECRET = "qs-Secret-0123456789abcdef"
+
+
+class EchoingGateway:
+    """A fake OpenAI-compatible server on 127.0.0.1 that answers every request with an OpenAI-style
+    error whose message repeats the request's method and URL as received, query string and all (as
+    careless gateways and proxies do)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.status = 400
+        self.received: list[str] = []
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._serve, name="echoing-gateway", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        self.received.append(request.raw_path)
+        message = f"no deployment for {request.method} {request.url} (raw path {request.raw_path})"
+        error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+        return web.json_response({"error": error}, status=self.status)
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._answer)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._start())
+        self._loop.run_forever()
+        assert self._runner is not None
+        self._loop.run_until_complete(self._runner.cleanup())
+        self._loop.close()
+
+    def start(self) -> EchoingGateway:
+        self._thread.start()
+        started = asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self._loop)
+        started.result(10)
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def _gateway() -> Iterator[EchoingGateway]:
+    server = EchoingGateway().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gateway(_gateway: EchoingGateway) -> EchoingGateway:
+    _gateway.status, _gateway.received = 400, []
+    return _gateway
+
+
+class Hello(UnstructuredStep):
+    step_name = "hello"
+    model = "openai/gpt-4o-mini"
+
+    class Inputs(BaseModel):
+        prompt: str
+
+
+class HelloFlow(BaseFlow):
+    flow_name = "query_key_flow"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"text": (await Hello().execute({"prompt": "hi"})).output_content}
+
+
+def chain_of(exc: BaseException | None) -> list[BaseException]:
+    found: list[BaseException] = []
+    while exc is not None and len(found) < 20:
+        found.append(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "where"),
+    [
+        (f"key={SECRET}", 400, "step"),
+        (f"api-key={SECRET}&api-version=2024-10-21", 500, "step"),  # retried: a warning is logged
+        (f"code={SECRET}", 401, "setting"),  # Azure Functions' key, FLOW_ENGINE_API_BASE
+    ],
+)
+async def test_a_key_in_the_api_base_query_echoed_by_the_server_is_stored_and_logged_nowhere(
+    gateway, tmp_path, caplog, capfd, monkeypatch, query, status, where
+):
+    gateway.status = status
+    api_base = f"{gateway.base_url}?{query}"
+    (tmp_path / "db").mkdir()
+    database = tmp_path / "db" / "runs.db"
+    setting = api_base if where == "setting" else gateway.base_url
+    use_fake_openai(setting, tmp_path, database_url=f"sqlite:///{database}", max_retries=1)
+    if where == "step":
+        monkeypatch.setattr(Hello, "api_base", api_base)
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(LLMRequestError) as info:
+            await HelloFlow().execute({})
+    assert gateway.received and all(SECRET in path for path in gateway.received)  # the key was sent
+
+    store = get_engine().store
+    [run] = store.list_runs()
+    requests = store.list_llm_requests()
+    assert len(requests) == (2 if status == 500 else 1)
+    assert all(r.error_message and "no deployment for POST" in r.error_message for r in requests)
+    assert run.status == "failed" and run.error_message and "no deployment for POST" in run.error_message
+    assert all("?" in (r.api_base or "") for r in requests)
+    printed = "".join(traceback.format_exception(info.value))
+    captured = capfd.readouterr()
+    texts = {
+        "exception": printed,
+        "chain": "\n".join(str(e) for e in chain_of(info.value)),
+        "logs": caplog.text,
+        "stderr": captured.err,
+        "stdout": captured.out,
+        "run": run.model_dump_json(),
+        "steps": "".join(s.model_dump_json() for s in store.list_steps(run.id)),
+        "llm_requests": "".join(r.model_dump_json() for r in requests),
+    }
+    assert {name for name, text in texts.items() if SECRET in text or SECRET[3:19] in text} == set()
+    get_engine().close()
+    stored = database.read_bytes()
+    assert b"no deployment for POST" in stored and SECRET[3:19].encode() not in stored
+
+
+@pytest.mark.slow
+def test_flow_run_prints_no_key_of_the_api_base_query(gateway, tmp_path):
+    """``flow run --traceback`` with ``FLOW_ENGINE_API_BASE=...?key=SECRET``: the server's echo of the
+    URL is printed (and stored) with the key blanked."""
+    flows = tmp_path / "query_flows.py"
+    flows.write_text(
+        textwrap.dedent(
+            """
+            from typing import Any
+            from pydantic import BaseModel
+            from flow_engine import BaseFlow, UnstructuredStep
+
+            class Say(UnstructuredStep):
+                step_name = "say"
+                model = "openai/gpt-4o-mini"
+
+                class Inputs(BaseModel):
+                    prompt: str
+
+            class SayFlow(BaseFlow):
+                flow_name = "say_flow"
+
+                async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+                    return {"text": (await Say().execute({"prompt": "hi"})).output_content}
+            """
+        ),
+        encoding="utf-8",
+    )
+    result = run_flow_cli(
+        f"{gateway.base_url}?key={SECRET}",
+        tmp_path,
+        "run",
+        f"{flows}:SayFlow",
+        "--traceback",
+    )
+    assert result.returncode == 1, result.stderr
+    assert gateway.received and SECRET in gateway.received[0]
+    assert "no deployment for POST" in result.stderr
+    assert SECRET[3:19] not in result.stderr + result.stdout
+    assert SECRET[3:19].encode() not in Path(tmp_path / "runs.db").read_bytes()
+
+
+# -- the scrubber itself -------------------------------------------------------------------------------
+def test_every_query_value_of_an_api_base_is_a_secret_as_written_decoded_and_encoded():
+    from flow_engine.llm.redact import secrets_in_params, secrets_in_url
+
+    found = secrets_in_url("https://gw.example/v1?key=a%2Bb+c1&api-version=2024-10-21;sig=xyz123")
+    assert {"a%2Bb+c1", "a+b+c1", "a+b c1", "a%2Bb%20c1", "2024-10-21", "xyz123"} <= set(found)
+    assert secrets_in_url("https://gw.example/v1") == [] and secrets_in_url(None) == []
+    assert "p4ssw0rd" in secrets_in_url("https://me:p4ssw0rd@gw.example/v1?x=1")
+    params = {"api_base": "http://h/v1?code=fn-key-1234", "base_url": "http://h/v1?token=tk-5678"}
+    assert {"fn-key-1234", "tk-5678"} <= set(secrets_in_params(params))
+
+
+def test_an_api_base_is_shown_with_every_query_value_hidden():
+    from flow_engine.llm.redact import redact_api_base
+
+    shown = redact_api_base("https://me:pw@gw.example/v1?key=k1234&api-version=2024-10-21&code=c9")
+    assert shown == "https://me:***@gw.example/v1?key=***&api-version=***&code=***"
+    assert redact_api_base("http://127.0.0.1:8080/v1") == "http://127.0.0.1:8080/v1"
+    assert redact_api_base(None) is None
+
+
+def test_a_url_in_a_text_loses_its_password_and_credential_like_query_values():
+    from flow_engine.llm.redact import redact_text
+
+    text = (
+        "404 for http://127.0.0.1:9/v1/?key=abcd1234chat/completions; proxy https://u:pw99@p/x?token=t1&n=2"
+    )
+    clean = redact_text(text)
+    assert "abcd1234" not in clean and "pw99" not in clean and "t1&" not in clean
+    assert "http://127.0.0.1:9/v1/?key=***" in clean and "https://u:***@p/x?token=***&n=2" in clean
+    assert (
+        redact_text("see https://docs.example/a?page=2, then retry")
+        == "see https://docs.example/a?page=2, then retry"
+    )
