@@ -14,6 +14,8 @@ from pydantic import AliasPath, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .rate_limit_rules import check_rate_limits, check_rate_limits_redis
+
 S = TypeVar("S", bound=BaseSettings)
 
 APP_NAME = "flow-engine"
@@ -95,6 +97,16 @@ class Settings(BaseSettings):
     @classmethod
     def _no_credentials_in_api_base(cls, value: str | None) -> str | None:
         return check_api_base(value)
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits_are_rules(cls, value: str | None) -> str | None:
+        return check_rate_limits(value)
+
+    @field_validator("rate_limits_redis")
+    @classmethod
+    def _rate_limits_redis_is_a_redis_url(cls, value: str | None) -> str | None:
+        return check_rate_limits_redis(value)
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir or default_data_dir()

@@ -17,20 +17,20 @@ import asyncio
 import fnmatch
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
+from ..rate_limit_rules import check_rate_limits as check_rate_limits  # the settings' checks, also here
+from ..rate_limit_rules import check_rate_limits_redis as check_rate_limits_redis
+from ..rate_limit_rules import rate_limit_rules, redis_storage_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine import Engine
 
 log = logging.getLogger("flow_engine.llm")
 
-_LIMIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([rt])p([smhd])\s*$", re.IGNORECASE)
-_PER = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
 NOTICE_EVERY_S = 10.0  # at most one "waiting for the rate limit" log line per rule this often
 
 
@@ -47,36 +47,16 @@ class Rule:
         return fnmatch.fnmatchcase(model, self.pattern)
 
 
+RULES_VARIABLE = "FLOW_ENGINE_RATE_LIMITS"
+REDIS_VARIABLE = "FLOW_ENGINE_RATE_LIMITS_REDIS"
+
+
 def parse_rules(text: str | None) -> list[Rule]:
     """The rules of ``FLOW_ENGINE_RATE_LIMITS``; a mistake is a ``ConfigurationError`` naming it."""
-    rules: list[Rule] = []
-    for part in (text or "").split(";"):
-        if not part.strip():
-            continue
-        pattern, sep, limits = part.partition("=")
-        if not sep or not pattern.strip():
-            raise ConfigurationError(
-                f"FLOW_ENGINE_RATE_LIMITS: '{part.strip()}' is not MODEL_PATTERN=LIMITS "
-                "(e.g. openai/*=500rpm,200000tpm)"
-            )
-        requests = tokens = None
-        for item in limits.split(","):
-            found = _LIMIT.match(item)
-            if found is None:
-                raise ConfigurationError(
-                    f"FLOW_ENGINE_RATE_LIMITS: '{item.strip()}' in '{part.strip()}' is not a limit such as "
-                    "500rpm, 200000tpm or 10rps (r: requests, t: tokens; per s, m, h or d)"
-                )
-            amount = math.floor(float(found.group(1)))
-            if amount < 1:
-                raise ConfigurationError(f"FLOW_ENGINE_RATE_LIMITS: '{item.strip()}' allows nothing")
-            per = f"{amount}/{_PER[found.group(3).lower()]}"
-            if found.group(2).lower() == "r":
-                requests = per
-            else:
-                tokens = per
-        rules.append(Rule(pattern.strip(), requests, tokens, part.strip()))
-    return rules
+    try:
+        return [Rule(*rule) for rule in rate_limit_rules(text)]
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid setting {RULES_VARIABLE}: {exc}") from None
 
 
 def estimate_tokens(messages: Any, prompt: str | None, params: dict[str, Any], default_output: int) -> int:
@@ -104,8 +84,17 @@ class RateLimiter:
         self.redis_url = redis_url
         self.shared = redis_url is not None
         if redis_url is not None:
-            url = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
-            self.storage: Any = RedisStorage(url, implementation="redispy")
+            try:
+                url = redis_storage_url(redis_url) or redis_url
+            except ValueError as exc:
+                raise _bad_redis_setting(redis_url, str(exc)) from None
+            try:
+                self.storage: Any = RedisStorage(url, implementation="redispy")
+            except Exception as exc:  # the redis package missing, a URL the library refuses
+                said = f"the rate limiter cannot use it ({type(exc).__name__}: {exc})"
+                if isinstance(exc, ImportError) or "prerequisite" in str(exc):
+                    said += "; sharing the rate limits through Redis needs: pip install 'flow-engine[redis]'"
+                raise _bad_redis_setting(redis_url, said) from None
         else:
             self.storage = MemoryStorage()
         self.limiter = MovingWindowRateLimiter(self.storage)
@@ -136,12 +125,14 @@ class RateLimiter:
             raise self._unreachable(exc) from exc
 
     def _unreachable(self, exc: Exception) -> ConfigurationError:
-        from .redact import redact_url
+        from .redact import redact_text, redact_url
 
-        where = f"Redis {redact_url(self.redis_url)}" if self.redis_url else "its storage"
-        return ConfigurationError(
-            f"the rate limiter (FLOW_ENGINE_RATE_LIMITS) cannot use {where}: {type(exc).__name__}: {exc}"
-        )
+        if self.redis_url:
+            where = f"Redis {redact_url(self.redis_url)} ({REDIS_VARIABLE})"
+        else:
+            where = "its storage"
+        said = redact_text(f"{type(exc).__name__}: {exc}", _url_secrets(self.redis_url))
+        return ConfigurationError(f"the rate limiter ({RULES_VARIABLE}) cannot use {where}: {said}")
 
     async def _acquire(self, rule: Rule, tokens: int, on_wait: Any) -> float:
         requests_item, tokens_item = self._items[rule.text]
@@ -196,17 +187,31 @@ class RateLimiter:
             log.warning("waiting for the rate limit %s%s", rule.text, where)
 
 
+def _url_secrets(url: str | None) -> list[str]:
+    from .redact import secrets_in_url
+
+    return secrets_in_url(url)
+
+
+def _bad_redis_setting(url: str, said: str) -> ConfigurationError:
+    """A ``FLOW_ENGINE_RATE_LIMITS_REDIS`` the limiter cannot use, named, without its password."""
+    from .redact import redact_text
+
+    return ConfigurationError(f"invalid setting {REDIS_VARIABLE}: {redact_text(said, _url_secrets(url))}")
+
+
 def limiter_of(engine: Engine) -> RateLimiter | None:
     """The engine's limiter, made on first use; None when no rate limit is configured."""
     settings = engine.settings
     text = settings.rate_limits
     if not text:
         return None
-    made_from = (text, settings.rate_limits_redis)
+    redis_url = (settings.rate_limits_redis or "").strip() or None
+    made_from = (text, redis_url)
     cached = engine.rate_limiter
     if cached is not None and cached[0] == made_from:
         limiter: RateLimiter = cached[1]
         return limiter
-    limiter = RateLimiter(parse_rules(text), settings.rate_limits_redis)
+    limiter = RateLimiter(parse_rules(text), redis_url)
     engine.rate_limiter = (made_from, limiter)
     return limiter
