@@ -13,7 +13,7 @@ from .engine import get_engine
 from .errors import FlowEngineError, InputValidationError, UsageError
 from .flows import BaseFlow
 from .human_input import describe_wait, waiting_step
-from .jsonable import to_jsonable
+from .jsonable import NotStorable, storable, to_jsonable
 from .resume import flow_class_for
 from .storage import RunRecord, RunStatus, RunStore, StepRecord, utcnow
 
@@ -53,10 +53,40 @@ def validate_answer(step: StepRecord, data: Any) -> dict[str, Any]:
     owner = f"the answer to '{step.step_key}'"
     if not isinstance(data, dict):
         raise InputValidationError(owner, [{"loc": (), "msg": "must be a JSON object of fields"}])
+    problems = _unknown_fields(schema, data)
+    if problems:  # named with the closest real field; the schema's own complaint about them left out
+        schema = {k: v for k, v in schema.items() if k != "additionalProperties"}
     found = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.path))
-    if found:
-        raise InputValidationError(owner, [{"loc": tuple(e.path), "msg": e.message} for e in found])
+    problems += [{"loc": tuple(e.path), "msg": e.message} for e in found]
+    try:  # what no backend can store (NUL, a lone surrogate...) would fail the run on every resume
+        storable(data, "answer")
+    except NotStorable as exc:
+        where = exc.where.removeprefix("answer").lstrip(".")
+        problems.append({"loc": (where,) if where else (), "msg": exc.why})
+    if problems:
+        raise InputValidationError(owner, problems)
     return dict(to_jsonable(data))
+
+
+def _unknown_fields(schema: dict[str, Any], data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answer's fields the schema does not have, each named with the closest real one: pydantic
+    ignores them, so a typo would be dropped without a word. A schema that takes more fields
+    (pydantic ``extra="allow"``: ``additionalProperties`` true or a schema) takes them."""
+    import difflib
+
+    properties = schema.get("properties")
+    if not isinstance(properties, dict) or schema.get("additionalProperties", False) is not False:
+        return []
+    fields = [str(name) for name in properties]
+    problems: list[dict[str, Any]] = []
+    for key in data:
+        if key in properties:
+            continue
+        close = difflib.get_close_matches(str(key), fields, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"its fields are: {', '.join(fields) or 'none'}"
+        shown = key if str(key).isprintable() else ascii(key)  # NUL, a lone surrogate: escaped
+        problems.append({"loc": (shown,), "msg": f"not a field of the answer; {hint}"})
+    return problems
 
 
 def _deadline(step: StepRecord) -> datetime | None:

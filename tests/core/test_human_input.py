@@ -6,6 +6,7 @@ as documented."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from pydantic import BaseModel
 from flow_engine import BaseFlow, RunWaiting, UnstructuredStep, respond_to_run
 from flow_engine.engine import get_engine
 from flow_engine.errors import FlowEngineError, InputValidationError, UsageError
-from flow_engine.respond import expire_waits
+from flow_engine.plugin import StepRecord
+from flow_engine.respond import expire_waits, validate_answer
 from tests.fake_openai_server import use_fake_openai
 
 
@@ -145,3 +147,42 @@ async def test_a_passed_deadline_fails_the_run(llm):
         assert run.status == "failed" and "no answer to 'approve' before its deadline" in run.error_message
         assert store.list_steps(flow.run_id)[1].status == "failed"
     assert len(llm.chat_requests) == 2  # the two drafts
+
+
+def wait_step(model: type[BaseModel]) -> StepRecord:
+    return StepRecord(
+        flow_run_id=uuid.uuid4(),
+        step_name="approve",
+        step_key="approve",
+        step_type="human_input",
+        step_order=1,
+        status="waiting",
+        inputs={"prompt": None, "schema": model.model_json_schema(), "deadline": None},
+    )
+
+
+class Strict(BaseModel, extra="forbid"):
+    approved: bool
+    note: str = ""
+
+
+class Open(BaseModel, extra="allow"):
+    approved: bool
+
+
+def test_an_answer_is_refused_for_unknown_fields_and_what_no_database_can_store():
+    for model in (Approval, Strict):  # pydantic would ignore the typo (or say only "not permitted")
+        with pytest.raises(InputValidationError) as info:
+            validate_answer(wait_step(model), {"approved": True, "nte": "x", "zzz": 1})
+        assert info.value.errors == [
+            {"loc": ("nte",), "msg": "not a field of the answer; did you mean 'note'?"},
+            {"loc": ("zzz",), "msg": "not a field of the answer; its fields are: approved, note"},
+        ]
+    assert validate_answer(wait_step(Open), {"approved": True, "more": 1}) == {"approved": True, "more": 1}
+    for text, why in (("a\x00", "NUL character"), ("a\ud800", "lone surrogate")):
+        with pytest.raises(InputValidationError, match=why) as info:
+            validate_answer(wait_step(Approval), {"approved": True, "note": text})
+        assert [e["loc"] for e in info.value.errors] == [("note",)]
+    with pytest.raises(InputValidationError) as info:
+        validate_answer(wait_step(Approval), {"approved": True, "\ud800": 1})
+    assert "'\\ud800': not a field of the answer" in str(info.value)  # escaped, printable
