@@ -80,7 +80,10 @@ class Settings(BaseSettings):
     )
     heartbeat_interval: float = Field(default=10.0, gt=0, description="Seconds between heartbeats.")
     stale_after: float = Field(
-        default=60.0, gt=0, description="A running run whose heartbeat is older than this is crashed."
+        default=60.0,
+        gt=0,
+        le=365_000 * 86_400,  # ~1000 years: more cannot be subtracted from now (OverflowError)
+        description="A running run whose heartbeat is older than this is crashed.",
     )
     retention: str | None = Field(
         default=None,

@@ -17,7 +17,8 @@ from .errors import UsageError
 from .flow_registry import resolve_flow
 from .flow_runner import display_status, is_stale, stale_before
 from .flows import BaseFlow
-from .storage import RunRecord, RunStatus, RunStore
+from .human_input import waiting_step
+from .storage import RunChanges, RunRecord, RunStatus, RunStore, StepChanges, utcnow
 
 __all__ = ["cancel", "display_status", "flow_class_for", "is_stale", "recover", "resume", "stale_before"]
 
@@ -87,14 +88,60 @@ async def cancel(run_id: uuid.UUID | str) -> tuple[RunRecord, str]:
     """Ask a run to stop at its next step boundary; return it and its status after the request.
 
     ``running``: its process stops at its next step boundary (or heartbeat), as ``cancelled``. A run
-    nobody executes - pending, crashed, or running with a stale heartbeat - is ``cancelled`` at once.
-    A finished run keeps its status.
+    nobody executes - pending, crashed, waiting for input, or running with a stale heartbeat - is
+    ``cancelled`` at once. A finished run keeps its status.
     """
     store = get_engine().store
     run = await asyncio.to_thread(store.load_run, run_id)
     if is_stale(run):  # its process is gone and would never read the request
         await _mark_crashed_tree(store, run)
-    return run, await store.request_cancel(run.id)
+    status = await store.request_cancel(run.id)
+    if status == RunStatus.WAITING:  # no process holds it: nobody would read the request
+        status = await _cancel_waiting(store, run)
+    return run, status
+
+
+async def _cancel_waiting(store: RunStore, run: RunRecord) -> str:
+    """Cancel a run waiting for input, with its whole tree: the root is claimed first (as ``flow
+    respond`` claims it), so of a cancel and an answer given at once exactly one wins; then the wait's
+    step and every waiting run of the tree are recorded cancelled. Resumed later, the run waits again.
+    Returns the status after the request (``running`` if an answer won: it is asked to stop)."""
+    root = run
+    while root.parent_run_id is not None:
+        root = await asyncio.to_thread(store.load_run, root.parent_run_id)
+    waiting = await asyncio.to_thread(_waiting_tree, store, root)
+    if not await store.claim_run(root.id, f"cancel-{uuid.uuid4().hex[:8]}", stale_before()):
+        return await store.request_cancel(root.id)  # answered just now: it runs, or has ended
+    now = utcnow()
+    for waiter in reversed(waiting):  # the innermost first, the root (which the claim holds) last
+        step = waiting_step(await asyncio.to_thread(store.list_steps, waiter.id))
+        name = f" '{step.step_key}'" if step is not None else ""
+        message = f"cancelled (flow cancel) while waiting for input{name}"
+        changes: RunChanges = {
+            "status": RunStatus.CANCELLED.value,
+            "completed_at": now,
+            "error_message": message,
+            "claimed_by": None,
+        }
+        if step is None:
+            await store.update_run(waiter.id, changes)
+            continue
+        step_changes: StepChanges = {
+            "status": RunStatus.CANCELLED.value,
+            "completed_at": now,
+            "error_message": message,
+        }
+        await store.finish_step(step.id, step_changes, waiter.id, changes)
+    return RunStatus.CANCELLED.value
+
+
+def _waiting_tree(store: RunStore, run: RunRecord, depth: int = 0) -> list[RunRecord]:
+    """``run`` and its waiting child runs, parents before their children."""
+    found = [run]
+    if depth < 50:
+        for child in store.list_runs(parent_run_id=run.id, status=RunStatus.WAITING.value, limit=1000):
+            found += _waiting_tree(store, child, depth + 1)
+    return found
 
 
 async def _mark_crashed_tree(store: RunStore, run: RunRecord, depth: int = 0) -> None:

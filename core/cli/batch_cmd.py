@@ -24,6 +24,7 @@ import click
 from flow_engine.cli.options import db_option
 from flow_engine.errors import FlowEngineError, InputValidationError, UsageError
 
+from .checks import check_output_file
 from .format import fmt_cost
 from .report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
 
@@ -78,6 +79,8 @@ def batch(
     130 interrupted, 143 terminated (the batch can be resumed).
     """
     try:
+        if output is not None:  # written at the end: a place that takes no file is refused before any run
+            check_output_file(output, "--output")
         plan = _plan(target, inputs_file, resume_id, strict, background, executor)
     except FlowEngineError as exc:
         click.echo(f"Error: {exc}", err=True)

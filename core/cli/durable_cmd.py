@@ -7,9 +7,10 @@ import sys
 
 import click
 
-from flow_engine.cli.options import db_option, finite_usd, reads_database
+from flow_engine.cli.options import db_option, finite_seconds, finite_usd, reads_database
 from flow_engine.errors import FlowEngineError, UsageError
 
+from .checks import check_model
 from .foreground import run_flow
 from .format import flow_command
 from .report import EXIT_FAILED, EXIT_USAGE, Report
@@ -45,8 +46,8 @@ def resume(
     \b
     Exit codes: 0 completed (or had completed already: nothing runs);
     1 the resumed run failed, was cancelled or stopped by its budget;
-    2 no such run, a child run (resume its root), still running, or its
-    flow's code cannot be found.
+    2 no such run, a child run (resume its root), still running, an
+    unknown --model, or its flow's code cannot be found.
     """
     from flow_engine.engine import get_engine
     from flow_engine.resume import flow_class_for, is_stale
@@ -58,6 +59,7 @@ def resume(
         report.flow_name = run.flow_name
         if run.parent_run_id is not None:
             raise UsageError(f"run {run.id} is a child of run {run.parent_run_id}; resume that run instead")
+        check_model(model, get_engine())  # before the run is claimed
         if run.status == RunStatus.COMPLETED:
             click.echo(f"Run {run.id} already completed; nothing to resume.", err=True)
             report.finished(run, run.id, run.outputs, run.status, None)
@@ -89,8 +91,8 @@ def cancel(run_id: str) -> None:
     """Cancel a run: it stops at its next step boundary, recorded as cancelled.
 
     The process running it finishes its current step (recorded) and starts no other. A run that nobody
-    executes (pending, crashed, or whose heartbeat stopped) is cancelled at once. RUN_ID may be a
-    unique prefix. A cancelled run can still be resumed (flow resume).
+    executes (pending, crashed, waiting for input, or whose heartbeat stopped) is cancelled at once.
+    RUN_ID may be a unique prefix. A cancelled run can still be resumed (flow resume).
 
     \b
     Exit codes: 0 cancelled, or cancel requested; 1 the run had already
@@ -116,6 +118,7 @@ def cancel(run_id: str) -> None:
 @click.option(
     "--stale-after",
     type=click.FloatRange(min=0, min_open=True),
+    callback=finite_seconds,
     metavar="SECONDS",
     help="Heartbeat age that counts as dead (default FLOW_ENGINE_STALE_AFTER); must exceed twice "
     "FLOW_ENGINE_HEARTBEAT_INTERVAL.",

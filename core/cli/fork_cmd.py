@@ -9,6 +9,7 @@ import click
 from flow_engine.cli.options import db_option, reads_database
 from flow_engine.errors import FlowEngineError, UsageError
 
+from .checks import check_model
 from .foreground import run_flow
 from .inputs import Stdin, collect_inputs
 from .report import EXIT_FAILED, EXIT_USAGE, Report
@@ -51,7 +52,8 @@ def fork(
     \b
     Exit codes: 0 the fork completed; 1 it failed, was cancelled or
     stopped by its budget; 2 no such run or step, a child or running run,
-    invalid inputs, or its flow's code cannot be found (nothing recorded).
+    invalid inputs, an unknown --model, or its flow's code cannot be found
+    (nothing recorded).
     """
     from flow_engine.engine import get_engine
     from flow_engine.fork import execute_fork, fork_points, prepare_fork
@@ -68,6 +70,7 @@ def fork(
             raise UsageError("which step? give --from STEP (flow fork RUN --list shows the step keys)")
         flow_cls = flow_class_for(original)
         inputs = collect_inputs(flow_cls, pairs, inputs_file, Stdin())
+        check_model(model, get_engine())  # before the new run is written
         flow, new_run = asyncio.run(prepare_fork(original, from_step, inputs=inputs, flow=flow_cls()))
     except UsageError as exc:
         report.refuse(exc, EXIT_USAGE)

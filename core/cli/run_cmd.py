@@ -19,6 +19,7 @@ from flow_engine.cli.options import db_option, finite_usd
 from flow_engine.errors import FlowEngineError, InputValidationError, UsageError
 
 from .background import submit_in_background
+from .checks import check_model, check_output_file
 from .foreground import run_flow
 from .inputs import Stdin, collect_inputs
 from .report import EXIT_FAILED, EXIT_USAGE, Report
@@ -201,7 +202,7 @@ def _prepare(
             raise UsageError(f"{exc}\n(flow '{flow_cls.flow_name}' takes: {inputs_of})") from None
         raise UsageError(f"{exc}\n(`flow list` shows the inputs of every flow)") from None
     engine = get_engine()
-    _check_model(model or flow_cls.model or engine.settings.model, engine)
+    check_model(model or flow_cls.model or engine.settings.model, engine)
     try:  # an unknown URL scheme or an unreachable database: refuse before writing anything
         engine.store  # noqa: B018
     except FlowEngineError:
@@ -213,27 +214,6 @@ def _prepare(
         url = redact_url(engine.database_url)  # never print a password
         raise FlowEngineError(f"cannot open the database {url}: {redact_text(describe_error(exc))}") from exc
     return flow_cls, inputs
-
-
-def _check_model(name: str | None, engine: Any) -> None:
-    """A run-level model that litellm cannot map to a provider would fail the run's first LLM step;
-    it is a usage error, found before the run row exists."""
-    if not name:
-        return
-    providers = engine.plugins.model_providers()
-    if name.split("/", 1)[0] in providers:
-        return
-    from flow_engine.llm.loader import ensure_providers
-
-    litellm = ensure_providers(providers)
-    try:
-        litellm.get_llm_provider(name, api_base=engine.settings.api_base)
-    except Exception:
-        raise UsageError(
-            f"unknown model '{name}': litellm cannot tell which provider serves it; write it as "
-            f"provider/model (openai/{name.split('/')[-1]} for an OpenAI-compatible server, "
-            "anthropic/..., ollama/...); see docs/models.md"
-        ) from None
 
 
 def _open_cassette(record_to: str | None, replay_from: str | None, background: bool, report: Report) -> Any:
@@ -249,7 +229,8 @@ def _open_cassette(record_to: str | None, replay_from: str | None, background: b
     try:
         if replay_from is not None:
             return Cassette(replay_from, "replay")
-        return Cassette(str(record_to), "record")
+        # written when the run ends: a folder or a place that takes no file is refused now, not then
+        return Cassette(check_output_file(str(record_to), "--record", makes_folders=True), "record")
     except UsageError as exc:
         report.refuse(exc, EXIT_USAGE)
 

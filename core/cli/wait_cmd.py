@@ -24,9 +24,10 @@ from .report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Report
 @click.argument("run_id")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=float,
+    callback=lambda _ctx, _param, value: finite_timeout(value),
     metavar="SECONDS",
-    help="Give up after this long (exit 1; the run goes on).",
+    help="Give up after this long (exit 1; the run goes on); a finite number >= 0.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (as flow run --json does).")
 @reads_database
@@ -38,7 +39,8 @@ def wait(run_id: str, timeout: float | None, as_json: bool) -> None:
 
     \b
     Exit codes: 0 completed; 1 failed, cancelled, crashed, or still
-    running at --timeout; 2 no such run.
+    running at --timeout; 2 no such run, or a --timeout that is not a
+    finite number >= 0.
     """
     from flow_engine.engine import get_engine
     from flow_engine.resume import display_status
@@ -75,3 +77,12 @@ def wait(run_id: str, timeout: float | None, as_json: bool) -> None:
     click.echo(f"Error: flow '{run.flow_name}' {status}: {error}", err=True)
     report.finished(run, run.id, None, status, error)
     sys.exit(EXIT_FAILED)
+
+
+def finite_timeout(value: float | None) -> float | None:
+    """``--timeout``: NaN, infinity or a negative number would wait forever (or never); refused (exit 2)."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(f"{value} is not a number of seconds (a finite number >= 0)")
+    return value

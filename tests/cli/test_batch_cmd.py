@@ -163,6 +163,37 @@ def test_usage_errors_exit_2_without_a_traceback(tmp_path):
     assert unknown.exit_code == 2 and "no runs of batch" in unknown.stderr
 
 
+@pytest.mark.parametrize(
+    ("output", "problem"),
+    [
+        ("results", "--output results: is a folder, not a file; name the file to write"),
+        ("missing/out.jsonl", "--output missing/out.jsonl: no folder missing; create it first"),
+        ("items.jsonl/out.jsonl", "--output items.jsonl/out.jsonl: items.jsonl is not a folder"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_any_run(tmp_path, output, problem):
+    write_items(tmp_path / "items.jsonl", [json.dumps({"n": n}) for n in range(3)])
+    (tmp_path / "results").mkdir()
+    result = batch(TARGET, "-f", "items.jsonl", "-o", output)
+    assert (result.exit_code, result.stderr) == (2, f"Error: {problem}\n")
+    assert Gauge.ran == [] and get_engine().store.list_runs(limit=10) == []
+
+
+def test_an_output_folder_that_takes_no_file_is_refused_before_any_run(tmp_path, monkeypatch):
+    write_items(tmp_path / "items.jsonl", [json.dumps({"n": 1})])
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("flow_engine.cli.checks.tempfile.mkstemp", refused)  # as for a read-only folder
+    result = batch(TARGET, "-f", "items.jsonl", "-o", "out.jsonl")
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "Error: --output out.jsonl: cannot write in . (Permission denied)\n",
+    )
+    assert Gauge.ran == [] and get_engine().store.list_runs(limit=10) == []
+
+
 SLOW_FLOW = """
 import asyncio, os
 from pydantic import BaseModel

@@ -10,7 +10,7 @@ from tests.python_source import parse
 
 CLI_DIR = Path(flow_engine.cli.__file__).parent
 COMMANDS = {path.stem for path in CLI_DIR.glob("*_cmd.py")}
-SHARED = {"report", "inputs", "progress", "format", "foreground", "background"}
+SHARED = {"report", "inputs", "progress", "format", "foreground", "background", "checks"}
 
 
 def cli_imports(path: Path) -> set[str]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from flow_engine import BaseFlow, BaseStep
+from flow_engine import BaseFlow, BaseStep, RunWaiting
 from flow_engine.engine import get_engine
 from flow_engine.plugin import RunRecord, RunStatus
 from flow_engine.storage import utcnow
@@ -169,6 +169,17 @@ def test_resume_refusals_exit_2_with_one_line(cli_invoke):
     assert stored(live.id).status == "running"
 
 
+def test_resume_refuses_an_unknown_model_before_the_run_is_touched(cli_invoke):
+    FAIL_AT.add("b")
+    run_id = execute(Three())
+    before = stored(run_id)
+    result = cli_invoke("resume", str(run_id), "-m", "garbage")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: unknown model 'garbage': litellm cannot tell which provider")
+    assert "Traceback" not in result.output
+    assert stored(run_id) == before and CALLS == {"a": 1, "b": 1}  # not claimed, nothing ran
+
+
 def test_a_live_run_can_be_resumed_with_force_when_its_process_is_gone(cli_invoke):
     run = create(
         status="running",
@@ -291,6 +302,64 @@ def test_a_run_nobody_executes_is_cancelled_at_once(cli_invoke):
     assert stored(done.id).status == "completed"
 
 
+class Approval(BaseModel):
+    approved: bool
+
+
+class Asking(BaseFlow):
+    flow_name = "cli_asking"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        await Work().execute({"tag": "a"})
+        answer = await self.wait_for_input("approve", Approval)
+        return {"approved": answer.approved}
+
+
+class AskingParent(BaseFlow):
+    flow_name = "cli_asking_parent"
+
+    async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return await Asking().execute({})
+
+
+def waiting(flow: BaseFlow) -> uuid.UUID:
+    with pytest.raises(RunWaiting):
+        asyncio.run(flow.execute({}))
+    assert flow.run_id is not None and stored(flow.run_id).status == "waiting"
+    return flow.run_id
+
+
+def test_a_run_waiting_for_input_is_cancelled_at_once_and_waits_again_on_resume(cli_invoke):
+    run_id = waiting(Asking())
+    result = cli_invoke("cancel", run_id.hex[:9])
+    assert (result.exit_code, result.stdout) == (0, f"Run {run_id} cancelled.\n"), result.output
+    run = stored(run_id)
+    assert run.status == "cancelled" and run.completed_at is not None and run.claimed_by is None
+    assert run.error_message == "cancelled (flow cancel) while waiting for input 'approve'"
+    steps = get_engine().store.list_steps(run_id)
+    assert [(s.step_key, s.status) for s in steps] == [("work", "completed"), ("approve", "cancelled")]
+    answered = cli_invoke("respond", str(run_id), "approve", "-i", "approved=true")
+    assert answered.exit_code == 2 and "is not waiting for input (it is cancelled)" in answered.stderr
+    again = cli_invoke("cancel", str(run_id))
+    assert (again.exit_code, again.stderr) == (1, f"Run {run_id} already cancelled; nothing to cancel.\n")
+
+    resumed = cli_invoke("resume", str(run_id))
+    assert resumed.exit_code == 3, resumed.output  # it asks again; the step before is not run again
+    assert stored(run_id).status == "waiting" and CALLS == {"a": 1}
+    done = cli_invoke("respond", str(run_id), "approve", "-i", "approved=true")
+    assert done.exit_code == 0 and stored(run_id).outputs == {"approved": True}
+
+
+def test_cancelling_a_waiting_child_run_cancels_the_runs_that_wait_with_it(cli_invoke):
+    root = waiting(AskingParent())
+    [child] = get_engine().store.list_runs(parent_run_id=root)
+    assert child.status == "waiting"
+    result = cli_invoke("cancel", str(child.id))
+    assert result.exit_code == 0, result.output
+    assert (stored(root).status, stored(child.id).status) == ("cancelled", "cancelled")
+    assert [s.status for s in get_engine().store.list_steps(child.id)] == ["completed", "cancelled"]
+
+
 # -- flow recover / flow runs --stale -----------------------------------------------------------------
 @pytest.fixture
 def heartbeats() -> dict[str, RunRecord]:
@@ -359,6 +428,22 @@ def test_recover_marks_stale_runs_crashed_and_never_a_finished_or_live_one(cli_i
     assert cli_invoke("runs", "--stale").stdout == "No stale runs.\n"
     shown = cli_invoke("show", str(heartbeats["stale"].id)).stdout
     assert f"Resume it with: flow resume {heartbeats['stale'].id.hex[:8]}" in shown
+
+
+@pytest.mark.parametrize("seconds", ["inf", "1e300"])
+def test_recover_refuses_a_stale_after_too_long_to_subtract_from_now(cli_invoke, seconds):
+    result = cli_invoke("recover", "--stale-after", seconds)
+    assert result.exit_code == 2 and "too long a duration" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_stale_after_setting_too_long_to_subtract_from_now_names_the_variable(monkeypatch):
+    from flow_engine.config import read_settings
+    from flow_engine.errors import ConfigurationError
+
+    monkeypatch.setenv("FLOW_ENGINE_STALE_AFTER", "1e300")
+    with pytest.raises(ConfigurationError, match="FLOW_ENGINE_STALE_AFTER"):
+        read_settings()
 
 
 # -- budgets from the command line ---------------------------------------------------------------------

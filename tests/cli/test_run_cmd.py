@@ -611,3 +611,28 @@ def test_a_password_in_the_given_database_is_not_repeated_in_a_suggestion(monkey
     finally:
         use_database(None, given=False)
     assert flow_command("show 3f2a") == "flow show 3f2a"
+
+
+@pytest.mark.parametrize(
+    ("record", "problem"),
+    [
+        ("tapes", "--record tapes: is a folder, not a file; name the file to write"),
+        ("notes.txt/run.json", "--record notes.txt/run.json: notes.txt is not a folder"),
+    ],
+)
+def test_a_record_path_that_cannot_be_written_is_refused_before_the_run(
+    cli_invoke, flows_file, tmp_path, record, problem
+):
+    (tmp_path / "tapes").mkdir()
+    (tmp_path / "notes.txt").write_text("a file, not a folder", encoding="utf-8")
+    result = cli_invoke("run", _echo_target(flows_file), "-i", "text=hi", "--record", record, "--json")
+    assert (result.exit_code, result.stderr) == (2, f"Error: {problem}\n")
+    assert json.loads(result.stdout)["run_id"] is None
+    get_engine().store  # noqa: B018 - an empty database, if none was made
+    assert get_engine().store.list_runs(limit=10) == []  # refused before any run was written
+
+
+def test_a_record_path_in_folders_yet_to_be_made_is_written_at_the_end(cli_invoke, flows_file, tmp_path):
+    result = cli_invoke("run", _echo_target(flows_file), "-i", "text=hi", "--record", "new/tapes/run.json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "new" / "tapes" / "run.json").read_text())["interactions"] == []

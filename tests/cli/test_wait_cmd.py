@@ -4,6 +4,7 @@ written when a run cannot be submitted. No broker is needed here: the runs waite
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -67,6 +68,16 @@ async def test_wait_ends_on_a_crashed_run_that_no_worker_will_take_over(flow, en
     waited = flow("wait", str(record.id), "--timeout", "30")
     assert waited.returncode == 1
     assert "died_with_its_process' crashed" in waited.stderr
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "-inf", "-1"])
+def test_a_timeout_that_is_not_a_finite_number_of_seconds_is_refused(cli_invoke, engine, timeout):
+    record = RunRecord(flow_name="done_already", status="completed", outputs={"ok": True})
+    asyncio.run(engine.store.create_run(record))  # ended: without the check, wait would return 0 at once
+    waited = cli_invoke("wait", str(record.id), f"--timeout={timeout}")
+    assert waited.exit_code == 2, waited.output
+    assert "Invalid value for '--timeout'" in waited.stderr and "a finite number >= 0" in waited.stderr
+    assert waited.stdout == ""
 
 
 def test_wait_for_an_unknown_run_is_a_usage_error(flow, engine):
