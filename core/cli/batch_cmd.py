@@ -24,7 +24,7 @@ import click
 from flow_engine.cli.options import db_option
 from flow_engine.errors import FlowEngineError, InputValidationError, UsageError
 
-from .checks import check_output_file
+from .checks import check_model, check_output_file
 from .format import fmt_cost
 from .report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
 
@@ -80,7 +80,13 @@ def batch(
     """
     try:
         if output is not None:  # written at the end: a place that takes no file is refused before any run
+            if background:
+                raise UsageError("--output writes the results of runs made here; not with --background")
             check_output_file(output, "--output")
+        if model:
+            from flow_engine.engine import get_engine
+
+            check_model(model, get_engine())
         plan = _plan(target, inputs_file, resume_id, strict, background, executor)
     except FlowEngineError as exc:
         click.echo(f"Error: {exc}", err=True)

@@ -194,6 +194,16 @@ def test_an_output_folder_that_takes_no_file_is_refused_before_any_run(tmp_path,
     assert Gauge.ran == [] and get_engine().store.list_runs(limit=10) == []
 
 
+def test_an_unknown_model_or_output_with_background_is_refused_before_any_run(tmp_path):
+    write_items(tmp_path / "items.jsonl", [json.dumps({"n": n}) for n in range(3)])
+    unknown = batch(TARGET, "-f", "items.jsonl", "-m", "no-such-model-xyz")
+    assert unknown.exit_code == 2 and "unknown model 'no-such-model-xyz'" in unknown.stderr
+    background = batch(TARGET, "-f", "items.jsonl", "-o", "out.jsonl", "--background")
+    assert background.exit_code == 2
+    assert "--output" in background.stderr and "--background" in background.stderr
+    assert Gauge.ran == [] and get_engine().store.list_runs(limit=10) == []
+
+
 SLOW_FLOW = """
 import asyncio, os
 from pydantic import BaseModel
