@@ -12,6 +12,7 @@ PostgreSQL: ``postgresql://`` means psycopg 3 (``postgresql+psycopg://``); conne
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
@@ -43,6 +44,10 @@ def parse_url(url: str) -> URL:
             f"invalid database URL '{display_url(url)}': port {parsed.port} is not a port number (1-65535)"
         )
     backend, _, driver = parsed.drivername.partition("+")
+    if backend == "sqlite" and (parsed.database or "").startswith("~"):
+        # ``sqlite:///~/flows.db``: the home folder, for every user of the URL alike (SQLite itself
+        # would open a folder literally named ``~``)
+        parsed = parsed.set(database=os.path.expanduser(parsed.database or ""))
     if backend in ("postgresql", "postgres"):
         parsed = parsed.set(drivername=f"postgresql+{driver or 'psycopg'}")
     return parsed

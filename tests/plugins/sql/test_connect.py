@@ -72,3 +72,24 @@ def test_a_sqlite_folder_that_cannot_be_created_is_refused(tmp_path, monkeypatch
     assert str(raised.value) == (
         f"cannot open database {url}: its folder {tmp_path / 'locked'} cannot be created (Permission denied)"
     )
+
+
+def test_a_sqlite_path_under_the_home_folder_opens_there_and_makes_no_folder_named_tilde(
+    tmp_path, monkeypatch
+):
+    from sqlalchemy import text
+
+    from flow_engine.plugins.sql.connect import sqlite_path
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    url = "sqlite:///~/data/runs.db"
+    assert sqlite_path(url) == tmp_path / "home" / "data" / "runs.db"
+    engine = create_sql_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    finally:
+        engine.dispose()
+    assert (tmp_path / "home" / "data" / "runs.db").is_file()
+    assert not (tmp_path / "~").exists()
