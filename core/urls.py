@@ -5,8 +5,15 @@ from __future__ import annotations
 import functools
 import re
 
-# query parameters that carry credentials (``?password=``, ``?api_key=``, ``?token=``...)
-_SECRET_PARAM = re.compile(r"(?i)pass|secret|token|key|auth|credential|signature")
+# query parameters that carry credentials (``?password=``, ``?api_key=``, ``?token=``, Azure Functions'
+# ``?code=``, a SAS ``?sig=``...)
+_SECRET_PARAM = re.compile(r"(?i)pass|secret|token|key|auth|credential|signature|^sig$|^code$")
+
+
+def is_secret_param(name: str) -> bool:
+    """Whether a query parameter of this name carries a credential (its value is never shown)."""
+    return bool(_SECRET_PARAM.search(name))
+
 
 # a secret's value runs to the next parameter: a ``#`` in it (unencoded) is hidden too
 _QUERY_VALUE = re.compile(r"([?&;])([^=&;#]+)=([^&;]*)")
@@ -51,7 +58,7 @@ def _redact(url: str) -> str:
     parts = _split_password(url)
     if parts:
         userinfo, rest = parts[0].removeprefix(f"{scheme}://") + "***@", parts[2][1:]
-    rest = _QUERY_VALUE.sub(lambda m: f"{m[1]}{m[2]}={'***' if _SECRET_PARAM.search(m[2]) else m[3]}", rest)
+    rest = _QUERY_VALUE.sub(lambda m: f"{m[1]}{m[2]}={'***' if is_secret_param(m[2]) else m[3]}", rest)
     return f"{scheme}://{userinfo}{rest}"
 
 

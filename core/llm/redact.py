@@ -10,7 +10,7 @@ from contextvars import ContextVar
 from typing import Any
 from urllib.parse import quote, unquote, unquote_plus, urlsplit
 
-from ..urls import redact_url, url_password  # the one way a URL is shown: password hidden
+from ..urls import is_secret_param, redact_url, url_password  # the one way a URL is shown
 
 # parameter names that hold secrets; "max_tokens" and friends are not secrets
 _SECRET_KEY = re.compile(
@@ -27,9 +27,9 @@ _SECRET_TEXT = [
 # a URL in a text (a server echoing the URL it was sent, a library naming it): shown as ``redact_url``
 # shows it, its password and the values of its credential-like query parameters (``?key=``) hidden
 _URL_IN_TEXT = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>`]+")
-# parameters whose string value is a URL the call goes to: its password and query values are secrets
+# parameters whose string value is a URL the call goes to: its password and credential query values
+# are secrets
 _URL_KEYS = {"api_base", "base_url", "azure_endpoint"}
-_QUERY_ITEM = re.compile(r"([^=&;]+=)?[^&;]+")  # ``name=value`` (or a bare ``value``) of a query
 
 
 def is_secret_name(name: str) -> bool:
@@ -83,38 +83,48 @@ def secrets_in_params(params: dict[str, Any]) -> list[str]:
 
 
 def secrets_in_url(url: str | None) -> list[str]:
-    """The secrets a URL the engine sends requests to carries: the password of ``user:password@`` and
-    the value of EVERY query parameter (``?key=``, ``?api-key=``, Azure Functions' ``?code=``, a SAS
-    ``?sig=``: no name list can know them all; a version or a flag is blanked with them, never a key
-    shown). Each as written, %-decoded and %-encoded: a server may echo either."""
+    """The secrets a URL the engine sends requests to carries, to blank wherever they appear: the
+    password of ``user:password@`` and the value of a query parameter named like a credential
+    (``?key=``, ``?api-key=``, ``?code=``, ``?sig=``) or that looks like one (long, letters and digits
+    mixed), each as written, %-decoded and %-encoded (a server may echo either). Not ``?format=json``
+    or ``?api-version=2024-10-21``: blanking those everywhere would garble every message (and a
+    cassette's JSON); where the URL itself is echoed, :func:`redact_text` hides the rest."""
     if not url:
         return []
     found: list[str] = []
     password = url_password(url)
     if password:
         found += [password, unquote(password)]
-    for value in _query_values(url):
-        found += [value, unquote(value), unquote_plus(value), quote(unquote_plus(value), safe="")]
+    for name, value in _query_items(url):
+        if value and (is_secret_param(name) or _looks_like_a_credential(unquote_plus(value))):
+            found += [value, unquote(value), unquote_plus(value), quote(unquote_plus(value), safe="")]
     return list(dict.fromkeys(found))
 
 
-def _query_values(url: str) -> list[str]:
+def _looks_like_a_credential(value: str) -> bool:
+    """A long random-looking token (a key under a name no pattern knows), not a word, date or number."""
+    return len(value) >= 20 and any(c.isdigit() for c in value) and any(c.isalpha() for c in value)
+
+
+def _query_items(url: str) -> list[tuple[str, str]]:
+    """``(name, value)`` of each query parameter as written (a bare ``value``: no name)."""
     try:
         query = urlsplit(url).query
-    except ValueError:  # a malformed URL (a bad IPv6 host...): its whole query is the secret
+    except ValueError:  # a malformed URL (a bad IPv6 host...): its query read as written
         query = url.partition("?")[2].partition("#")[0]
-    items = [item for item in re.split(r"[&;]", query) if item]
-    return [item.partition("=")[2] if "=" in item else item for item in items]
+    items = [item.partition("=") for item in re.split(r"[&;]", query) if item]
+    return [(name, value) if sep else ("", name) for name, sep, value in items]
 
 
 def redact_api_base(url: str | None) -> str | None:
-    """An ``api_base`` as shown and stored: :func:`redact_url` with every query value hidden too (they
-    are all secrets to the scrubber: see :func:`secrets_in_url`)."""
+    """An ``api_base`` as shown and stored: :func:`redact_url` with every query value hidden too (a
+    query of an API's base URL is rarely anything but a version or a credential: shown safe)."""
     shown = redact_url(url)
     if not shown or "?" not in shown:
         return shown
-    base, _, query = shown.partition("?")
-    return f"{base}?{_QUERY_ITEM.sub(lambda m: (m[1] or '') + '***', query)}"
+    base, _, query = shown.partition("?")  # a ``#`` after it is hidden with the value it follows
+    items = [item.partition("=") for item in re.split(r"[&;]", query) if item]
+    return f"{base}?{'&'.join(f'{name}=***' if sep else '***' for name, sep, _ in items)}"
 
 
 def known_secrets(*values: Any) -> list[str]:

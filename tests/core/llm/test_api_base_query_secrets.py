@@ -202,15 +202,30 @@ def test_flow_run_prints_no_key_of_the_api_base_query(gateway, tmp_path):
 
 
 # -- the scrubber itself -------------------------------------------------------------------------------
-def test_every_query_value_of_an_api_base_is_a_secret_as_written_decoded_and_encoded():
+def test_credential_query_values_of_an_api_base_are_secrets_as_written_decoded_and_encoded():
     from flow_engine.llm.redact import secrets_in_params, secrets_in_url
 
     found = secrets_in_url("https://gw.example/v1?key=a%2Bb+c1&api-version=2024-10-21;sig=xyz123")
-    assert {"a%2Bb+c1", "a+b+c1", "a+b c1", "a%2Bb%20c1", "2024-10-21", "xyz123"} <= set(found)
+    assert {"a%2Bb+c1", "a+b+c1", "a+b c1", "a%2Bb%20c1", "xyz123"} <= set(found)
     assert secrets_in_url("https://gw.example/v1") == [] and secrets_in_url(None) == []
     assert "p4ssw0rd" in secrets_in_url("https://me:p4ssw0rd@gw.example/v1?x=1")
     params = {"api_base": "http://h/v1?code=fn-key-1234", "base_url": "http://h/v1?token=tk-5678"}
     assert {"fn-key-1234", "tk-5678"} <= set(secrets_in_params(params))
+    # under a name no pattern knows, a long random-looking value is a secret too
+    assert "Zx81kQ2mP0vL7aB3nR5tW9" in secrets_in_url("https://gw.example/v1?x-gw=Zx81kQ2mP0vL7aB3nR5tW9")
+
+
+def test_ordinary_query_values_are_not_secrets_and_do_not_garble_messages():
+    """``?format=json&stream=true&api-version=2024-02-01``: blanking those everywhere would turn an
+    error text into "Invalid *** body: ... must be ***" (and break a cassette's JSON)."""
+    from flow_engine.llm.redact import redact_text, secrets_in_url
+
+    url = "https://gw.example/v1?api-version=2024-02-01&format=json&stream=true&key=k-123456"
+    assert secrets_in_url(url) == ["k-123456"]
+    message = "Invalid json body: field 'stream' must be true; dated 2024-02-01 (key k-123456)"
+    assert redact_text(message, secrets_in_url(url)) == (
+        "Invalid json body: field 'stream' must be true; dated 2024-02-01 (key ***)"
+    )
 
 
 def test_an_api_base_is_shown_with_every_query_value_hidden():
@@ -219,6 +234,7 @@ def test_an_api_base_is_shown_with_every_query_value_hidden():
     shown = redact_api_base("https://me:pw@gw.example/v1?key=k1234&api-version=2024-10-21&code=c9")
     assert shown == "https://me:***@gw.example/v1?key=***&api-version=***&code=***"
     assert redact_api_base("http://127.0.0.1:8080/v1") == "http://127.0.0.1:8080/v1"
+    assert redact_api_base("http://h/v1?a=&b") == "http://h/v1?a=***&***"  # every name kept
     assert redact_api_base(None) is None
 
 
