@@ -88,6 +88,21 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def _scrubbed(value: Any, secrets: list[str]) -> Any:
+    """``value`` with every secret blanked in its texts (keys and values), never in the JSON's own
+    syntax: a secret that also spells ``true`` or a number cannot break the file. An interaction's
+    ``key`` (a hash of the request, matched on replay) is left as it is."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {_scrubbed(k, secrets): v if k == "key" else _scrubbed(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v, secrets) for v in value]
+    return value
+
+
 def describe_request(kind: str, model: str, request: dict[str, Any]) -> dict[str, Any]:
     """What identifies a request: the JSON stored in the cassette beside its response."""
     params = {k: v for k, v in request.items() if k not in _TRANSPORT_PARAMS}
@@ -325,9 +340,8 @@ class Cassette:
             "note": "LLM responses recorded by flow-engine; replay with `flow run --replay FILE`",
             "interactions": self.interactions,
         }
-        text = json.dumps(payload, indent=2, ensure_ascii=False)
-        for secret in known_secrets(get_engine().settings.api_key, *self._secrets):
-            text = text.replace(secret, "***")
+        secrets = known_secrets(get_engine().settings.api_key, *self._secrets)
+        text = json.dumps(_scrubbed(payload, secrets), indent=2, ensure_ascii=False)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(f".{self.path.name}.tmp")
         temporary.write_text(text + "\n", encoding="utf-8")

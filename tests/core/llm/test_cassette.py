@@ -238,6 +238,32 @@ async def test_recording_keeps_what_was_recorded_when_the_run_fails(fake_openai,
     assert [i["step"] for i in data["interactions"]] == ["extract", "summarize", "summarize", "summarize"]
 
 
+class ExtractThroughGateway(Extract):
+    llm_params = {"temperature": 0.2, "extra_headers": {"X-Gateway-Code": "8675309"}}
+
+
+async def test_a_secret_that_spells_a_number_in_the_file_leaves_it_json_and_replayable(
+    fake_openai, tmp_path, tape_path
+):
+    """A header value is a secret; where the same digits are a token count the number stays, where
+    they are text they are blanked: the file is still JSON and replays."""
+    recording_engine(fake_openai, tmp_path)
+    fake_openai.script(Reply("the answer", usage=(8675309, 5)))
+    with cassette(tape_path, mode="record"):
+        await ExtractThroughGateway().execute({"prompt": "code 8675309 please"})
+    sent = {name.lower(): value for name, value in fake_openai.chat_requests[0].headers.items()}
+    assert sent["x-gateway-code"] == "8675309"  # it was sent
+    data = json.loads(tape_path.read_text())  # still JSON
+    [item] = data["interactions"]
+    assert item["messages"] == [{"role": "user", "content": "code *** please"}]
+    assert item["response"]["usage"]["prompt_tokens"] == 8675309
+    fake_openai.reset()
+    replaying_engine(fake_openai, tmp_path)
+    with cassette(tape_path):
+        replayed = await ExtractThroughGateway().execute({"prompt": "code 8675309 please"})
+    assert replayed.output_content == "the answer" and fake_openai.requests == []
+
+
 def test_cassette_file_problems_are_usage_errors(tmp_path):
     with pytest.raises(CassetteError, match=r"no cassette '.*missing\.json' to replay; record it first"):
         Cassette(tmp_path / "missing.json")
