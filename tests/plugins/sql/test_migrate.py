@@ -116,3 +116,29 @@ async def test_a_migration_leaving_a_missing_reference_is_rolled_back(tmp_path, 
 
     assert migrate.current(url) == schema.HEAD  # nothing of it was committed
     assert stored_ids(url) == recorded
+
+
+async def test_an_upgrade_of_a_database_at_head_does_not_scan_its_references(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'big.db'}"
+    await record_runs(url)
+    scans: list[int] = []
+    real_scan = migrate._broken_references
+    monkeypatch.setattr(migrate, "_broken_references", lambda conn: scans.append(1) or real_scan(conn))
+    assert migrate.upgrade(url) == schema.HEAD
+    assert scans == []  # nothing to migrate: no scan of the whole database under the write lock
+    migrate.downgrade(url, FIRST)
+    assert len(scans) == 2  # a migration that runs is checked before and after
+
+
+async def test_references_already_missing_before_a_migration_do_not_block_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old-orphans.db'}"
+    recorded = await record_runs(url)
+    path = sqlite_path(url)
+    assert path is not None
+    with sqlite3.connect(path) as conn:  # written with foreign keys off, as an old tool might have
+        conn.execute("PRAGMA foreign_keys = OFF")
+        conn.execute("DELETE FROM flow_runs WHERE parent_run_id IS NOT NULL")
+    assert migrate.downgrade(url, FIRST) == FIRST
+    assert migrate.upgrade(url) == schema.HEAD
+    left = stored_ids(url)
+    assert left["steps"] == recorded["steps"] and len(left["runs"]) == 1
