@@ -82,7 +82,7 @@ def batch(
         if output is not None:  # written at the end: a place that takes no file is refused before any run
             if background:
                 raise UsageError("--output writes the results of runs made here; not with --background")
-            check_output_file(output, "--output")
+            output = str(check_output_file(output, "--output"))  # ``~`` expanded, as checked
         if model:
             from flow_engine.engine import get_engine
 
