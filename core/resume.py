@@ -109,9 +109,10 @@ async def _cancel_waiting(store: RunStore, run: RunRecord) -> str:
     root = run
     while root.parent_run_id is not None:
         root = await asyncio.to_thread(store.load_run, root.parent_run_id)
-    waiting = await asyncio.to_thread(_waiting_tree, store, root)
     if not await store.claim_run(root.id, f"cancel-{uuid.uuid4().hex[:8]}", stale_before()):
         return await store.request_cancel(root.id)  # answered just now: it runs, or has ended
+    # read once the claim is held: no answer can move the tree on any more
+    waiting = await asyncio.to_thread(_waiting_tree, store, root)
     now = utcnow()
     for waiter in reversed(waiting):  # the innermost first, the root (which the claim holds) last
         step = waiting_step(await asyncio.to_thread(store.list_steps, waiter.id))
