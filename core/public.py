@@ -193,7 +193,8 @@ no network; a notice on stderr says so). Any litellm model string works (``opena
   place, its completed steps replayed with no LLM call; a deadline that passed fails the run. A
   waiting run's page in ``flow ui`` has a form for the answer, checked the same way, and programs can
   ``POST /api/runs/{id}/answer`` there (``{"name": ..., "answer": {...}}``, JSON).
-- ``await cancel_run(run_id)`` (``flow cancel``): the run stops at its next step boundary, ``cancelled``.
+- ``await cancel_run(run_id)`` (``flow cancel``): the run stops at its next step boundary, ``cancelled``
+  (a run nobody executes, waiting for input included, is cancelled at once).
 - A running run refreshes ``last_heartbeat``; one whose heartbeat is older than
   ``FLOW_ENGINE_STALE_AFTER`` seconds is shown as ``crashed``; ``await recover_runs()`` (``flow recover``)
   marks them so.
