@@ -179,7 +179,6 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_run(tmp_path, ou
     assert Gauge.ran == [] and get_engine().store.list_runs(limit=10) == []
 
 
-
 def test_an_output_under_the_home_folder_is_written_where_it_was_checked(tmp_path, monkeypatch):
     write_items(tmp_path / "items.jsonl", [json.dumps({"n": n}) for n in range(2)])
     (tmp_path / "home").mkdir()
@@ -188,6 +187,7 @@ def test_an_output_under_the_home_folder_is_written_where_it_was_checked(tmp_pat
     assert result.exit_code == 0, result.stderr
     assert len((tmp_path / "home" / "out.jsonl").read_text().splitlines()) == 2
     assert not (tmp_path / "~").exists()
+
 
 def test_an_output_folder_that_takes_no_file_is_refused_before_any_run(tmp_path, monkeypatch):
     write_items(tmp_path / "items.jsonl", [json.dumps({"n": 1})])
