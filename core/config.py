@@ -150,7 +150,8 @@ def settings_given(cls: type[BaseSettings], overrides: dict[str, Any]) -> bool:
     config = cls.model_config
     if config.get("env_file") or config.get("secrets_dir") or _own_sources(cls):
         return True
-    return any(_variables_set(cls, names) for names in _variable_names(cls).values())
+    names = [name for found in _variable_names(cls).values() for name in found]
+    return bool(_variables_set(cls, names))
 
 
 def _own_sources(cls: type[BaseSettings]) -> bool:
@@ -197,11 +198,14 @@ def _alias_heads(field: FieldInfo) -> list[str]:
 
 def _variables_set(cls: type[BaseSettings], names: list[str]) -> list[str]:
     """The environment variables set among ``names``, in their order; with ``env_nested_delimiter``,
-    then the ones under them (``NAME__KEY``), which pydantic-settings reads into a model or dict field."""
-    keys = [_fold(cls, key) for key in os.environ]
+    then the ones under them (``NAME__KEY``), which pydantic-settings reads into a model or dict field.
+    (The environment is folded once per call: this runs at every engine's start, for every plugin.)"""
+    keys = set(os.environ) if cls.model_config.get("case_sensitive") else {key.upper() for key in os.environ}
+    found = [name for name in names if name in keys]
     delimiter = cls.model_config.get("env_nested_delimiter")
-    under = [key for name in names for key in keys if delimiter and key.startswith(name + delimiter)]
-    return [name for name in names if name in keys] + under
+    if delimiter:
+        found += [key for name in names for key in keys if key.startswith(name + delimiter)]
+    return found
 
 
 def _variable_given(cls: type[BaseSettings], field: str) -> str:
