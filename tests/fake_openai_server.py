@@ -25,7 +25,8 @@ Replies (:class:`Reply`, :class:`ImageReply`) and faults (:class:`Fault`):
 - ``Fault.status(429, retry_after=0.2)``, ``Fault.status(500)``, ``Fault.status(503)``: an OpenAI-style
   error JSON with that status (and a ``Retry-After`` header when given).
 - ``Fault.status(401, echo_headers=True)``: the error message repeats every request header (the API
-  key's ``Authorization`` and any custom key header), as careless gateways do.
+  key's ``Authorization`` and any custom key header), as careless gateways do; ``echo_url=True``: it
+  repeats the URL requested, query string and all (an ``api_base`` of ``.../v1?key=K`` is served too).
 - ``Fault.hang(seconds)``: answer nothing for that long (longer than the client's timeout).
 - ``Fault.hold()``: answer nothing until :meth:`FakeOpenAI.release` (or :meth:`reset`), then answer
   as usual: as an :meth:`answer` rule it stops every run at the same step until the test lets go.
@@ -143,6 +144,7 @@ class Fault:
     seconds: float = 30.0
     message: str | None = None
     echo_headers: bool = False  # the error body repeats every request header (as some gateways do)
+    echo_url: bool = False  # the error body repeats the URL requested, query string and all
 
     @classmethod
     def status(
@@ -152,9 +154,15 @@ class Fault:
         retry_after: float | None = None,
         message: str | None = None,
         echo_headers: bool = False,
+        echo_url: bool = False,
     ) -> Fault:
         return cls(
-            "status", status_code=code, retry_after=retry_after, message=message, echo_headers=echo_headers
+            "status",
+            status_code=code,
+            retry_after=retry_after,
+            message=message,
+            echo_headers=echo_headers,
+            echo_url=echo_url,
         )
 
     @classmethod
@@ -195,7 +203,7 @@ Scripted = Reply | ImageReply | Fault
 @dataclass
 class RecordedRequest:
     method: str
-    path: str
+    path: str  # with its query string, if any
     headers: dict[str, str]
     body: Any  # parsed JSON, or None when the body was not JSON
     raw: str
@@ -377,11 +385,11 @@ class FakeOpenAI:
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
-        return [r for r in list(self.requests) if r.path.endswith("/chat/completions")]
+        return [r for r in list(self.requests) if r.path.endswith("chat/completions")]
 
     @property
     def image_requests(self) -> list[RecordedRequest]:
-        return [r for r in list(self.requests) if r.path.endswith("/images/generations")]
+        return [r for r in list(self.requests) if r.path.endswith("images/generations")]
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> FakeOpenAI:
@@ -416,6 +424,9 @@ class FakeOpenAI:
         self._stopping = asyncio.Event()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
+        # an api_base with a query (``/v1?key=K``): the client appends the endpoint to the query string
+        app.router.add_post("/v1", self._chat)
+        app.router.add_post("/v1/", self._chat)
         app.router.add_post("/v1/images/generations", self._images)
         app.router.add_get("/files/{name}", self._file)
         app.router.add_get("/_fake/requests", self._ctl_requests)
@@ -469,7 +480,7 @@ class FakeOpenAI:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        record = RecordedRequest(request.method, request.path, dict(request.headers), body, raw)
+        record = RecordedRequest(request.method, request.path_qs, dict(request.headers), body, raw)
         with self._lock:
             self.requests.append(record)
         return record
@@ -515,6 +526,8 @@ class FakeOpenAI:
         }.get(code, f"fake error {code}")
         if fault.echo_headers:
             message = f"{message}; request headers: {json.dumps(dict(request.headers))}"
+        if fault.echo_url:
+            message = f"{message}; requested {request.method} {request.url}"
         return web.json_response(
             _error(message, kinds.get(code, "server_error")), status=code, headers=headers
         )
@@ -793,11 +806,11 @@ class RemoteFakeOpenAI:
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+        return [r for r in self.requests if r.path.endswith("chat/completions")]
 
     @property
     def image_requests(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.path.endswith("/images/generations")]
+        return [r for r in self.requests if r.path.endswith("images/generations")]
 
 
 def free_port() -> int:

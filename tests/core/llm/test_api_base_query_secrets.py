@@ -4,87 +4,22 @@ line and printed output, as the API key and header values are."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import textwrap
-import threading
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from pydantic import BaseModel
 
 from flow_engine import BaseFlow, UnstructuredStep
 from flow_engine.engine import get_engine
 from flow_engine.llm.calls import LLMRequestError
-from tests.fake_openai_server import free_port, run_flow_cli, use_fake_openai
+from tests.core.llm.exceptions import exception_chain
+from tests.fake_openai_server import FakeOpenAI, Fault, run_flow_cli, use_fake_openai
 
 SECRET = "qs-Secret-0123456789abcdef"
-
-
-class EchoingGateway:
-    """A fake OpenAI-compatible server on 127.0.0.1 that answers every request with an OpenAI-style
-    error whose message repeats the request's method and URL as received, query string and all (as
-    careless gateways and proxies do)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.status = 400
-        self.received: list[str] = []
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._serve, name="echoing-gateway", daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    async def _answer(self, request: web.Request) -> web.Response:
-        self.received.append(request.raw_path)
-        message = f"no deployment for {request.method} {request.url} (raw path {request.raw_path})"
-        error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
-        return web.json_response({"error": error}, status=self.status)
-
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._answer)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._start())
-        self._loop.run_forever()
-        assert self._runner is not None
-        self._loop.run_until_complete(self._runner.cleanup())
-        self._loop.close()
-
-    def start(self) -> EchoingGateway:
-        self._thread.start()
-        started = asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self._loop)
-        started.result(10)
-        return self
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-
-@pytest.fixture(scope="module")
-def _gateway() -> Iterator[EchoingGateway]:
-    server = EchoingGateway().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def gateway(_gateway: EchoingGateway) -> EchoingGateway:
-    _gateway.status, _gateway.received = 400, []
-    return _gateway
 
 
 class Hello(UnstructuredStep):
@@ -102,14 +37,6 @@ class HelloFlow(BaseFlow):
         return {"text": (await Hello().execute({"prompt": "hi"})).output_content}
 
 
-def chain_of(exc: BaseException | None) -> list[BaseException]:
-    found: list[BaseException] = []
-    while exc is not None and len(found) < 20:
-        found.append(exc)
-        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    return found
-
-
 @pytest.mark.parametrize(
     ("query", "status", "where"),
     [
@@ -119,33 +46,35 @@ def chain_of(exc: BaseException | None) -> list[BaseException]:
     ],
 )
 async def test_a_key_in_the_api_base_query_echoed_by_the_server_is_stored_and_logged_nowhere(
-    gateway, tmp_path, caplog, capfd, monkeypatch, query, status, where
+    fake_openai: FakeOpenAI, tmp_path, caplog, capfd, monkeypatch, query, status, where
 ):
-    gateway.status = status
-    api_base = f"{gateway.base_url}?{query}"
+    echoed = Fault.status(status, message="no deployment", echo_url=True)
+    fake_openai.fail_next(echoed, times=2)  # a 500 is retried once (max_retries=1)
+    api_base = f"{fake_openai.base_url}?{query}"
     (tmp_path / "db").mkdir()
     database = tmp_path / "db" / "runs.db"
-    setting = api_base if where == "setting" else gateway.base_url
+    setting = api_base if where == "setting" else fake_openai.base_url
     use_fake_openai(setting, tmp_path, database_url=f"sqlite:///{database}", max_retries=1)
     if where == "step":
         monkeypatch.setattr(Hello, "api_base", api_base)
     with caplog.at_level(logging.DEBUG):
         with pytest.raises(LLMRequestError) as info:
             await HelloFlow().execute({})
-    assert gateway.received and all(SECRET in path for path in gateway.received)  # the key was sent
+    sent = fake_openai.chat_requests
+    assert sent and all(SECRET in request.path for request in sent)  # the key was sent
 
     store = get_engine().store
     [run] = store.list_runs()
     requests = store.list_llm_requests()
     assert len(requests) == (2 if status == 500 else 1)
-    assert all(r.error_message and "no deployment for POST" in r.error_message for r in requests)
-    assert run.status == "failed" and run.error_message and "no deployment for POST" in run.error_message
+    assert all(r.error_message and "no deployment; requested POST" in r.error_message for r in requests)
+    assert run.status == "failed" and "no deployment; requested POST" in (run.error_message or "")
     assert all("?" in (r.api_base or "") for r in requests)
     printed = "".join(traceback.format_exception(info.value))
     captured = capfd.readouterr()
     texts = {
         "exception": printed,
-        "chain": "\n".join(str(e) for e in chain_of(info.value)),
+        "chain": "\n".join(str(e) for e in exception_chain(info.value)),
         "logs": caplog.text,
         "stderr": captured.err,
         "stdout": captured.out,
@@ -156,11 +85,11 @@ async def test_a_key_in_the_api_base_query_echoed_by_the_server_is_stored_and_lo
     assert {name for name, text in texts.items() if SECRET in text or SECRET[3:19] in text} == set()
     get_engine().close()
     stored = database.read_bytes()
-    assert b"no deployment for POST" in stored and SECRET[3:19].encode() not in stored
+    assert b"no deployment; requested POST" in stored and SECRET[3:19].encode() not in stored
 
 
 @pytest.mark.slow
-def test_flow_run_prints_no_key_of_the_api_base_query(gateway, tmp_path):
+def test_flow_run_prints_no_key_of_the_api_base_query(fake_openai: FakeOpenAI, tmp_path):
     """``flow run --traceback`` with ``FLOW_ENGINE_API_BASE=...?key=SECRET``: the server's echo of the
     URL is printed (and stored) with the key blanked."""
     flows = tmp_path / "query_flows.py"
@@ -187,16 +116,17 @@ def test_flow_run_prints_no_key_of_the_api_base_query(gateway, tmp_path):
         ),
         encoding="utf-8",
     )
+    fake_openai.fail_next(Fault.status(400, message="no deployment", echo_url=True))
     result = run_flow_cli(
-        f"{gateway.base_url}?key={SECRET}",
+        f"{fake_openai.base_url}?key={SECRET}",
         tmp_path,
         "run",
         f"{flows}:SayFlow",
         "--traceback",
     )
     assert result.returncode == 1, result.stderr
-    assert gateway.received and SECRET in gateway.received[0]
-    assert "no deployment for POST" in result.stderr
+    assert fake_openai.chat_requests and SECRET in fake_openai.chat_requests[0].path
+    assert "no deployment; requested POST" in result.stderr
     assert SECRET[3:19] not in result.stderr + result.stdout
     assert SECRET[3:19].encode() not in Path(tmp_path / "runs.db").read_bytes()
 

@@ -18,6 +18,7 @@ from flow_engine import BaseFlow, UnstructuredStep
 from flow_engine.engine import get_engine
 from flow_engine.llm.calls import LLMRequestError
 from flow_engine.plugin import RunStatus, complete, generate_image
+from tests.core.llm.exceptions import exception_chain
 from tests.fake_openai_server import Fault, Reply, use_fake_openai
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -388,16 +389,6 @@ class KeyHeaderFlow(BaseFlow):
 
     async def _execute_flow_logic(self, inputs: dict[str, Any]) -> dict[str, Any]:
         return {"text": (await WithKeyHeader().execute({"prompt": "hi"})).output_content}
-
-
-def exception_chain(exc: BaseException | None) -> list[BaseException]:
-    found: list[BaseException] = []
-    while exc is not None and len(found) < 20:
-        found.append(exc)
-        if exc.__context__ is not None and exc.__context__ is not exc.__cause__:
-            found += exception_chain(exc.__context__)
-        exc = exc.__cause__
-    return found
 
 
 async def test_a_server_echoing_every_header_leaks_no_key_anywhere(fake_openai, tmp_path, caplog):
