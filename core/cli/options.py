@@ -96,11 +96,15 @@ def finite_usd(ctx: click.Context, param: click.Parameter, value: float | None) 
 
 
 def finite_seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    """A duration in seconds (``--stale-after``): infinity or more than ``ages.MAX_AGE`` (about 1000
-    years) cannot be subtracted from now (``OverflowError``); refused (exit 2) naming the option."""
+    """A duration in seconds (``--stale-after``, ``flow wait --timeout``): NaN or a negative number
+    would wait forever or never, infinity or more than ``ages.MAX_AGE`` (about 1000 years) cannot be
+    counted from now (``OverflowError``); refused (exit 2) naming the option."""
     from .ages import MAX_AGE
 
-    if value is not None and not value <= MAX_AGE.total_seconds():  # NaN too
-        most = f"at most {MAX_AGE.total_seconds():.0f} (about 1000 years)"
-        raise click.BadParameter(f"{value:g} seconds is too long a duration: {most}")
+    most = MAX_AGE.total_seconds()
+    if value is not None and not 0 <= value <= most:  # NaN too
+        raise click.BadParameter(
+            f"{value:g} is not a usable number of seconds: a finite number >= 0 is needed, and more "
+            f"than {most:.0f} (about 1000 years) is too long a duration"
+        )
     return value

@@ -12,7 +12,7 @@ import time
 
 import click
 
-from flow_engine.cli.options import db_option, reads_database
+from flow_engine.cli.options import db_option, finite_seconds, reads_database
 from flow_engine.errors import UsageError
 
 from .progress import WaitProgress
@@ -25,7 +25,7 @@ from .report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Report
 @click.option(
     "--timeout",
     type=float,
-    callback=lambda _ctx, _param, value: finite_timeout(value),
+    callback=finite_seconds,
     metavar="SECONDS",
     help="Give up after this long (exit 1; the run goes on); a finite number >= 0.",
 )
@@ -77,12 +77,3 @@ def wait(run_id: str, timeout: float | None, as_json: bool) -> None:
     click.echo(f"Error: flow '{run.flow_name}' {status}: {error}", err=True)
     report.finished(run, run.id, None, status, error)
     sys.exit(EXIT_FAILED)
-
-
-def finite_timeout(value: float | None) -> float | None:
-    """``--timeout``: NaN, infinity or a negative number would wait forever (or never); refused (exit 2)."""
-    import math
-
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise click.BadParameter(f"{value} is not a number of seconds (a finite number >= 0)")
-    return value
