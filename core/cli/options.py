@@ -76,11 +76,14 @@ def require_database() -> None:
 
 
 def reads_database(command: F) -> F:
-    """Mark a command's function as reading recorded runs: it checks ``require_database`` first."""
+    """Mark a command's function as reading recorded runs: it checks ``require_database`` first. A
+    group (``flow runs``) passing on to a subcommand does not: the subcommand's own ``--db`` is not
+    read yet, and the subcommand checks what it reads itself."""
 
     @functools.wraps(command)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        require_database()
+        if click.get_current_context().invoked_subcommand is None:
+            require_database()
         return command(*args, **kwargs)
 
     return checked  # type: ignore[return-value]

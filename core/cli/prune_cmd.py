@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import click
 
 from flow_engine.cli.ages import parse_age
-from flow_engine.cli.options import db_option
+from flow_engine.cli.options import db_option, reads_database
 from flow_engine.errors import UsageError
 from flow_engine.storage import PRUNABLE_STATUSES, PRUNE_BATCH
 
@@ -133,6 +133,7 @@ def report(result: PruneResult, artifacts: Artifacts, when: datetime, dry_run: b
     show_default=True,
     help="Runs deleted per transaction (each holds the database's write lock briefly).",
 )
+@reads_database
 def prune(
     before: str | None,
     older_than: str | None,

@@ -143,3 +143,24 @@ def test_flow_runs_is_still_the_listing(flow, tmp_path):
     table = flow("runs", "--flow", "paint")
     assert table.returncode == 0 and table.stdout.count("paint") == 4
     assert "prune" in flow("runs", "--help").stdout
+
+
+def test_db_given_after_prune_is_the_one_checked_and_pruned(flow, tmp_path):
+    """``flow runs prune --db URL``: the ``runs`` group does not check its own database (the default,
+    which does not exist here) before the subcommand's ``--db`` applies."""
+    (tmp_path / "elsewhere").mkdir()
+    data = seed(tmp_path / "elsewhere")
+    assert not (tmp_path / "flow.db").exists()
+
+    done = flow("runs", "prune", "--db", "sqlite:///elsewhere/flow.db", "--older-than", "90d")
+
+    assert done.returncode == 0, done.stderr
+    assert "2 runs (and 1 child runs)" in done.stdout
+    assert not (tmp_path / "flow.db").exists()
+    assert (data["artifacts"] / str(data["recent"])).is_dir()
+
+
+def test_prune_with_no_database_refuses_and_creates_none(flow, tmp_path):
+    done = flow("runs", "prune", "--db", "sqlite:///nowhere.db", "--older-than", "90d")
+    assert done.returncode == 2 and "no database at" in done.stderr
+    assert not (tmp_path / "nowhere.db").exists() and not (tmp_path / "flow.db").exists()
